@@ -1,0 +1,778 @@
+"""plan(desired, live) -> Plan: pure, deterministic, no I/O.
+
+The planner decides; the executor only carries out. Every rule of SPEC §1-§2
+that depends on the server's behaviour is encoded here, next to a comment
+saying which server fact it answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from reconciler.model import (
+    RESERVED_PATHS,
+    CatalogEntry,
+    DesiredState,
+    LiveMount,
+    LiveState,
+    Mount,
+    MountKind,
+    PluginEntry,
+)
+from reconciler.plan import (
+    KIND_ORDER,
+    Action,
+    ActionKind,
+    DesiredSource,
+    FieldChange,
+    Plan,
+    Problem,
+    Safety,
+    Stage,
+    fingerprint,
+)
+
+# Built-ins the server resolves without the catalog: an external entry of this
+# name is accepted (204) but never runs (OpenBao 2.7: kv).
+HARD_WIRED_BUILTINS: frozenset[tuple[str, str]] = frozenset({("secret", "kv")})
+
+CatalogKey = tuple[str, str, str]
+# (type, name, version, sha256) of an upgrade the watcher has set aside after it failed.
+HeldUpgrade = tuple[str, str, str, str]
+
+# What a config key reads as on the server when it was never set.
+_CONFIG_DEFAULTS: dict[str, Any] = {
+    "default_lease_ttl": 0,
+    "max_lease_ttl": 0,
+    "force_no_cache": False,
+    "listing_visibility": "",
+    "audit_non_hmac_request_keys": [],
+    "audit_non_hmac_response_keys": [],
+    "passthrough_request_headers": [],
+    "allowed_response_headers": [],
+    "token_type": "default-service",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a mount should run: the built-in, or one external catalog entry."""
+
+    type: str
+    name: str
+    builtin: bool
+    version: str = ""
+    sha256: str = ""
+
+    @property
+    def key(self) -> CatalogKey | None:
+        """The external catalog entry this target runs; None for the built-in."""
+        return None if self.builtin else (self.type, self.name, self.version)
+
+
+def mount_target_name(kind: MountKind, path: str) -> str:
+    """How a mount is named in plans: the file's section and the path."""
+    return f"{'auth' if kind == 'auth' else 'secrets'}/{path}"
+
+
+def catalog_target_name(key: CatalogKey) -> str:
+    """How a catalog entry is named in plans and in `--replace TYPE/NAME/VERSION`."""
+    return "/".join(key)
+
+
+def runs_builtin(mount: LiveMount) -> bool:
+    """A mount runs a built-in when the server reports no binary hash for it."""
+    return mount.running_sha256 == ""
+
+
+def is_builtin_version(version: str) -> bool:
+    return "+builtin" in version
+
+
+def plan(
+    desired: DesiredState,
+    live: LiveState,
+    *,
+    source: DesiredSource | None = None,
+    replace: Collection[CatalogKey] = (),
+    held: Collection[HeldUpgrade] = (),
+) -> Plan:
+    """Compute the actions that make `live` equal to `desired`.
+
+    `replace` forces a re-register of those catalog entries (and a reload of
+    their mounts); `held` lists failed upgrades the watcher has set aside:
+    mounts that would move to them stay where they are.
+    """
+    planner = _Planner(desired, live, frozenset(replace), frozenset(held))
+    planner.run()
+    actions = sorted(
+        planner.actions,
+        key=lambda a: (a.stage != Stage.CONVERGE, KIND_ORDER[a.kind], a.target),
+    )
+    return Plan(
+        desired=source or DesiredSource(),
+        server=live.server,
+        fingerprint=fingerprint(live),
+        max_destroy=desired.settings.max_destroy,
+        actions=actions,
+        errors=sorted(set(planner.errors), key=lambda p: (p.target, p.message)),
+        warnings=sorted(set(planner.warnings), key=lambda p: (p.target, p.message)),
+    )
+
+
+@dataclass
+class _Planner:
+    desired: DesiredState
+    live: LiveState
+    replace: frozenset[CatalogKey]
+    held: frozenset[HeldUpgrade]
+    actions: list[Action] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.present: dict[CatalogKey, PluginEntry] = {
+            e.key: e for e in self.desired.plugins if e.present
+        }
+        self.absent: dict[CatalogKey, PluginEntry] = {
+            e.key: e for e in self.desired.plugins if not e.present
+        }
+        self.external: dict[CatalogKey, CatalogEntry] = {
+            e.key: e for e in self.live.catalog if not e.builtin
+        }
+        self.builtins: dict[tuple[str, str], str] = {
+            (e.type, e.name): e.version for e in self.live.catalog if e.builtin
+        }
+        self.live_mounts: dict[tuple[MountKind, str], LiveMount] = {
+            (m.kind, m.path): m for m in self.live.mounts
+        }
+        # Filled while planning the catalog, read while planning mounts.
+        self.changed_entries: set[CatalogKey] = set()
+        self.deregistrations = self._wanted_deregistrations()
+        self.deregistered = {key for key, _ in self.deregistrations}
+        self.converge_reloads: list[str] = []
+        self.cleanup_reloads: list[str] = []
+        self.claimed_paths: set[tuple[MountKind, str]] = set()
+        self.disabled_paths: set[tuple[MountKind, str]] = set()
+
+    # --- entry point ----------------------------------------------------------
+
+    def run(self) -> None:
+        self._plan_catalog_writes()
+        targets = self._plan_declared_mounts()
+        self._plan_unmanaged_mounts()
+        self._plan_deregistrations(targets)
+        self._plan_override_warnings(targets)
+        self._add_reloads()
+
+    # --- catalog --------------------------------------------------------------
+
+    def _plan_catalog_writes(self) -> None:
+        for key, entry in sorted(self.present.items()):
+            target = catalog_target_name(key)
+            if (entry.type, entry.name) in HARD_WIRED_BUILTINS:
+                self.errors.append(
+                    Problem(
+                        target=target,
+                        message=(
+                            f"the built-in {entry.type} plugin {entry.name!r} is hard-wired in the "
+                            "server and cannot be overridden by an external entry: rename the "
+                            "plugin"
+                        ),
+                    )
+                )
+                continue
+            if entry.sha256 is None:
+                self.errors.append(
+                    Problem(
+                        target=target,
+                        message="sha256 is unknown: give it, or set plugin_directory",
+                    )
+                )
+                continue
+            if entry.env:
+                self.warnings.append(
+                    Problem(
+                        target=target,
+                        message=(
+                            "env is write-only on the server: a change of env alone cannot be "
+                            f"seen; use --replace {target} to re-register it"
+                        ),
+                    )
+                )
+            wanted = _registration(entry)
+            live_entry = self.external.get(key)
+            if live_entry is None:
+                self.changed_entries.add(key)
+                self.actions.append(
+                    Action(
+                        kind=ActionKind.REGISTER,
+                        target=target,
+                        safety=Safety.SAFE,
+                        reason="not in the catalog",
+                        changes=_changes({}, _visible(wanted)),
+                        params=wanted,
+                    )
+                )
+                continue
+            have = {
+                "command": live_entry.command,
+                "sha256": live_entry.sha256,
+                "args": list(live_entry.args),
+            }
+            changes = _changes(have, {k: wanted[k] for k in have})
+            if changes or key in self.replace:
+                self.changed_entries.add(key)
+                self.actions.append(
+                    Action(
+                        kind=ActionKind.UPDATE,
+                        target=target,
+                        safety=Safety.SAFE,
+                        reason=(
+                            "registered with a different " + ", ".join(c.field for c in changes)
+                            if changes
+                            else "re-register requested with --replace"
+                        ),
+                        changes=changes,
+                        params=wanted,
+                    )
+                )
+                if entry.type == "database":
+                    # Database plugins serve connections, not mounts: reload them by name.
+                    self.actions.append(
+                        Action(
+                            kind=ActionKind.RELOAD,
+                            target=f"plugin {entry.name}",
+                            safety=Safety.DISRUPTIVE,
+                            reason="database connections keep the old binary until reloaded",
+                            params={"plugin": entry.name, "scope": self._scope()},
+                        )
+                    )
+
+    def _entries_after(self) -> set[CatalogKey]:
+        """External catalog keys that exist once the plan is applied."""
+        return (set(self.external) | set(self.present)) - self.deregistered
+
+    # --- resolution -----------------------------------------------------------
+
+    def _resolve(self, kind: MountKind, mount: Mount) -> Target | None:
+        """The declared mount's effective plugin, or None after recording an error."""
+        where = mount_target_name(kind, mount.path)
+        plugin_type = kind
+        candidates = sorted(
+            (e for e in self.present.values() if e.type == plugin_type and e.name == mount.plugin),
+            key=lambda e: e.version,
+        )
+        builtin_version = self.builtins.get((plugin_type, mount.plugin))
+        if mount.version is not None:
+            if is_builtin_version(mount.version) or mount.version == builtin_version:
+                if builtin_version is None:
+                    self._error(where, f"{mount.plugin!r} is not a built-in {plugin_type} plugin")
+                    return None
+                return Target(plugin_type, mount.plugin, builtin=True)
+            for entry in candidates:
+                if entry.version == mount.version:
+                    return _entry_target(entry)
+            if (plugin_type, mount.plugin, mount.version) in self.absent:
+                self._error(
+                    where, f"version {mount.version} of {mount.plugin!r} is declared absent"
+                )
+            else:
+                self._error(
+                    where,
+                    f"no declared {plugin_type} plugin {mount.plugin!r} has version "
+                    f"{mount.version}",
+                )
+            return None
+        if len(candidates) == 1:
+            entry = candidates[0]
+            return _entry_target(entry)
+        if len(candidates) > 1:
+            versions = ", ".join(e.version or '""' for e in candidates)
+            self._error(
+                where, f"ambiguous: {mount.plugin!r} has versions {versions}; pin a version"
+            )
+            return None
+        if builtin_version is not None:
+            return Target(plugin_type, mount.plugin, builtin=True)
+        self._error(
+            where,
+            f"{plugin_type} plugin {mount.plugin!r} is neither declared in the file "
+            "nor a built-in of this server",
+        )
+        return None
+
+    def _live_resolution(self, mount: LiveMount, entries: set[CatalogKey]) -> Target | None:
+        """What a live mount runs at its next reload, given the catalog `entries`."""
+        name_type = (mount.kind, mount.plugin)
+        if mount.plugin_version and not is_builtin_version(mount.plugin_version):
+            key = (mount.kind, mount.plugin, mount.plugin_version)
+            return self._external_target(key) if key in entries else None
+        # Unpinned (or pinned to the built-in): an unversioned external entry shadows the built-in.
+        shadow = (mount.kind, mount.plugin, "")
+        if not mount.plugin_version and shadow in entries:
+            return self._external_target(shadow)
+        if name_type in self.builtins:
+            return Target(mount.kind, mount.plugin, builtin=True)
+        return None
+
+    def _external_target(self, key: CatalogKey) -> Target:
+        entry = self.present.get(key)
+        if entry is not None:
+            return _entry_target(entry)
+        return Target(*key[:2], builtin=False, version=key[2], sha256=self.external[key].sha256)
+
+    # --- declared mounts ------------------------------------------------------
+
+    def _plan_declared_mounts(self) -> dict[tuple[MountKind, str], Target]:
+        targets: dict[tuple[MountKind, str], Target] = {}
+        for kind, mount in self.desired.mounts():
+            where = mount_target_name(kind, mount.path)
+            if mount.path in RESERVED_PATHS[kind]:
+                self._error(where, "reserved mount: the server owns it and it cannot be declared")
+                continue
+            self.claimed_paths.add((kind, mount.path))
+            target = self._resolve(kind, mount)
+            if target is None:
+                continue
+            target = self._hold_back(kind, mount, target)
+            targets[(kind, mount.path)] = target
+            live_mount = self.live_mounts.get((kind, mount.path))
+            if live_mount is None and mount.moved_from is not None:
+                live_mount = self._plan_move(kind, mount)
+            if live_mount is None:
+                self._plan_enable(kind, mount, target, ActionKind.ENABLE, "not mounted")
+                continue
+            immutable = self._immutable_changes(mount, live_mount)
+            if immutable:
+                if mount.protect:
+                    self._error(
+                        where,
+                        "protected mount would be replaced (disable + enable destroys its data): "
+                        + ", ".join(f"{c.field} {c.before!r} → {c.after!r}" for c in immutable),
+                    )
+                    continue
+                self._plan_enable(
+                    kind,
+                    mount,
+                    target,
+                    ActionKind.REPLACE,
+                    "immutable field changed: " + ", ".join(c.field for c in immutable),
+                    immutable,
+                )
+                continue
+            self._plan_tune(kind, mount, live_mount, target)
+            self._plan_reload(kind, mount, live_mount, target)
+        return targets
+
+    def _hold_back(self, kind: MountKind, mount: Mount, target: Target) -> Target:
+        """Keep a mount on its current plugin when its target is a held (failed) upgrade."""
+        if target.builtin:
+            return target
+        if (kind, mount.plugin, target.version, target.sha256) not in self.held:
+            return target
+        live_mount = self.live_mounts.get((kind, mount.path))
+        where = mount_target_name(kind, mount.path)
+        self.warnings.append(
+            Problem(
+                target=where,
+                message=(
+                    f"upgrade to {mount.plugin} {target.version} failed before and is held "
+                    "until the file changes"
+                ),
+            )
+        )
+        if live_mount is None:
+            return target
+        current = self._live_resolution(live_mount, set(self.external))
+        return current or target
+
+    def _plan_move(self, kind: MountKind, mount: Mount) -> LiveMount | None:
+        assert mount.moved_from is not None
+        source = self.live_mounts.get((kind, mount.moved_from))
+        if source is None:
+            return None
+        self.claimed_paths.add((kind, mount.moved_from))
+        self.actions.append(
+            Action(
+                kind=ActionKind.MOVE,
+                target=mount_target_name(kind, mount.path),
+                safety=Safety.SAFE,
+                reason=f"moved_from {mount.moved_from}: sys/remount keeps its data",
+                changes=[FieldChange(field="path", before=mount.moved_from, after=mount.path)],
+                params={"kind": kind, "from": mount.moved_from, "to": mount.path},
+            )
+        )
+        return source.model_copy(update={"path": mount.path})
+
+    def _immutable_changes(self, mount: Mount, live_mount: LiveMount) -> list[FieldChange]:
+        changes = []
+        if mount.plugin != live_mount.plugin:
+            changes.append(
+                FieldChange(field="plugin", before=live_mount.plugin, after=mount.plugin)
+            )
+        for name in ("local", "seal_wrap"):
+            wanted = getattr(mount, name)
+            if wanted is not None and wanted != getattr(live_mount, name):
+                changes.append(
+                    FieldChange(field=name, before=getattr(live_mount, name), after=wanted)
+                )
+        return changes
+
+    def _enable_version(self, kind: MountKind, mount: Mount, target: Target) -> str | None:
+        """The plugin_version to enable with; None lets the server run the built-in."""
+        if not target.builtin:
+            return target.version
+        # Left to choose, the server pins a new mount to the newest registered version,
+        # which silently picks an override: name the built-in whenever one exists.
+        # Entries deregistered by this plan still exist when the mount is enabled.
+        registered = set(self.external) | set(self.present)
+        same_name = [k for k in registered if k[0] == kind and k[1] == mount.plugin]
+        if not same_name:
+            return None
+        return self.builtins[(kind, mount.plugin)]
+
+    def _plan_enable(
+        self,
+        kind: MountKind,
+        mount: Mount,
+        target: Target,
+        action_kind: ActionKind,
+        reason: str,
+        changes: list[FieldChange] | None = None,
+    ) -> None:
+        where = mount_target_name(kind, mount.path)
+        if target.builtin and (kind, mount.plugin, "") in self._entries_after():
+            self._error(
+                where,
+                f"an unversioned external {mount.plugin!r} shadows the built-in: "
+                "a mount of it cannot run the built-in",
+            )
+            return
+        params: dict[str, Any] = {"kind": kind, "path": mount.path, "plugin": mount.plugin}
+        version = self._enable_version(kind, mount, target)
+        if version is not None:
+            params["plugin_version"] = version
+        if mount.description is not None:
+            params["description"] = mount.description
+        if mount.config is not None:
+            params["config"] = mount.config.model_dump(exclude_none=True)
+        if mount.options is not None:
+            params["options"] = dict(mount.options)
+        for name in ("local", "seal_wrap"):
+            if getattr(mount, name) is not None:
+                params[name] = getattr(mount, name)
+        shadow = (kind, mount.plugin, "")
+        if target.builtin and shadow in self.external:
+            # Enabled while the unversioned shadow still exists, it runs the shadow until the
+            # shadow is deregistered and the mount reloaded.
+            self.cleanup_reloads.append(_api_path(kind, mount.path))
+        destructive = action_kind is ActionKind.REPLACE
+        self.actions.append(
+            Action(
+                kind=action_kind,
+                target=where,
+                safety=Safety.DESTRUCTIVE if destructive else Safety.SAFE,
+                reason=reason,
+                changes=changes
+                or _changes({}, {k: v for k, v in params.items() if k not in {"kind", "path"}}),
+                params=params,
+            )
+        )
+
+    def _plan_tune(
+        self, kind: MountKind, mount: Mount, live_mount: LiveMount, target: Target
+    ) -> None:
+        have: dict[str, Any] = {}
+        want: dict[str, Any] = {}
+        if mount.description is not None:
+            have["description"], want["description"] = live_mount.description, mount.description
+        if mount.config is not None:
+            for key, value in mount.config.model_dump(exclude_none=True).items():
+                have[key] = live_mount.config.get(key, _CONFIG_DEFAULTS.get(key))
+                want[key] = value
+        if mount.options is not None:
+            # Only the declared option keys are managed.
+            have_options = {k: live_mount.options.get(k) for k in mount.options}
+            if have_options != mount.options:
+                have["options"], want["options"] = have_options, dict(mount.options)
+        pin = self._pin_change(kind, mount, live_mount, target)
+        if pin is not None:
+            have["plugin_version"], want["plugin_version"] = live_mount.plugin_version, pin
+        changes = _changes(have, want)
+        if not changes:
+            return
+        self.actions.append(
+            Action(
+                kind=ActionKind.TUNE,
+                target=mount_target_name(kind, mount.path),
+                safety=Safety.SAFE,
+                reason="tuned values differ: " + ", ".join(c.field for c in changes),
+                changes=changes,
+                params={
+                    "kind": kind,
+                    "path": mount.path,
+                    "body": {c.field: want[c.field] for c in changes},
+                },
+            )
+        )
+
+    def _pin_change(
+        self, kind: MountKind, mount: Mount, live_mount: LiveMount, target: Target
+    ) -> str | None:
+        """The plugin_version to tune to, or None when the pin is already right."""
+        where = mount_target_name(kind, mount.path)
+        if target.builtin:
+            if not live_mount.plugin_version or is_builtin_version(live_mount.plugin_version):
+                return None
+            # A pin cannot be removed (tuning to "" is 400): pin the built-in's own version.
+            return self.builtins[(kind, mount.plugin)]
+        if live_mount.plugin_version == target.version:
+            return None
+        if target.version == "":
+            self._error(
+                where,
+                "cannot move a pinned mount to an unversioned entry: the server refuses to "
+                "clear plugin_version; declare a version",
+            )
+            return None
+        return target.version
+
+    def _plan_reload(
+        self, kind: MountKind, mount: Mount, live_mount: LiveMount, target: Target
+    ) -> None:
+        if target.builtin:
+            stale = not runs_builtin(live_mount)
+        else:
+            stale = (
+                live_mount.running_plugin_version != target.version
+                or live_mount.running_sha256 != target.sha256
+                or (kind, mount.plugin, target.version) in self.changed_entries
+            )
+        if not stale:
+            return
+        api_path = _api_path(kind, mount.path)
+        shadow = (kind, mount.plugin, "")
+        if target.builtin and not live_mount.plugin_version and shadow in self.external:
+            # The mount follows an unversioned shadow of the built-in: only once that entry is
+            # deregistered does a reload bring the built-in back.
+            self.cleanup_reloads.append(api_path)
+        else:
+            self.converge_reloads.append(api_path)
+
+    # --- unmanaged mounts -----------------------------------------------------
+
+    def _plan_unmanaged_mounts(self) -> None:
+        for (kind, path), live_mount in sorted(self.live_mounts.items()):
+            if live_mount.reserved or (kind, path) in self.claimed_paths:
+                continue
+            where = mount_target_name(kind, path)
+            if not self.desired.settings.prune_mounts:
+                self.warnings.append(
+                    Problem(
+                        target=where, message=f"unmanaged mount ({live_mount.plugin}): left alone"
+                    )
+                )
+                continue
+            self.disabled_paths.add((kind, path))
+            self.actions.append(
+                Action(
+                    kind=ActionKind.DISABLE,
+                    target=where,
+                    safety=Safety.DESTRUCTIVE,
+                    stage=Stage.CLEANUP,
+                    reason="not declared and prune_mounts is on: disabling destroys its data",
+                    changes=[FieldChange(field="plugin", before=live_mount.plugin, after=None)],
+                    params={"kind": kind, "path": path},
+                )
+            )
+
+    # --- deregistration -------------------------------------------------------
+
+    def _wanted_deregistrations(self) -> list[tuple[CatalogKey, str]]:
+        wanted: list[tuple[CatalogKey, str]] = []
+        for key in sorted(self.external):
+            if key in self.absent:
+                wanted.append((key, "declared state: absent"))
+            elif key not in self.present:
+                if self.desired.settings.prune_plugins:
+                    wanted.append((key, "not declared and prune_plugins is on"))
+                else:
+                    self.warnings.append(
+                        Problem(
+                            target=catalog_target_name(key),
+                            message="unmanaged catalog entry: left registered",
+                        )
+                    )
+        return wanted
+
+    def _plan_deregistrations(self, targets: dict[tuple[MountKind, str], Target]) -> None:
+        remaining = self._entries_after()
+        for key, reason in self.deregistrations:
+            users = self._users_after(key, targets, remaining)
+            if users:
+                self._error(
+                    catalog_target_name(key),
+                    "cannot deregister: still used by "
+                    + ", ".join(users)
+                    + " (its next reload would leave it without a backend)",
+                )
+                continue
+            self.actions.append(
+                Action(
+                    kind=ActionKind.DEREGISTER,
+                    target=catalog_target_name(key),
+                    safety=Safety.SAFE,
+                    stage=Stage.CLEANUP,
+                    reason=reason,
+                    changes=[FieldChange(field="sha256", before=self.external[key].sha256)],
+                    params={"type": key[0], "name": key[1], "version": key[2]},
+                )
+            )
+
+    def _users_after(
+        self,
+        key: CatalogKey,
+        targets: dict[tuple[MountKind, str], Target],
+        remaining: set[CatalogKey],
+    ) -> list[str]:
+        """Mounts left that would run `key`, or nothing at all, once it is gone."""
+        users = []
+        for (kind, path), target in sorted(targets.items()):
+            if target.key == key:
+                users.append(mount_target_name(kind, path))
+        for (kind, path), live_mount in sorted(self.live_mounts.items()):
+            if (
+                live_mount.reserved
+                or (kind, path) in self.claimed_paths
+                or (kind, path) in self.disabled_paths
+                or (kind, live_mount.plugin) != (key[0], key[1])
+            ):
+                continue
+            now = self._live_resolution(live_mount, set(self.external))
+            after = self._live_resolution(live_mount, remaining)
+            if now is not None and not now.builtin and now.version == key[2] and after is None:
+                users.append(mount_target_name(kind, path))
+        return users
+
+    # --- overrides ------------------------------------------------------------
+
+    def _plan_override_warnings(self, targets: dict[tuple[MountKind, str], Target]) -> None:
+        """Name every mount an override of a built-in changes, managed or not."""
+        reloading = set(self.converge_reloads) | set(self.cleanup_reloads)
+        for key in sorted(self.present):
+            plugin_type, name, version = key
+            if (plugin_type, name) not in self.builtins or (plugin_type, name) in (
+                HARD_WIRED_BUILTINS
+            ):
+                continue
+            affected = []
+            for kind, path in sorted(set(self.live_mounts) | set(targets)):
+                live_mount = self.live_mounts.get((kind, path))
+                declared = targets.get((kind, path))
+                if declared is not None and declared.key == key:
+                    state = "enabled on it" if live_mount is None else "moved to it"
+                elif live_mount is not None and (kind, live_mount.plugin) == (plugin_type, name):
+                    pinned = live_mount.plugin_version == version != ""
+                    shadowed = version == "" and not live_mount.plugin_version
+                    if not (pinned or shadowed) or declared is not None:
+                        continue
+                    state = "unmanaged"
+                else:
+                    continue
+                if _api_path(kind, path) in reloading:
+                    state += ", reloaded now"
+                elif live_mount is not None:
+                    state += ", switches at its next reload"
+                affected.append(f"{mount_target_name(kind, path)} ({state})")
+            scope = "every unpinned mount of that name" if version == "" else "mounts pinned to it"
+            listing = "affected: " + ", ".join(affected) if affected else "no mount affected yet"
+            self.warnings.append(
+                Problem(
+                    target=catalog_target_name(key),
+                    message=f"overrides the built-in {plugin_type} plugin {name!r} for {scope}; "
+                    + listing,
+                )
+            )
+
+    # --- reloads --------------------------------------------------------------
+
+    def _add_reloads(self) -> None:
+        for stage, mounts, reason in (
+            (
+                Stage.CONVERGE,
+                self.converge_reloads,
+                "running plugin differs from its catalog entry",
+            ),
+            (
+                Stage.CLEANUP,
+                self.cleanup_reloads,
+                "back to the built-in once the shadowing entry is deregistered",
+            ),
+        ):
+            if not mounts:
+                continue
+            self.actions.append(
+                Action(
+                    kind=ActionKind.RELOAD,
+                    target="mounts " + ", ".join(sorted(mounts)),
+                    safety=Safety.DISRUPTIVE,
+                    stage=stage,
+                    reason=reason,
+                    params={"mounts": sorted(mounts), "scope": self._scope()},
+                )
+            )
+
+    # --- helpers --------------------------------------------------------------
+
+    def _scope(self) -> str:
+        return "global" if self.desired.settings.reload_scope == "global" else ""
+
+    def _error(self, target: str, message: str) -> None:
+        self.errors.append(Problem(target=target, message=message))
+
+
+def _entry_target(entry: PluginEntry) -> Target:
+    return Target(
+        entry.type, entry.name, builtin=False, version=entry.version, sha256=entry.sha256 or ""
+    )
+
+
+def _api_path(kind: MountKind, path: str) -> str:
+    """A mount as the reload endpoint names it."""
+    return f"auth/{path}" if kind == "auth" else path
+
+
+def _registration(entry: PluginEntry) -> dict[str, Any]:
+    """What register/update send, minus env values (only whether there are any)."""
+    return {
+        "type": entry.type,
+        "name": entry.name,
+        "version": entry.version,
+        "command": entry.effective_command,
+        "sha256": entry.sha256,
+        "args": list(entry.args or []),
+        "has_env": bool(entry.env),
+    }
+
+
+def _visible(params: dict[str, Any]) -> dict[str, Any]:
+    shown = {k: v for k, v in params.items() if k not in {"type", "name", "version", "has_env"}}
+    if params.get("has_env"):
+        shown["env"] = "(sensitive)"
+    return shown
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[FieldChange]:
+    """Field-level before/after of one entry; only the fields that differ, in key order."""
+    fields: Iterable[Any] = (
+        after if not before else DeepDiff(before, after, verbose_level=0).affected_root_keys
+    )
+    return [
+        FieldChange(field=str(name), before=before.get(name), after=after.get(name))
+        for name in sorted(fields, key=str)
+    ]
