@@ -1,0 +1,348 @@
+"""Command line: the only module that prints and picks exit codes.
+
+Heavy modules (pydantic models, httpx, the planner) are imported inside the
+commands so that `reconciler --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from reconciler import __version__
+
+if TYPE_CHECKING:
+    from reconciler.client import Client
+    from reconciler.executor import ProgressEvent
+    from reconciler.loader import LoadedDesired
+    from reconciler.plan import Plan
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
+
+
+class UsageFailure(click.ClickException):
+    """An error already explained to the user: exit 1 with its message, no traceback."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(click.style("error: ", fg="red", bold=True) + self.message, err=True)
+
+
+def _fail(message: str) -> NoReturn:
+    raise UsageFailure(message)
+
+
+def reports_errors(command: F) -> F:
+    """Turn every ReconcilerError into `error: …` on stderr and exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from reconciler.errors import ReconcilerError
+
+        try:
+            return command(*args, **kwargs)
+        except ReconcilerError as error:
+            _fail(str(error))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def connection_options(command: F) -> F:
+    """--address, --namespace and --token-file, following the Vault/OpenBao CLI conventions."""
+    command = click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Read the token from this file (default: BAO_TOKEN/VAULT_TOKEN, ~/.vault-token).",
+    )(command)
+    command = click.option(
+        "--namespace",
+        default=None,
+        help="Namespace for mount calls (default: BAO_NAMESPACE/VAULT_NAMESPACE).",
+    )(command)
+    return click.option(
+        "--address",
+        default=None,
+        help="Server address (default: BAO_ADDR/VAULT_ADDR).",
+    )(command)
+
+
+def _client(address: str | None, namespace: str | None, token_file: Path | None) -> Client:
+    from reconciler.client import Client
+
+    return Client.from_environment(address=address, namespace=namespace, token_file=token_file)
+
+
+def _load(path: Path, max_file_size: int) -> LoadedDesired:
+    from reconciler.loader import load_desired
+
+    return load_desired(path, max_file_size=max_file_size)
+
+
+def _parse_replace(values: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    from reconciler.model import normalize_version
+
+    parsed = []
+    for value in values:
+        parts = value.split("/")
+        if len(parts) != 3 or parts[0] not in {"secret", "auth", "database"}:
+            _fail(f"--replace {value!r}: expected TYPE/NAME/VERSION, e.g. secret/kv-plus/v1.4.0")
+        try:
+            parsed.append((parts[0], parts[1], normalize_version(parts[2])))
+        except ValueError as error:
+            _fail(f"--replace {value!r}: {error}")
+    return tuple(parsed)
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float:
+    from reconciler.model import parse_duration
+
+    if value is None:
+        return 0.0
+    try:
+        return float(parse_duration(value))
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reconciler")
+@click.option("-v", "--verbose", count=True, help="Log more (twice: debug).")
+def cli(verbose: int) -> None:
+    """Keep an OpenBao/Vault plugin catalog and mount table equal to a YAML file."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+max_file_size_option = click.option(
+    "--max-file-size",
+    type=int,
+    default=DEFAULT_MAX_FILE_SIZE,
+    show_default=True,
+    help="Refuse desired-state files larger than this many bytes.",
+)
+
+
+@cli.command("plan")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there is nothing to do, 2 when there are actions, 1 on error.",
+)
+@click.option("--replace", multiple=True, metavar="TYPE/NAME/VERSION", help="Force re-register.")
+@max_file_size_option
+@connection_options
+@reports_errors
+def plan_command(
+    file: Path,
+    out: Path | None,
+    as_json: bool,
+    detailed_exitcode: bool,
+    replace: tuple[str, ...],
+    max_file_size: int,
+    address: str | None,
+    namespace: str | None,
+    token_file: Path | None,
+) -> None:
+    """Show what apply would change on the server."""
+    loaded = _load(file, max_file_size)
+    client = _client(address, namespace, token_file)
+    the_plan = _make_plan(client, loaded, _parse_replace(replace))
+    if out is not None:
+        out.write_text(the_plan.to_json())
+    if as_json:
+        click.echo(the_plan.to_json(), nl=False)
+    else:
+        from reconciler.render import render_plan
+
+        click.echo(render_plan(the_plan, colour=_colour()), nl=False)
+        if out is not None:
+            click.echo(f"Saved to {out}; apply it with: reconciler apply {out}")
+    if the_plan.errors:
+        sys.exit(1)
+    if detailed_exitcode and the_plan.actions:
+        sys.exit(2)
+
+
+def _make_plan(
+    client: Client, loaded: LoadedDesired, replace: tuple[tuple[str, str, str], ...]
+) -> Plan:
+    from reconciler.plan import DesiredSource
+    from reconciler.planner import plan
+    from reconciler.state import read_live_state
+
+    live = read_live_state(client)
+    source = DesiredSource(path=str(loaded.path), sha256=loaded.sha256)
+    return plan(loaded.state, live, source=source, replace=replace)
+
+
+@cli.command("apply")
+@click.argument(
+    "target", metavar="FILE|PLAN.json", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not prompt (required without a terminal).")
+@click.option("--allow-destroy", is_flag=True, help="Allow disable/replace (up to max_destroy).")
+@click.option("--replace", multiple=True, metavar="TYPE/NAME/VERSION", help="Force re-register.")
+@click.option(
+    "--rollback-on-failure",
+    is_flag=True,
+    help="Tune a mount whose upgrade fails verification back to its previous version.",
+)
+@click.option(
+    "--lock-timeout",
+    default=None,
+    callback=_duration,
+    help="Wait this long (e.g. 30s) for another apply to finish; default: fail at once.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the plan and result as JSON on stdout."
+)
+@max_file_size_option
+@connection_options
+@reports_errors
+def apply_command(
+    target: Path,
+    yes: bool,
+    allow_destroy: bool,
+    replace: tuple[str, ...],
+    rollback_on_failure: bool,
+    lock_timeout: float,
+    as_json: bool,
+    max_file_size: int,
+    address: str | None,
+    namespace: str | None,
+    token_file: Path | None,
+) -> None:
+    """Apply a desired-state file (or a saved plan) and verify the result."""
+    import json
+
+    from reconciler.executor import ApplyOptions, apply_plan, server_lock
+    from reconciler.render import render_plan, summary
+    from reconciler.state import read_live_state
+
+    replace_keys = _parse_replace(replace)
+    saved = _read_saved_plan(target)
+    if saved is not None:
+        if replace_keys:
+            _fail("--replace applies when planning; make a new plan with `plan --replace`")
+        loaded = _desired_of_saved_plan(saved, max_file_size)
+    else:
+        loaded = _load(target, max_file_size)
+    client = _client(address, namespace, token_file)
+    identity = client.server_identity()
+    with server_lock(identity.address, identity.namespace, lock_timeout):
+        the_plan = saved or _make_plan(client, loaded, replace_keys)
+        out = sys.stderr if as_json else sys.stdout
+        if not as_json or saved is None:
+            click.echo(
+                render_plan(the_plan, allow_destroy=allow_destroy, colour=out.isatty()),
+                nl=False,
+                file=out,
+            )
+        if the_plan.errors:
+            _fail("the plan has errors: nothing was changed")
+        if the_plan.refusals(allow_destroy):
+            _fail(
+                "refused actions (marked !): nothing was changed"
+                + ("" if allow_destroy else "; pass --allow-destroy to allow disable/replace")
+            )
+        if not the_plan.actions:
+            if as_json:
+                click.echo(json.dumps({"converged": True, "applied": [], "writes": 0}))
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                _fail("not a terminal: pass --yes to apply without a prompt")
+            if not click.confirm(
+                f"Apply {summary(the_plan, allow_destroy)} to {identity.address}?", default=False
+            ):
+                _fail("apply declined: nothing was changed")
+        options = ApplyOptions(
+            allow_destroy=allow_destroy,
+            rollback_on_failure=rollback_on_failure,
+            replace=replace_keys,
+        )
+        result = apply_plan(
+            client,
+            lambda: read_live_state(client),
+            the_plan,
+            loaded.state,
+            options,
+            progress=_print_progress,
+        )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    for line in result.rolled_back:
+        click.echo(f"rolled back: {line}", err=True)
+    if not result.converged:
+        _fail(
+            "apply did not converge:\n" + "\n".join(f"  {failure}" for failure in result.failures)
+        )
+    if not as_json:
+        click.echo(
+            click.style("Applied and verified: ", fg="green", bold=_colour())
+            + summary(the_plan, allow_destroy)
+            + "."
+        )
+
+
+def _print_progress(event: ProgressEvent) -> None:
+    if event.action is None:
+        click.echo(f"  verifying: {event.status}…", err=True)
+        return
+    prefix = f"[{event.index}/{event.total}] {event.action.kind.value} {event.action.target}"
+    if event.status == "start":
+        return
+    if event.status == "done":
+        click.echo(f"{prefix}: done ({event.seconds:.2f}s)", err=True)
+    else:
+        click.echo(f"{prefix}: {event.status}: {event.message}", err=True)
+
+
+def _read_saved_plan(path: Path) -> Plan | None:
+    """A saved plan (JSON) or None for a desired-state file (YAML)."""
+    from reconciler.errors import PlanFileError
+    from reconciler.plan import Plan
+
+    head = path.read_bytes()[:64].lstrip()
+    if not head.startswith(b"{"):
+        return None
+    try:
+        return Plan.from_json(path.read_text())
+    except ValueError as error:
+        raise PlanFileError(f"{path}: not a usable plan: {error}") from None
+
+
+def _desired_of_saved_plan(saved: Plan, max_file_size: int) -> LoadedDesired:
+    from reconciler.errors import PlanFileError
+
+    if not saved.desired.path:
+        raise PlanFileError("the plan names no desired-state file")
+    loaded = _load(Path(saved.desired.path), max_file_size)
+    if loaded.sha256 != saved.desired.sha256:
+        raise PlanFileError(
+            f"{saved.desired.path} changed since the plan was made: make a new plan"
+        )
+    return loaded
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="reconciler")

@@ -1,0 +1,439 @@
+"""Apply a Plan: dumb and careful.
+
+It runs the plan's actions in order and nothing else, then proves the result:
+re-read, re-plan, check what every touched mount runs and that it answers.
+Every decision was taken by the planner; a re-run after a crash converges
+because the next plan is computed from what the crash left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from reconciler.errors import ApiError, LockBusy, ReconcilerError, StaleState
+from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
+from reconciler.plan import Action, ActionKind, Plan, Stage, fingerprint
+from reconciler.planner import HeldUpgrade, mount_target_name, runs_builtin
+from reconciler.planner import plan as make_plan
+
+log = logging.getLogger(__name__)
+
+# Test-only: SIGKILL the process right after its k-th write, to prove re-runs converge.
+KILL_AFTER_WRITES_ENV = "RECONCILER_TEST_KILL_AFTER_WRITES"
+
+
+class PlanRefused(ReconcilerError):
+    """The plan has errors or refused actions: nothing was applied."""
+
+
+class ServerApi(Protocol):
+    """The client calls the executor needs (see client.Client)."""
+
+    def register_plugin(
+        self,
+        type: str,
+        name: str,
+        version: str,
+        command: str,
+        sha256: str,
+        args: list[str],
+        env: dict[str, str],
+    ) -> None: ...
+    def deregister_plugin(self, type: str, name: str, version: str) -> None: ...
+    def enable_mount(self, kind: str, path: str, body: dict[str, Any]) -> None: ...
+    def tune_mount(self, kind: str, path: str, body: dict[str, Any]) -> None: ...
+    def disable_mount(self, kind: str, path: str) -> None: ...
+    def remount(self, kind: str, from_path: str, to_path: str) -> None: ...
+    def reload_backend(
+        self, mounts: list[str] | None = None, plugin: str | None = None, scope: str = ""
+    ) -> dict[str, Any]: ...
+    def probe_mount(self, kind: str, path: str) -> None: ...
+
+
+ReadState = Callable[[], LiveState]
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    allow_destroy: bool = False
+    # Watch mode: refused destructive actions are skipped, the safe rest applied.
+    skip_refused: bool = False
+    rollback_on_failure: bool = False
+    replace: tuple[tuple[str, str, str], ...] = ()
+    held: tuple[HeldUpgrade, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    index: int
+    total: int
+    action: Action | None
+    status: str  # "start", "done", "failed", "skipped", or a verification step
+    message: str = ""
+    seconds: float = 0.0
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+@dataclass
+class ApplyResult:
+    """What happened; `converged` is the only thing that decides the exit code."""
+
+    converged: bool = True
+    applied: list[Action] = field(default_factory=list)
+    skipped: list[Action] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    failed_upgrades: list[HeldUpgrade] = field(default_factory=list)
+    writes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "converged": self.converged,
+            "applied": [_action_ref(a) for a in self.applied],
+            "skipped": [_action_ref(a) for a in self.skipped],
+            "failures": list(self.failures),
+            "rolled_back": list(self.rolled_back),
+            "writes": self.writes,
+        }
+
+
+def _action_ref(action: Action) -> dict[str, str]:
+    return {"kind": action.kind.value, "target": action.target}
+
+
+def apply_plan(
+    api: ServerApi,
+    read_state: ReadState,
+    plan: Plan,
+    desired: DesiredState,
+    options: ApplyOptions = ApplyOptions(),
+    progress: Progress | None = None,
+) -> ApplyResult:
+    """Run `plan` against the server, then verify. Raises before the first write on refusal."""
+    if plan.errors:
+        raise PlanRefused(
+            "the plan has errors and cannot be applied:\n"
+            + "\n".join(f"  {p.target}: {p.message}" for p in plan.errors)
+        )
+    refusals = plan.refusals(options.allow_destroy)
+    if refusals and not options.skip_refused:
+        raise PlanRefused(
+            "refused, nothing was changed:\n"
+            + "\n".join(f"  {plan.actions[i].target}: {why}" for i, why in sorted(refusals.items()))
+        )
+    live = read_state()
+    if fingerprint(live) != plan.fingerprint:
+        raise StaleState(
+            "the server's state changed since the plan was made (or the plan was made against "
+            "another server): nothing was changed; make a new plan"
+        )
+    run = _Run(api, read_state, desired, options, progress or (lambda _e: None))
+    run.result.skipped = [plan.actions[i] for i in sorted(refusals)]
+    actions = [a for i, a in enumerate(plan.actions) if i not in refusals]
+    run.execute(actions, live)
+    return run.result
+
+
+@dataclass
+class _Run:
+    api: ServerApi
+    read_state: ReadState
+    desired: DesiredState
+    options: ApplyOptions
+    progress: Progress
+    result: ApplyResult = field(default_factory=ApplyResult)
+
+    def execute(self, actions: list[Action], before: LiveState) -> None:
+        converge = [a for a in actions if a.stage is Stage.CONVERGE]
+        cleanup = [a for a in actions if a.stage is Stage.CLEANUP]
+        total = len(actions)
+        if not self._run_actions(converge, 0, total):
+            self._fail_and_maybe_roll_back(converge, before)
+            return
+        if converge and not self._verify(converge, allow_pending_cleanup=True):
+            self._fail_and_maybe_roll_back(converge, before)
+            return
+        if not self._run_actions(cleanup, len(converge), total):
+            self.result.converged = False
+            return
+        if actions and not self._verify(actions, allow_pending_cleanup=False):
+            self.result.converged = False
+
+    # --- running --------------------------------------------------------------
+
+    def _run_actions(self, actions: list[Action], offset: int, total: int) -> bool:
+        for number, action in enumerate(actions, start=offset + 1):
+            self.progress(ProgressEvent(number, total, action, "start"))
+            started = time.monotonic()
+            try:
+                self._run(action)
+            except ApiError as error:
+                self.result.failures.append(f"{action.kind.value} {action.target}: {error}")
+                self.progress(
+                    ProgressEvent(number, total, action, "failed", str(error), _since(started))
+                )
+                return False
+            self.result.applied.append(action)
+            self.progress(ProgressEvent(number, total, action, "done", "", _since(started)))
+        return True
+
+    def _run(self, action: Action) -> None:
+        p = action.params
+        kind = action.kind
+        if kind in (ActionKind.REGISTER, ActionKind.UPDATE):
+            self._write(
+                self.api.register_plugin,
+                p["type"],
+                p["name"],
+                p["version"],
+                p["command"],
+                p["sha256"],
+                list(p["args"]),
+                self._env(p["type"], p["name"], p["version"]),
+            )
+        elif kind is ActionKind.DEREGISTER:
+            self._write(self.api.deregister_plugin, p["type"], p["name"], p["version"])
+        elif kind is ActionKind.REPLACE:
+            self._write(self.api.disable_mount, p["kind"], p["path"])
+            self._write(self.api.enable_mount, p["kind"], p["path"], enable_body(p))
+        elif kind is ActionKind.ENABLE:
+            self._write(self.api.enable_mount, p["kind"], p["path"], enable_body(p))
+        elif kind is ActionKind.MOVE:
+            self._write(self.api.remount, p["kind"], p["from"], p["to"])
+        elif kind is ActionKind.TUNE:
+            self._write(self.api.tune_mount, p["kind"], p["path"], dict(p["body"]))
+        elif kind is ActionKind.DISABLE:
+            self._write(self.api.disable_mount, p["kind"], p["path"])
+        elif kind is ActionKind.RELOAD:
+            self._write(
+                self.api.reload_backend,
+                mounts=p.get("mounts"),
+                plugin=p.get("plugin"),
+                scope=p.get("scope", ""),
+            )
+        else:  # pragma: no cover - every kind is handled above
+            raise AssertionError(kind)
+
+    def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        call(*args, **kwargs)
+        self.result.writes += 1
+        kill_after = os.environ.get(KILL_AFTER_WRITES_ENV)
+        if kill_after and self.result.writes >= int(kill_after):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _env(self, plugin_type: str, name: str, version: str) -> dict[str, str]:
+        for entry in self.desired.plugins:
+            if entry.key == (plugin_type, name, version):
+                return {k: v.get_secret_value() for k, v in (entry.env or {}).items()}
+        return {}
+
+    # --- verification -----------------------------------------------------------
+
+    def _verify(self, actions: list[Action], allow_pending_cleanup: bool) -> bool:
+        """Re-read and re-plan; check every touched mount runs its target and answers."""
+        self.progress(ProgressEvent(0, 0, None, "verify"))
+        live = self.read_state()
+        again = make_plan(
+            self.desired,
+            live,
+            replace=(),
+            held=self.options.held,
+        )
+        problems: list[str] = [f"{p.target}: {p.message}" for p in again.errors]
+        skipped = {(a.kind, a.target) for a in self.result.skipped}
+        for action in again.actions:
+            if allow_pending_cleanup and action.stage is Stage.CLEANUP:
+                continue
+            if (action.kind, action.target) in skipped:
+                continue
+            problems.append(self._not_converged(action, live))
+        for kind, path in touched_mounts(actions):
+            try:
+                self.api.probe_mount(kind, path)
+            except ApiError as error:
+                problems.append(f"{mount_target_name(kind, path)} does not answer: {error}")
+        self.result.failures.extend(problems)
+        return not problems
+
+    def _not_converged(self, action: Action, live: LiveState) -> str:
+        if action.kind is ActionKind.RELOAD and "mounts" in action.params:
+            mounts = {m.api_path: m for m in live.mounts}
+            described = [
+                f"{path} runs {_running(mounts[path])}"
+                for path in action.params["mounts"]
+                if path in mounts
+            ]
+            return "did not converge: " + "; ".join(described)
+        return f"did not converge: {action.kind.value} {action.target} is still needed"
+
+    # --- rollback ---------------------------------------------------------------
+
+    def _fail_and_maybe_roll_back(self, converge: list[Action], before: LiveState) -> None:
+        self.result.converged = False
+        upgrades = _version_tunes(converge)
+        self.result.failed_upgrades = self._failed_upgrades(upgrades)
+        if not self.options.rollback_on_failure or not upgrades:
+            return
+        previous = {(m.kind, m.path): m for m in before.mounts}
+        reload_paths: list[str] = []
+        for (kind, path), old_version in sorted(upgrades.items()):
+            old = previous.get((kind, path))
+            if old is None:
+                continue
+            target = mount_target_name(kind, path)
+            version = old_version or old.running_plugin_version
+            log.warning("rolling back %s to %s", target, version)
+            try:
+                self._write(self.api.tune_mount, kind, path, {"plugin_version": version})
+            except ApiError as error:
+                self.result.failures.append(f"rollback of {target} failed: {error}")
+                continue
+            reload_paths.append(old.api_path)
+        if not reload_paths:
+            return
+        try:
+            self._write(self.api.reload_backend, mounts=reload_paths, scope=_scope(converge))
+        except ApiError as error:
+            self.result.failures.append(f"rollback reload failed: {error}")
+            return
+        self._verify_rollback(previous, upgrades)
+
+    def _verify_rollback(
+        self, previous: dict[tuple[MountKind, str], LiveMount], upgrades: dict[Any, str]
+    ) -> None:
+        live = {(m.kind, m.path): m for m in self.read_state().mounts}
+        for kind, path in sorted(upgrades):
+            old, now = previous.get((kind, path)), live.get((kind, path))
+            target = mount_target_name(kind, path)
+            if old is None or now is None:
+                continue
+            same = (now.running_plugin_version, now.running_sha256) == (
+                old.running_plugin_version,
+                old.running_sha256,
+            )
+            try:
+                self.api.probe_mount(kind, path)
+            except ApiError as error:
+                self.result.failures.append(f"rollback of {target}: still broken: {error}")
+                continue
+            if same:
+                self.result.rolled_back.append(f"{target} runs {_running(now)} again")
+            else:
+                self.result.failures.append(
+                    f"rollback of {target}: runs {_running(now)}, expected {_running(old)}"
+                )
+
+    def _failed_upgrades(self, upgrades: dict[tuple[MountKind, str], str]) -> list[HeldUpgrade]:
+        """(type, name, version, sha256) of the entries the failed upgrade moved to."""
+        held: set[HeldUpgrade] = set()
+        for kind, path in upgrades:
+            declared = next(
+                (m for k, m in self.desired.mounts() if k == kind and m.path == path), None
+            )
+            if declared is None:
+                continue
+            for entry in self.desired.plugins:
+                if (
+                    entry.present
+                    and (entry.type, entry.name) == (kind, declared.plugin)
+                    and (declared.version in (None, entry.version))
+                ):
+                    held.add((entry.type, entry.name, entry.version, entry.sha256 or ""))
+        return sorted(held)
+
+
+def enable_body(params: dict[str, Any]) -> dict[str, Any]:
+    """The sys/mounts (or sys/auth) enable request for an enable/replace action."""
+    body: dict[str, Any] = {"type": params["plugin"]}
+    for key in ("plugin_version", "description", "config", "options", "local", "seal_wrap"):
+        if key in params:
+            body[key] = params[key]
+    return body
+
+
+def touched_mounts(actions: list[Action]) -> list[tuple[MountKind, str]]:
+    """Mounts an action wrote to or reloaded (disabled ones are gone, not touched)."""
+    touched: set[tuple[MountKind, str]] = set()
+    for action in actions:
+        p = action.params
+        if action.kind in (ActionKind.ENABLE, ActionKind.REPLACE, ActionKind.TUNE):
+            touched.add((p["kind"], p["path"]))
+        elif action.kind is ActionKind.MOVE:
+            touched.add((p["kind"], p["to"]))
+        elif action.kind is ActionKind.RELOAD:
+            for api_path in p.get("mounts", []):
+                if api_path.startswith("auth/"):
+                    touched.add(("auth", api_path.removeprefix("auth/")))
+                else:
+                    touched.add(("secret", api_path))
+    return sorted(touched)
+
+
+def _version_tunes(actions: list[Action]) -> dict[tuple[MountKind, str], str]:
+    """Mounts whose plugin_version the plan tuned → the version they had before."""
+    tunes: dict[tuple[MountKind, str], str] = {}
+    for action in actions:
+        if action.kind is ActionKind.TUNE and "plugin_version" in action.params["body"]:
+            before = next(c.before for c in action.changes if c.field == "plugin_version")
+            tunes[(action.params["kind"], action.params["path"])] = before or ""
+    return tunes
+
+
+def _scope(actions: list[Action]) -> str:
+    return next((a.params.get("scope", "") for a in actions if a.kind is ActionKind.RELOAD), "")
+
+
+def _running(mount: LiveMount) -> str:
+    if runs_builtin(mount):
+        return f"the built-in ({mount.running_plugin_version})"
+    return f"{mount.running_plugin_version or '(unversioned)'} sha256 {mount.running_sha256[:12]}…"
+
+
+def _since(started: float) -> float:
+    return time.monotonic() - started
+
+
+# --- one writer at a time ------------------------------------------------------
+
+
+def lock_path(address: str, namespace: str) -> Path:
+    """The lock file for one server and namespace (per user, in the temp directory)."""
+    digest = hashlib.sha256(f"{address}|{namespace}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"reconciler-{os.getuid()}-{digest}.lock"
+
+
+@contextlib.contextmanager
+def server_lock(address: str, namespace: str, timeout: float = 0.0) -> Iterator[None]:
+    """Hold an exclusive flock for this server; the kernel drops it if the holder dies."""
+    path = lock_path(address, namespace)
+    handle = path.open("a+")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockBusy(
+                        f"another reconciler is applying to {address}"
+                        + (f" (namespace {namespace})" if namespace else "")
+                        + f": lock {path} is held; retry later or pass --lock-timeout"
+                    ) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        handle.close()

@@ -1,0 +1,133 @@
+"""Plan → human text. Pure: returns strings; the CLI decides where they go."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import click
+
+from reconciler.plan import Action, ActionKind, Plan, Safety, Stage
+
+_COLOURS: dict[str, str] = {
+    "+": "green",
+    "~": "yellow",
+    "±": "red",
+    "→": "cyan",
+    "↻": "magenta",
+    "-": "red",
+    "!": "red",
+}
+_CATALOG_KINDS = {ActionKind.REGISTER, ActionKind.UPDATE, ActionKind.DEREGISTER}
+_SUMMARY_ORDER = [
+    (ActionKind.REGISTER, "to register"),
+    (ActionKind.UPDATE, "to update"),
+    (ActionKind.REPLACE, "to replace"),
+    (ActionKind.MOVE, "to move"),
+    (ActionKind.ENABLE, "to enable"),
+    (ActionKind.TUNE, "to tune"),
+    (ActionKind.RELOAD, "to reload"),
+    (ActionKind.DISABLE, "to disable"),
+    (ActionKind.DEREGISTER, "to deregister"),
+]
+_SENSITIVE_FIELDS = {"env"}
+
+
+def summary(plan: Plan, allow_destroy: bool = False) -> str:
+    """One line: "3 to register, 2 to tune, 2 to reload, 1 refused"."""
+    counts = Counter(a.kind for a in plan.actions)
+    parts = [f"{counts[kind]} {label}" for kind, label in _SUMMARY_ORDER if counts[kind]]
+    refused = len(plan.refusals(allow_destroy))
+    if refused:
+        parts.append(f"{refused} refused")
+    if plan.errors:
+        parts.append(f"{len(plan.errors)} error{'s' if len(plan.errors) > 1 else ''}")
+    return ", ".join(parts) if parts else "no changes: the server matches the file"
+
+
+def render_plan(plan: Plan, *, allow_destroy: bool = False, colour: bool = False) -> str:
+    """The plan as a readable diff with symbols, grouped by catalog and mounts."""
+    style = _Styler(colour)
+    refusals = plan.refusals(allow_destroy)
+    lines: list[str] = []
+    header = f"Plan for {plan.server.address or 'the server'}"
+    if plan.desired.path:
+        header += f" from {plan.desired.path}"
+    lines.append(style.bold(header))
+    indexed = list(enumerate(plan.actions))
+    for title, group in (
+        ("Catalog", [(i, a) for i, a in indexed if a.kind in _CATALOG_KINDS]),
+        ("Mounts", [(i, a) for i, a in indexed if a.kind not in _CATALOG_KINDS]),
+    ):
+        if not group:
+            continue
+        lines.append("")
+        lines.append(style.bold(f"{title}:"))
+        for index, action in group:
+            lines.extend(_action_lines(action, refusals.get(index), style))
+    if plan.errors:
+        lines.append("")
+        lines.append(style.paint("Errors (this plan cannot be applied):", "red", bold=True))
+        lines.extend(f"  {style.paint('✗', 'red')} {p.target}: {p.message}" for p in plan.errors)
+    if plan.warnings:
+        lines.append("")
+        lines.append(style.bold("Warnings:"))
+        lines.extend(
+            f"  {style.paint('⚠', 'yellow')} {p.target}: {p.message}" for p in plan.warnings
+        )
+    lines.append("")
+    lines.append(style.bold("Plan: " + summary(plan, allow_destroy) + "."))
+    return "\n".join(lines) + "\n"
+
+
+def _action_lines(action: Action, refusal: str | None, style: _Styler) -> list[str]:
+    symbol = action.symbol
+    marker = style.paint("!", "red", bold=True) if refusal else " "
+    head = f"{marker} {style.paint(symbol, _COLOURS[symbol])} {action.kind.value} {action.target}"
+    notes = [action.reason]
+    if action.safety is not Safety.SAFE:
+        notes.append(action.safety.value)
+    if action.stage is Stage.CLEANUP:
+        notes.append("after verification")
+    lines = [f"{head}  {style.dim('(' + '; '.join(notes) + ')')}"]
+    if refusal:
+        lines.append(f"      {style.paint('refused: ' + refusal, 'red')}")
+    for change in action.changes:
+        if change.before is None and change.after in (None, [], {}):
+            continue
+        if change.before is None:
+            lines.append(f"      {change.field}: {_show(change.field, change.after)}")
+            continue
+        if change.after is None:
+            lines.append(f"      {change.field}: {_show(change.field, change.before)}")
+            continue
+        lines.append(
+            f"      {change.field}: {_show(change.field, change.before)} → "
+            f"{_show(change.field, change.after)}"
+        )
+    return lines
+
+
+def _show(name: str, value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if name in _SENSITIVE_FIELDS:
+        return "(sensitive)"
+    if isinstance(value, str):
+        return value if value else '""'
+    return json.dumps(value, sort_keys=True)
+
+
+class _Styler:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def paint(self, text: str, colour: str, bold: bool = False) -> str:
+        return click.style(text, fg=colour, bold=bold) if self.enabled else text
+
+    def bold(self, text: str) -> str:
+        return click.style(text, bold=True) if self.enabled else text
+
+    def dim(self, text: str) -> str:
+        return click.style(text, dim=True) if self.enabled else text
