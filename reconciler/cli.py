@@ -184,13 +184,9 @@ def plan_command(
 def _make_plan(
     client: Client, loaded: LoadedDesired, replace: tuple[tuple[str, str, str], ...]
 ) -> Plan:
-    from reconciler.plan import DesiredSource
-    from reconciler.planner import plan
-    from reconciler.state import read_live_state
+    from reconciler.reconcile import plan_for
 
-    live = read_live_state(client)
-    source = DesiredSource(path=str(loaded.path), sha256=loaded.sha256)
-    return plan(loaded.state, live, source=source, replace=replace)
+    return plan_for(client, loaded, replace=replace)
 
 
 @cli.command("apply")
@@ -233,9 +229,9 @@ def apply_command(
     """Apply a desired-state file (or a saved plan) and verify the result."""
     import json
 
-    from reconciler.executor import ApplyOptions, apply_plan, server_lock
+    from reconciler.executor import ApplyOptions, server_lock
+    from reconciler.reconcile import apply
     from reconciler.render import render_plan, summary
-    from reconciler.state import read_live_state
 
     replace_keys = _parse_replace(replace)
     saved = _read_saved_plan(target)
@@ -279,14 +275,7 @@ def apply_command(
             rollback_on_failure=rollback_on_failure,
             replace=replace_keys,
         )
-        result = apply_plan(
-            client,
-            lambda: read_live_state(client),
-            the_plan,
-            loaded.state,
-            options,
-            progress=_print_progress,
-        )
+        result = apply(client, the_plan, loaded, options, progress=_print_progress)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     for line in result.rolled_back:
