@@ -358,9 +358,16 @@ class _Run:
 def enable_body(params: dict[str, Any]) -> dict[str, Any]:
     """The sys/mounts (or sys/auth) enable request for an enable/replace action."""
     body: dict[str, Any] = {"type": params["plugin"]}
-    for key in ("plugin_version", "description", "config", "options", "local", "seal_wrap"):
+    for key in ("description", "options", "local", "seal_wrap"):
         if key in params:
             body[key] = params[key]
+    config = dict(params.get("config", {}))
+    if "plugin_version" in params:
+        # OpenBao 2.7 ignores a top-level plugin_version on enable (the mount is pinned to the
+        # newest registered version); inside config it is honoured.
+        config["plugin_version"] = params["plugin_version"]
+    if config:
+        body["config"] = config
     return body
 
 

@@ -1,0 +1,6 @@
+"""Example external OpenBao/Vault plugins written in Python, and their framework.
+
+`build.build_plugins(dest)` writes them into a plugin directory; `build.PLUGINS`
+lists them without building. See README.md in this directory for the paths
+each plugin serves.
+"""
