@@ -8,6 +8,7 @@ live-state models use the same normalised value types.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,8 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
+    StrictInt,
     WithJsonSchema,
     field_validator,
 )
@@ -37,6 +40,9 @@ _SEMVER = re.compile(
 )
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# A command is exec'd by the server, never by a shell; refusing shell syntax
+# keeps a file that looks like it runs a pipeline from being accepted.
+_COMMAND = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _DURATION_UNITS = (86400, 3600, 60, 1)
 
@@ -89,6 +95,13 @@ def _mount_path(value: Any) -> str:
     return path if path.endswith("/") else path + "/"
 
 
+def _format_version(value: Any) -> Any:
+    # Literal[1] alone would take `true` and `1.0` for 1.
+    if type(value) is not int or value != 1:
+        raise ValueError(f"unsupported format version {value!r}: only `version: 1` exists")
+    return value
+
+
 def _sha256(value: Any) -> str:
     if not isinstance(value, str) or not _SHA256.match(value):
         raise ValueError("sha256 must be 64 hexadecimal characters")
@@ -130,6 +143,16 @@ Sha256 = Annotated[
     WithJsonSchema({"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}),
 ]
 Name = Annotated[str, Field(pattern=_NAME.pattern, max_length=128)]
+FormatVersion = Annotated[Literal[1], BeforeValidator(_format_version)]
+OptionValue = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": ["string", "integer", "number", "boolean"],
+            "description": 'Stored as a string by the server; 2 and "2" are one value.',
+        }
+    ),
+]
 
 
 class _Strict(BaseModel):
@@ -139,23 +162,44 @@ class _Strict(BaseModel):
 class Settings(_Strict):
     """Global behaviour switches; all optional."""
 
-    prune_plugins: bool = False
-    prune_mounts: bool = False
-    reload_scope: Literal["local", "global"] = "local"
-    max_destroy: int = Field(default=3, ge=0)
+    prune_plugins: StrictBool = Field(
+        default=False, description="Deregister external catalog entries the file does not list."
+    )
+    prune_mounts: StrictBool = Field(
+        default=False, description="Disable mounts the file does not list (destructive)."
+    )
+    reload_scope: Literal["local", "global"] = Field(
+        default="local", description="global: reload on every node of a cluster."
+    )
+    max_destroy: StrictInt = Field(
+        default=3,
+        ge=0,
+        description="More destructive actions than this are refused even with --allow-destroy.",
+    )
 
 
 class PluginEntry(_Strict):
     """One catalog entry: (type, name, version) and how to run it."""
 
     type: PluginType
-    name: Name
+    name: Name = Field(description="Catalog name; the name of a built-in overrides it.")
     version: Version
-    command: str | None = None
-    sha256: Sha256 | None = None
+    command: str | None = Field(
+        default=None,
+        description="File name inside the plugin directory (default: the name).",
+        json_schema_extra={"pattern": r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._+-]*$"},
+    )
+    sha256: Sha256 | None = Field(
+        default=None,
+        description="SHA-256 of the binary; may be omitted only with plugin_directory.",
+    )
     args: list[str] | None = None
-    env: dict[str, SecretStr] | None = None
-    state: Literal["present", "absent"] = "present"
+    env: dict[str, SecretStr] | None = Field(
+        default=None, description="Write-only on the server: never printed."
+    )
+    state: Literal["present", "absent"] = Field(
+        default="present", description="absent: deregister this (type, name, version)."
+    )
 
     @field_validator("command")
     @classmethod
@@ -167,10 +211,13 @@ class PluginEntry(_Strict):
                 f"command {value!r} must be a file name inside the plugin directory "
                 "(no path separators, not absolute)"
             )
-        if value in {".", ".."} or ".." in value:
+        if ".." in value:
             raise ValueError(f"command {value!r} must not contain '..'")
-        if "\x00" in value:
-            raise ValueError("command must not contain NUL")
+        if not _COMMAND.match(value):
+            raise ValueError(
+                f"command {value!r} may hold only letters, digits and . _ + - "
+                "(it is a file name, never run through a shell)"
+            )
         return value
 
     @property
@@ -192,7 +239,7 @@ class MountConfig(_Strict):
 
     default_lease_ttl: Duration | None = None
     max_lease_ttl: Duration | None = None
-    force_no_cache: bool | None = None
+    force_no_cache: StrictBool | None = None
     listing_visibility: Literal["", "hidden", "unauth"] | None = None
     audit_non_hmac_request_keys: list[str] | None = None
     audit_non_hmac_response_keys: list[str] | None = None
@@ -205,15 +252,22 @@ class Mount(_Strict):
     """One secrets engine or auth method mount."""
 
     path: MountPath
-    plugin: Name
-    version: Version | None = None
+    plugin: Name = Field(description="Catalog name; the type comes from the section.")
+    version: Version | None = Field(
+        default=None,
+        description="Pin this version; default: the only declared entry, else the built-in.",
+    )
     description: str | None = None
     config: MountConfig | None = None
-    options: dict[str, str] | None = None
-    local: bool | None = None
-    seal_wrap: bool | None = None
-    protect: bool = False
-    moved_from: MountPath | None = None
+    options: dict[str, OptionValue] | None = None
+    local: StrictBool | None = Field(default=None, description="Immutable after enable.")
+    seal_wrap: StrictBool | None = Field(default=None, description="Immutable after enable.")
+    protect: StrictBool = Field(
+        default=False, description="Never disabled or replaced, whatever the flags."
+    )
+    moved_from: MountPath | None = Field(
+        default=None, description="Move the mount from this path (sys/remount, data kept)."
+    )
 
     @field_validator("options", mode="before")
     @classmethod
@@ -235,8 +289,12 @@ def _option_text(value: Any) -> Any:
 class DesiredState(_Strict):
     """A desired-state file, format version 1."""
 
-    version: Literal[1] = Field(description="Format version; only 1 exists.")
-    plugin_directory: str | None = None
+    version: FormatVersion = Field(description="Format version; only 1 exists.")
+    plugin_directory: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Local copy of the server's plugin directory, relative to this file.",
+    )
     settings: Settings = Settings()
     plugins: list[PluginEntry] = []
     secrets: list[Mount] = []
@@ -245,6 +303,39 @@ class DesiredState(_Strict):
     def mounts(self) -> list[tuple[MountKind, Mount]]:
         """Every declared mount with the table it lives in."""
         return [("secret", m) for m in self.secrets] + [("auth", m) for m in self.auth]
+
+
+SCHEMA_ID = "urn:reconciler:desired-state:1"
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the desired-state file, keys in a stable order."""
+    generated = DesiredState.model_json_schema(mode="validation")
+    body = {key: value for key, value in generated.items() if key not in {"title", "description"}}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "reconciler desired state",
+        "description": (
+            "The plugin catalog and mount table an OpenBao/Vault server should have "
+            "(format version 1)."
+        ),
+        **_sorted_keys(body),
+    }
+
+
+def json_schema_text() -> str:
+    """`json_schema()` as the text of `schemas/reconciler.schema.json`."""
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def _sorted_keys(value: Any) -> Any:
+    # Sorted so that the committed schema changes only when the models do.
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value
 
 
 # --- live state -------------------------------------------------------------

@@ -1,0 +1,70 @@
+"""The built-in plugins of OpenBao 2.7, as shipped with the package.
+
+`validate` has no server to ask, so it checks mounts against this list. The
+planner knows the live server's list (its catalog marks built-ins) and passes
+that instead: Vault's built-in list is larger and every server upgrade can
+change it. Either way the argument is a collection of (type, name) pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from reconciler.model import CatalogEntry
+
+BuiltinKey = tuple[str, str]
+
+# `GET sys/plugins/catalog` of OpenBao 2.7.2, built-in entries only.
+_CATALOG: dict[str, tuple[str, ...]] = {
+    "secret": ("kubernetes", "kv", "pki", "rabbitmq", "ssh", "totp", "transit"),
+    "auth": ("approle", "cert", "jwt", "kubernetes", "oidc", "userpass"),
+    "database": (
+        "cassandra-database-plugin",
+        "influxdb-database-plugin",
+        "mysql-aurora-database-plugin",
+        "mysql-database-plugin",
+        "mysql-legacy-database-plugin",
+        "mysql-rds-database-plugin",
+        "postgresql-database-plugin",
+        "redis-database-plugin",
+        "valkey-database-plugin",
+    ),
+}
+
+# Mountable built-ins that the catalog never lists (the server resolves them
+# itself): `sys/mounts/x {"type": "database"}` works on 2.7.2 although no
+# catalog entry names it. A live list must be extended with these.
+UNCATALOGUED_BUILTINS: frozenset[BuiltinKey] = frozenset({("secret", "database")})
+
+# Built-ins the server mounts itself and refuses to mount again ("not
+# mountable", "cannot be instantiated"); a file can neither mount nor
+# override them.
+RESERVED_BUILTINS: frozenset[BuiltinKey] = frozenset(
+    {("secret", "cubbyhole"), ("secret", "identity"), ("secret", "system"), ("auth", "token")}
+)
+
+# Aliases the server accepts on enable but stores under another name; naming
+# the stored one keeps the file and the live mount table comparable.
+BUILTIN_ALIASES: dict[BuiltinKey, str] = {
+    ("secret", "kv-v1"): 'plugin: kv with options: {version: "1"}',
+    ("secret", "kv-v2"): 'plugin: kv with options: {version: "2"}',
+    ("secret", "generic"): "plugin: kv",
+}
+
+OPENBAO_BUILTINS: frozenset[BuiltinKey] = (
+    frozenset((plugin_type, name) for plugin_type, names in _CATALOG.items() for name in names)
+    | UNCATALOGUED_BUILTINS
+)
+
+
+def builtins_from_catalog(catalog: Iterable[CatalogEntry]) -> frozenset[BuiltinKey]:
+    """The (type, name) built-ins of a live catalog, plus those no catalog lists."""
+    return (
+        frozenset((entry.type, entry.name) for entry in catalog if entry.builtin)
+        | UNCATALOGUED_BUILTINS
+    )
+
+
+def is_builtin_version(version: str) -> bool:
+    """A built-in's own version string, e.g. `v2.7.2+builtin.bao`."""
+    return "+builtin" in version
