@@ -38,7 +38,6 @@ from ruamel.yaml.events import (
     SequenceEndEvent,
     SequenceStartEvent,
 )
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import BaseResolver, implicit_resolvers
 
 from reconciler.builtins import (
@@ -265,7 +264,7 @@ def _load(
             salvage.state = salvage.state.model_copy(update={"plugins": plugins})
 
     if problems or pending:
-        raise DesiredStateError(problems + _locate_all(text, name, pending, unlisted))
+        raise DesiredStateError(problems + _locate_all(parsed, name, pending, unlisted))
     return LoadedDesired(
         path=path,
         state=salvage.state,
@@ -399,6 +398,11 @@ class _Frame:
     key: Any = _NO_KEY
     merges: list[tuple[Any, Any]] = field(default_factory=list)
     key_lines: dict[Any, int] = field(default_factory=dict)
+    key_mark: Any = None
+
+
+_Mark = tuple[int, int]
+_Place = tuple[Any, _Mark, _Mark]
 
 
 @dataclass
@@ -408,6 +412,9 @@ class _Parsed:
     value: Any = None
     root: tuple[int, int] = (1, 1)
     problems: list[Located] = field(default_factory=list)
+    # id(container) → key or index → (stored key, key position, value position), 0-based;
+    # recorded while parsing so that reporting problems needs no second parse.
+    positions: dict[int, dict[str | int, _Place]] = field(default_factory=dict)
 
 
 class _Fatal(Exception):
@@ -433,7 +440,7 @@ def _parse(text: str, name: str) -> _Parsed:
     expanded = 0
     documents = 0
 
-    def add(value: Any, size: int, mark: Any) -> None:
+    def add(value: Any, size: int, mark: Any, empty: bool = False) -> None:
         if value is _MERGE and not (
             stack and isinstance(stack[-1].value, dict) and stack[-1].key is _NO_KEY
         ):
@@ -444,15 +451,26 @@ def _parse(text: str, name: str) -> _Parsed:
             return
         parent = stack[-1]
         parent.size += size
+        at = (mark.line, mark.column)
         if isinstance(parent.value, list):
+            places = parsed.positions.setdefault(id(parent.value), {})
+            places[len(parent.value)] = (len(parent.value), at, at)
             parent.value.append(value)
         elif parent.key is _NO_KEY:
             parent.key = _new_key(parent, value, mark, name, parsed.problems)
+            parent.key_mark = at
         else:
             if parent.key is _MERGE:
                 parent.merges.append((value, mark))
             elif parent.key is not _SKIP:
                 parent.value[parent.key] = value
+                # An empty plain value has no position of its own: point at its key.
+                places = parsed.positions.setdefault(id(parent.value), {})
+                places[str(parent.key)] = (
+                    parent.key,
+                    parent.key_mark,
+                    parent.key_mark if empty else at,
+                )
             parent.key = _NO_KEY
 
     try:
@@ -462,7 +480,7 @@ def _parse(text: str, name: str) -> _Parsed:
                 value = _scalar(event)
                 if event.anchor is not None:
                     anchors[event.anchor] = (value, 1)
-                add(value, 1, event.start_mark)
+                add(value, 1, event.start_mark, empty=event.value == "" and event.style is None)
             elif kind is MappingStartEvent or kind is SequenceStartEvent:
                 if len(stack) >= MAX_DEPTH:
                     raise _Fatal(event.start_mark, f"nesting deeper than {MAX_DEPTH} levels")
@@ -475,7 +493,7 @@ def _parse(text: str, name: str) -> _Parsed:
             elif kind is MappingEndEvent or kind is SequenceEndEvent:
                 frame = stack.pop()
                 if frame.merges:
-                    _merge(frame, name, parsed.problems)
+                    _merge(frame, name, parsed.problems, parsed.positions)
                 if frame.anchor is not None:
                     anchors[frame.anchor] = (frame.value, frame.size)
                     open_anchors.discard(frame.anchor)
@@ -540,7 +558,12 @@ def _new_key(frame: _Frame, key: Any, mark: Any, name: str, problems: list[Locat
     return key
 
 
-def _merge(frame: _Frame, name: str, problems: list[Located]) -> None:
+def _merge(
+    frame: _Frame,
+    name: str,
+    problems: list[Located],
+    positions: dict[int, dict[str | int, _Place]],
+) -> None:
     """`<<: *defaults`: keys of the merged mappings that the mapping does not set itself."""
     mapping = frame.value
     assert isinstance(mapping, dict)
@@ -558,9 +581,13 @@ def _merge(frame: _Frame, name: str, problems: list[Located]) -> None:
                     )
                 )
                 continue
+            merged_places = positions.setdefault(id(mapping), {})
+            source_places = positions.get(id(source), {})
             for key, item in source.items():
-                if key not in explicit:
-                    mapping.setdefault(key, item)
+                if key not in explicit and key not in mapping:
+                    mapping[key] = item
+                    if str(key) in source_places:
+                        merged_places[str(key)] = source_places[str(key)]
 
 
 def _scalar(event: Any) -> Any:
@@ -632,15 +659,6 @@ _SCALARS: dict[str, Any] = {
     "tag:yaml.org,2002:bool": _core_bool,
     "tag:yaml.org,2002:null": _core_null,
 }
-
-
-def _compose(text: str) -> Node | None:
-    """The node tree, for positions; only called on text that `_parse` accepted."""
-    try:
-        node: Node | None = _yaml().compose(text)
-    except (YAMLError, ValueError):
-        return None
-    return node
 
 
 # --- schema errors ------------------------------------------------------------
@@ -1086,14 +1104,12 @@ def _file_digest(path: Path) -> tuple[str, str]:
 # --- positions ------------------------------------------------------------------
 
 
-def _locate_all(text: str, name: str, pending: list[_Pending], unlisted: int) -> list[Located]:
-    if not pending:
-        return []
-    root = _compose(text)
-    finder = _Finder(root) if root is not None else None
+def _locate_all(
+    parsed: _Parsed, name: str, pending: list[_Pending], unlisted: int
+) -> list[Located]:
     located = []
     for problem in pending[:MAX_PROBLEMS]:
-        line, column = finder.find(problem.pointer, problem.at_key) if finder else (0, 0)
+        line, column = _find(parsed, problem.pointer, problem.at_key)
         located.append(Located(name, line + 1, column + 1, problem.message))
     unlisted += max(0, len(pending) - MAX_PROBLEMS)
     if unlisted:
@@ -1102,55 +1118,18 @@ def _locate_all(text: str, name: str, pending: list[_Pending], unlisted: int) ->
     return located
 
 
-class _Finder:
-    """Positions of pointers in a node tree; each mapping is indexed once, when first used."""
-
-    def __init__(self, root: Node) -> None:
-        self.root = root
-        self._indexes: dict[int, dict[str, tuple[Node, Node]]] = {}
-
-    def find(self, pointer: Pointer, at_key: bool) -> tuple[int, int]:
-        node = self.root
-        value_mark = key_mark = node.start_mark
-        for part in pointer:
-            if isinstance(node, MappingNode):
-                pair = self._lookup(node, str(part))
-                if pair is None:
-                    break
-                key_node, node = pair
-                key_mark = key_node.start_mark
-                empty = isinstance(node, ScalarNode) and node.value == "" and node.style is None
-                value_mark = key_mark if empty else node.start_mark
-            elif (
-                isinstance(node, SequenceNode) and isinstance(part, int) and part < len(node.value)
-            ):
-                node = node.value[part]
-                key_mark = value_mark = node.start_mark
-            else:
-                break
-        else:
-            mark = key_mark if at_key else value_mark
-            return mark.line, mark.column
-        return value_mark.line, value_mark.column
-
-    def _lookup(self, node: MappingNode, key: str) -> tuple[Node, Node] | None:
-        """The (key, value) nodes of `key`: the first of duplicates, else through `<<` merges."""
-        index = self._indexes.get(id(node))
-        if index is None:
-            index = {}
-            for key_node, value_node in node.value:
-                if isinstance(key_node, ScalarNode) and key_node.tag != _MERGE_TAG:
-                    index.setdefault(str(key_node.value), (key_node, value_node))
-            self._indexes[id(node)] = index
-        found = index.get(key)
-        if found is not None:
-            return found
-        for key_node, value_node in node.value:
-            if isinstance(key_node, ScalarNode) and key_node.tag == _MERGE_TAG:
-                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
-                for source in sources:
-                    if isinstance(source, MappingNode):
-                        found = self._lookup(source, key)
-                        if found is not None:
-                            return found
-        return None
+def _find(parsed: _Parsed, pointer: Pointer, at_key: bool) -> _Mark:
+    """The position of a pointer's key or value; where it stops existing, its deepest parent."""
+    node = parsed.value
+    key_mark = value_mark = (parsed.root[0] - 1, parsed.root[1] - 1)
+    for part in pointer:
+        if not isinstance(node, dict | list):
+            return value_mark
+        place = parsed.positions.get(id(node), {}).get(
+            part if isinstance(node, list) else str(part)
+        )
+        if place is None:
+            return value_mark
+        stored, key_mark, value_mark = place
+        node = node[stored]
+    return key_mark if at_key else value_mark
