@@ -63,6 +63,14 @@ class Sealed(ApiError):
     """503 from a sealed server."""
 
 
+class ClientSettingsError(ApiError):
+    """The connection settings are unusable (no token, bad address, unreadable CA file)."""
+
+    @property
+    def transient(self) -> bool:
+        return False
+
+
 class StaleState(ReconcilerError):
     """The live state changed since the plan was made."""
 

@@ -1,0 +1,203 @@
+"""Write a live state as a desired-state file (format version 1).
+
+The file validates and plans empty against the server it was read from: it
+lists every external catalog entry and every mount that is not reserved, with
+only the values a plan compares and that differ from the server's defaults.
+A mount's `version` is written when the mount is pinned, and for an unpinned
+mount only where leaving it out would resolve to something other than what
+the mount runs (SPEC §1, version resolution).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from reconciler.model import CatalogEntry, LiveMount, LiveState, Mount, PluginEntry
+from reconciler.planner import HARD_WIRED_BUILTINS
+
+# Values a mount reads as when they were never set: not worth writing down.
+_CONFIG_DEFAULTS: Mapping[str, Any] = {
+    "default_lease_ttl": 0,
+    "max_lease_ttl": 0,
+    "force_no_cache": False,
+    "listing_visibility": "",
+    "audit_non_hmac_request_keys": [],
+    "audit_non_hmac_response_keys": [],
+    "passthrough_request_headers": [],
+    "allowed_response_headers": [],
+    "token_type": "default-service",
+}
+_DURATION_KEYS = frozenset({"default_lease_ttl", "max_lease_ttl"})
+
+
+def export_desired(live: LiveState) -> str:
+    """The YAML text of a desired-state file equal to `live`."""
+    skipped: list[str] = []
+    plugins = CommentedSeq()
+    exported_keys: set[tuple[str, str, str]] = set()
+    for entry in sorted(live.catalog, key=lambda e: e.key):
+        if entry.builtin:
+            continue
+        if (entry.type, entry.name) in HARD_WIRED_BUILTINS:
+            # Registered, but never run: the plan refuses to declare it (it stays unmanaged).
+            skipped.append(
+                f"plugin {'/'.join(entry.key)}: the built-in {entry.name!r} is hard-wired, "
+                "so this entry never runs and cannot be declared"
+            )
+            continue
+        item = _plugin(entry)
+        try:
+            PluginEntry.model_validate(dict(item))
+        except ValidationError as error:
+            skipped.append(f"plugin {'/'.join(entry.key)}: {_first_error(error)}")
+            continue
+        plugins.append(item)
+        exported_keys.add(entry.key)
+
+    sections: dict[str, CommentedSeq] = {"secret": CommentedSeq(), "auth": CommentedSeq()}
+    for mount in sorted(live.mounts, key=lambda m: (m.kind, m.path)):
+        if mount.reserved:
+            continue
+        item, problem = _mount(mount, live, exported_keys)
+        if problem is None:
+            try:
+                Mount.model_validate(dict(item))
+            except ValidationError as error:
+                problem = _first_error(error)
+        if problem is not None:
+            skipped.append(f"{_section(mount)}/{mount.path}: {problem}")
+            continue
+        sections[mount.kind].append(item)
+
+    document = CommentedMap()
+    document["version"] = 1
+    if plugins:
+        document["plugins"] = plugins
+    if sections["secret"]:
+        document["secrets"] = sections["secret"]
+    if sections["auth"]:
+        document["auth"] = sections["auth"]
+    document.yaml_set_start_comment(_header(live, skipped))
+    return _dump(document)
+
+
+def _header(live: LiveState, skipped: list[str]) -> str:
+    where = live.server.address or "the server"
+    if live.server.namespace:
+        where += f" (namespace {live.server.namespace})"
+    lines = [
+        f"Desired state exported from {where} by `reconciler export`.",
+        "The `env` of plugin entries cannot be exported: the server never returns it",
+        "(it is write-only). Add `env:` by hand to the entries that need it.",
+    ]
+    if skipped:
+        lines.append("Not exported, because a desired-state file cannot express it:")
+        lines.extend(f"  {line}" for line in skipped)
+    return "\n".join(lines)
+
+
+def _plugin(entry: CatalogEntry) -> CommentedMap:
+    item = CommentedMap()
+    item["type"] = entry.type
+    item["name"] = entry.name
+    item["version"] = entry.version
+    item["command"] = entry.command
+    item["sha256"] = entry.sha256
+    if entry.args:
+        item["args"] = list(entry.args)
+    return item
+
+
+def _mount(
+    mount: LiveMount, live: LiveState, exported: set[tuple[str, str, str]]
+) -> tuple[CommentedMap, str | None]:
+    item = CommentedMap()
+    item["path"] = mount.path
+    item["plugin"] = mount.plugin
+    version, problem = _version(mount, live, exported)
+    if version is not None:
+        item["version"] = version
+    if mount.description:
+        item["description"] = mount.description
+    config = _config(mount.config)
+    if config:
+        item["config"] = config
+    if mount.options:
+        item["options"] = CommentedMap(sorted(mount.options.items()))
+    if mount.local:
+        item["local"] = True
+    if mount.seal_wrap:
+        item["seal_wrap"] = True
+    return item, problem
+
+
+def _version(
+    mount: LiveMount, live: LiveState, exported: set[tuple[str, str, str]]
+) -> tuple[str | None, str | None]:
+    """The `version` to write (None: leave it out), or why the mount cannot be written."""
+    versions = {v for (t, n, v) in exported if (t, n) == (mount.kind, mount.plugin)}
+    builtin = live.builtin_version(mount.kind, mount.plugin)
+    if mount.plugin_version:
+        if "+builtin" in mount.plugin_version or mount.plugin_version == builtin:
+            return mount.plugin_version, None
+        if mount.plugin_version not in versions:
+            return None, (
+                f"pinned to {mount.plugin}/{mount.plugin_version}, which is not in the catalog "
+                "(the mount has no working backend until it is registered again)"
+            )
+        return mount.plugin_version, None
+    if "" in versions and (mount.kind, mount.plugin) not in HARD_WIRED_BUILTINS:
+        # Unpinned, it runs the unversioned entry that shadows the built-in.
+        return (None if versions == {""} else ""), None
+    # Unpinned, it runs the built-in: a file naming external versions must say so.
+    if versions and builtin:
+        return builtin, None
+    return None, None
+
+
+def _config(config: Mapping[str, Any]) -> CommentedMap:
+    written = CommentedMap()
+    for key in sorted(config):
+        value = config[key]
+        if key not in _CONFIG_DEFAULTS or value == _CONFIG_DEFAULTS[key]:
+            continue
+        if key in _DURATION_KEYS:
+            written[key] = _duration_text(int(value))
+        elif isinstance(value, list):
+            written[key] = list(value)
+        else:
+            written[key] = value
+    return written
+
+
+def _duration_text(seconds: int) -> str:
+    """`1h`, `90m`, `45s`: what a person writes, and parses back to the same seconds."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _section(mount: LiveMount) -> str:
+    return "auth" if mount.kind == "auth" else "secrets"
+
+
+def _first_error(error: ValidationError) -> str:
+    detail = error.errors()[0]
+    where = ".".join(str(part) for part in detail["loc"])
+    return f"{where}: {detail['msg']}" if where else str(detail["msg"])
+
+
+def _dump(document: CommentedMap) -> str:
+    yaml = YAML(typ="rt")
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096
+    stream = io.StringIO()
+    yaml.dump(document, stream)
+    return stream.getvalue()

@@ -1,0 +1,150 @@
+"""Read the live catalog and mount tables into a `LiveState`.
+
+The number of requests depends on the number of external catalog entries,
+never on the number of mounts: one catalog list, one read per external entry
+(for its sha256, command and args, which the list does not carry), the two
+mount tables and the server's identity. They run concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, get_args
+
+from reconciler.client import Client
+from reconciler.errors import ApiError
+from reconciler.model import (
+    CatalogEntry,
+    LiveMount,
+    LiveState,
+    MountConfig,
+    MountKind,
+    PluginType,
+    parse_duration,
+)
+
+log = logging.getLogger(__name__)
+
+# Concurrent requests per read: enough to hide latency, few enough to be polite.
+MAX_CONCURRENT_READS = 8
+
+_PLUGIN_TYPES = frozenset(get_args(PluginType))
+_CONFIG_KEYS = tuple(MountConfig.model_fields)
+_DURATION_KEYS = frozenset({"default_lease_ttl", "max_lease_ttl"})
+_LIST_KEYS = frozenset(
+    {
+        "audit_non_hmac_request_keys",
+        "audit_non_hmac_response_keys",
+        "passthrough_request_headers",
+        "allowed_response_headers",
+    }
+)
+
+
+def read_live_state(client: Client) -> LiveState:
+    """The server's catalog (external entries with their hash), mounts and identity."""
+    with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-read") as pool:
+        catalog_list = pool.submit(client.list_catalog)
+        secret_mounts = pool.submit(client.list_mounts, "secret")
+        auth_mounts = pool.submit(client.list_mounts, "auth")
+        identity = pool.submit(client.server_identity)
+        listed = [entry for entry in catalog_list.result() if _known_type(entry)]
+        details: dict[int, Future[dict[str, Any] | None]] = {
+            index: pool.submit(_read_external, client, entry)
+            for index, entry in enumerate(listed)
+            if not entry.get("builtin")
+        }
+        catalog = []
+        for index, entry in enumerate(listed):
+            if index not in details:
+                catalog.append(_catalog_entry(entry, {}))
+                continue
+            detail = details[index].result()
+            if detail is not None:
+                catalog.append(_catalog_entry(entry, detail))
+        mounts = [
+            *(_live_mount("secret", path, raw) for path, raw in secret_mounts.result().items()),
+            *(_live_mount("auth", path, raw) for path, raw in auth_mounts.result().items()),
+        ]
+        server = identity.result()
+    catalog.sort(key=lambda e: (e.type, e.name, e.version))
+    mounts.sort(key=lambda m: (m.kind, m.path))
+    return LiveState(server=server, catalog=catalog, mounts=mounts)
+
+
+def _known_type(entry: Mapping[str, Any]) -> bool:
+    if entry.get("type") in _PLUGIN_TYPES:
+        return True
+    log.debug("ignoring catalog entry of unknown type: %s", entry)
+    return False
+
+
+def _read_external(client: Client, entry: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The full entry, or None when it was deregistered since the list was read."""
+    try:
+        return client.read_plugin(
+            str(entry["type"]), str(entry["name"]), str(entry.get("version") or "")
+        )
+    except ApiError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> CatalogEntry:
+    return CatalogEntry(
+        type=listed["type"],
+        name=str(listed["name"]),
+        version=str(listed.get("version") or ""),
+        builtin=bool(listed.get("builtin")),
+        sha256=str(detail.get("sha256") or "").lower(),
+        command=str(detail.get("command") or ""),
+        args=[str(arg) for arg in detail.get("args") or []],
+    )
+
+
+def _live_mount(kind: MountKind, path: str, raw: Mapping[str, Any]) -> LiveMount:
+    options = raw.get("options") or {}
+    return LiveMount(
+        kind=kind,
+        path=path if path.endswith("/") else path + "/",
+        plugin=str(raw.get("type") or ""),
+        plugin_version=str(raw.get("plugin_version") or ""),
+        running_plugin_version=str(raw.get("running_plugin_version") or ""),
+        running_sha256=str(raw.get("running_sha256") or "").lower(),
+        description=str(raw.get("description") or ""),
+        config=normalise_config(raw.get("config") or {}),
+        options={str(key): _option_text(value) for key, value in options.items()},
+        local=bool(raw.get("local")),
+        seal_wrap=bool(raw.get("seal_wrap")),
+        accessor=str(raw.get("accessor") or ""),
+    )
+
+
+def normalise_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A mount's config as the desired side holds it: MountConfig keys, durations in seconds."""
+    config: dict[str, Any] = {}
+    for key in _CONFIG_KEYS:
+        value = raw.get(key)
+        if value is None:
+            continue
+        if key in _DURATION_KEYS:
+            try:
+                config[key] = parse_duration(value)
+            except ValueError:
+                log.warning("ignoring unreadable %s %r in a mount's config", key, value)
+        elif key in _LIST_KEYS:
+            config[key] = [str(item) for item in value]
+        elif key == "force_no_cache":
+            config[key] = bool(value)
+        else:
+            config[key] = str(value)
+    return config
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

@@ -1,0 +1,60 @@
+"""Shared fixtures: one real OpenBao dev server per test session, reset before each test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.client import Client
+from reconciler.devserver import DevServer, DevServerError, reset_server, start_dev_server
+from reconciler.examples.plugins.build import build_plugins
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the session server carries the `server` marker (-m 'not server')."""
+    for item in items:
+        if "bao_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)
+
+
+@pytest.fixture(scope="session")
+def bao_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """The session's dev server; its plugin directory is `bao_server.plugin_directory`."""
+    try:
+        server = start_dev_server(workdir=tmp_path_factory.mktemp("bao"))
+    except DevServerError as error:
+        # A missing or broken `bao` must fail the run, never skip the end-to-end tests.
+        pytest.fail(f"cannot start the OpenBao dev server: {error}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def server(bao_server: DevServer) -> DevServer:
+    """The session server, emptied: only the server's own mounts, no external plugins."""
+    if bao_server.process.poll() is not None:
+        pytest.fail(
+            f"the OpenBao dev server died (exit {bao_server.process.returncode}):\n"
+            f"{bao_server.log_tail()}",
+            pytrace=False,
+        )
+    reset_server(bao_server.address, bao_server.token)
+    return bao_server
+
+
+@pytest.fixture
+def client(server: DevServer) -> Iterator[Client]:
+    """A Client for the emptied session server (explicit settings, no environment)."""
+    with Client(server.address, server.token) as the_client:
+        yield the_client
+
+
+@pytest.fixture(scope="session")
+def plugins(bao_server: DevServer) -> Path:
+    """The example plugins, built once into the session server's plugin directory."""
+    build_plugins(bao_server.plugin_directory)
+    return bao_server.plugin_directory
