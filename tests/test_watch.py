@@ -1,0 +1,492 @@
+"""Watch mode: the daemon against the real server, and its pure parts without one.
+
+Only built-in plugins (kv, approle) are used, so no plugin process slows the
+passes down. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import reconciler.watcher as watcher_module
+from reconciler.client import Client
+from reconciler.devserver import DevServer, free_port, start_dev_server
+from reconciler.executor import ApplyResult
+from reconciler.metrics import Metrics, MetricsServer
+from reconciler.watcher import (
+    JsonFormatter,
+    Watcher,
+    WatchOptions,
+    backoff_delay,
+    parse_seconds,
+)
+from tests.helpers import api, mount_config, mount_entry
+
+DESIRED = """\
+version: 1
+settings:
+  prune_mounts: {prune}
+secrets:
+  - path: app/
+    plugin: kv
+    options: {{version: "2"}}
+    config: {{default_lease_ttl: {ttl}, max_lease_ttl: 24h}}
+auth:
+  - path: robots/
+    plugin: approle
+"""
+
+
+def desired(ttl: str = "1h", prune: bool = False) -> str:
+    return DESIRED.format(ttl=ttl, prune=str(prune).lower())
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll until `predicate()` holds; return the seconds it took."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, KeyError):
+            if predicate():
+                return time.monotonic() - started
+        time.sleep(0.02)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def ttl_of(server: DevServer, path: str = "app/") -> int:
+    return int(mount_config(server, "secret", path)["default_lease_ttl"])
+
+
+def factory(server: DevServer, token_file: Path | None = None) -> Callable[[], Client]:
+    if token_file is not None:
+        return lambda: Client.from_environment(address=server.address, token_file=token_file)
+    return lambda: Client.from_environment(address=server.address, token=server.token)
+
+
+@contextlib.contextmanager
+def running(watcher: Watcher) -> Iterator[Watcher]:
+    """Run the real loop on a thread for the duration of the block."""
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield watcher
+    finally:
+        stop.set()
+        watcher.stop()
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "the watcher did not stop"
+
+
+def metric(metrics: Metrics, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", metrics.render(), re.MULTILINE)
+    assert match, f"{name} not in the exposition"
+    return float(match.group(1))
+
+
+def options(**overrides: Any) -> WatchOptions:
+    values: dict[str, Any] = {"interval": 60.0, "debounce": 0.1, "backoff_initial": 0.2}
+    values.update(overrides)
+    return WatchOptions(**values)
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG, logger="reconciler")
+    return caplog
+
+
+# --- against the shared server --------------------------------------------------------
+
+
+def test_saved_edits_are_applied_within_3s(server: DevServer, tmp_path: Path, logs) -> None:
+    path = tmp_path / "desired.yaml"
+    path.write_text(desired("1h"))
+    watcher = Watcher(path, factory(server), options())
+    with running(watcher):
+        wait_for(lambda: ttl_of(server) == 3600, 5, "first pass applied")
+
+        path.write_text(desired("2h"))
+        took = wait_for(lambda: ttl_of(server) == 7200, 3, "in-place save applied")
+        assert took < 3
+
+        # Editors write a temporary file and rename it over the original.
+        temporary = tmp_path / ".desired.yaml.swp"
+        temporary.write_text(desired("3h"))
+        os.replace(temporary, path)
+        wait_for(lambda: ttl_of(server) == 10800, 3, "atomic rename applied")
+
+        # Touching the file without changing it is no reason for a pass.
+        wait_for(lambda: metric(watcher.metrics, "reconciler_passes_total") == 3, 3, "3 passes")
+        os.utime(path)
+        time.sleep(0.5)
+        assert metric(watcher.metrics, "reconciler_passes_total") == 3
+
+    assert metric(watcher.metrics, "reconciler_desired_generation") == 3
+    assert 'reconciler_actions_total{kind="tune"} 2' in watcher.metrics.render()
+    assert server.token not in logs.text
+
+
+def test_configmap_symlink_swap_is_noticed(server: DevServer, tmp_path: Path) -> None:
+    # The layout of a Kubernetes ConfigMap volume: file → ..data/file, ..data → ..<timestamp>.
+    volume = tmp_path / "config"
+    (volume / "..2024_01").mkdir(parents=True)
+    (volume / "..2024_01" / "desired.yaml").write_text(desired("1h"))
+    (volume / "..data").symlink_to("..2024_01")
+    (volume / "desired.yaml").symlink_to("..data/desired.yaml")
+
+    watcher = Watcher(volume / "desired.yaml", factory(server), options())
+    with running(watcher):
+        wait_for(lambda: ttl_of(server) == 3600, 5, "first pass applied")
+        (volume / "..2024_02").mkdir()
+        (volume / "..2024_02" / "desired.yaml").write_text(desired("4h"))
+        (volume / "..data_tmp").symlink_to("..2024_02")
+        os.replace(volume / "..data_tmp", volume / "..data")
+        shutil.rmtree(volume / "..2024_01")
+        took = wait_for(lambda: ttl_of(server) == 14400, 3, "ConfigMap update applied")
+    assert took < 3
+
+
+def test_invalid_edit_keeps_the_last_good_state(server: DevServer, tmp_path: Path, logs) -> None:
+    path = tmp_path / "desired.yaml"
+    path.write_text(desired("1h"))
+    watcher = Watcher(path, factory(server), options())
+    with running(watcher):
+        wait_for(lambda: ttl_of(server) == 3600, 5, "first pass applied")
+        logs.clear()
+
+        broken = desired("1h").replace("default_lease_ttl: 1h", "default_lease_ttl: soon")
+        path.write_text(broken)
+        line = broken.splitlines().index(next(x for x in broken.splitlines() if "soon" in x))
+        wait_for(lambda: f"{path}:{line + 1}:" in logs.text, 3, "the problem logged with its line")
+        assert re.search(rf"{re.escape(str(path))}:{line + 1}:\d+: ", logs.text)
+        assert metric(watcher.metrics, "reconciler_desired_file_valid") == 0
+        assert ttl_of(server) == 3600
+
+        # The last good state is still enforced: drift is corrected from it.
+        api(server).post("/v1/sys/mounts/app/tune", json={"default_lease_ttl": "5h"})
+        watcher.request_pass("test")
+        wait_for(lambda: ttl_of(server) == 3600, 3, "drift corrected from the last good state")
+
+        path.write_text(desired("2h"))
+        wait_for(lambda: ttl_of(server) == 7200, 3, "the next valid edit applied")
+        assert metric(watcher.metrics, "reconciler_desired_file_valid") == 1
+        assert metric(watcher.metrics, "reconciler_pass_failures_total") == 0
+    assert server.token not in logs.text
+
+
+def test_out_of_band_change_is_corrected_at_the_resync(
+    server: DevServer, tmp_path: Path, logs
+) -> None:
+    path = tmp_path / "desired.yaml"
+    path.write_text(desired("1h"))
+    watcher = Watcher(path, factory(server), options(interval=1.0))
+    with running(watcher):
+        wait_for(lambda: ttl_of(server) == 3600, 5, "first pass applied")
+        api(server).post("/v1/sys/mounts/app/tune", json={"default_lease_ttl": "5h"})
+        assert ttl_of(server) == 5 * 3600
+        wait_for(lambda: ttl_of(server) == 3600, 4, "drift corrected by the resync")
+        wait_for(
+            lambda: metric(watcher.metrics, "reconciler_drift_detected_total") >= 1,
+            2,
+            "drift counted",
+        )
+    assert "drift" in logs.text
+    assert server.token not in logs.text
+
+
+def test_destructive_actions_are_skipped_and_counted(server: DevServer, tmp_path: Path) -> None:
+    api(server).post("/v1/sys/mounts/stray", json={"type": "kv"})
+    path = tmp_path / "desired.yaml"
+    path.write_text(desired("1h", prune=True))
+    watcher = Watcher(path, factory(server), options())
+    with MetricsServer(watcher.metrics, "127.0.0.1", 0) as metrics_server:
+        outcome = watcher.run_pass()
+        assert outcome.ok, outcome.failures
+        assert [s.split(":")[0] for s in outcome.skipped] == ["disable secrets/stray/"]
+        assert ttl_of(server) == 3600, "the safe rest of the plan was applied"
+        assert mount_entry(server, "secret", "stray/")["type"] == "kv"
+
+        again = watcher.run_pass()
+        assert again.ok and not again.applied and len(again.skipped) == 1
+        assert not again.drift, "a refused action is not drift"
+
+        base = f"http://127.0.0.1:{metrics_server.port}"
+        text = httpx.get(f"{base}/metrics").text
+        assert "reconciler_destructive_skipped_total 2" in text
+        assert "reconciler_destructive_pending 1" in text
+        assert httpx.get(f"{base}/healthz").status_code == 200
+
+    allowed = Watcher(path, factory(server), options(allow_destroy=True))
+    outcome = allowed.run_pass()
+    assert outcome.ok and "disable secrets/stray/" in outcome.applied
+    with pytest.raises(KeyError):
+        mount_entry(server, "secret", "stray/")
+
+
+def test_token_is_reread_from_its_file_and_renewed(server: DevServer, tmp_path: Path) -> None:
+    def new_token() -> str:
+        answer = api(server).post(
+            "/v1/auth/token/create", json={"ttl": "1h", "renewable": True, "policies": ["root"]}
+        )
+        return str(answer.json()["auth"]["client_token"])
+
+    token_file = tmp_path / "token"
+    first = new_token()
+    token_file.write_text(first + "\n")
+    path = tmp_path / "desired.yaml"
+    path.write_text(desired("1h"))
+    watcher = Watcher(path, factory(server, token_file), options())
+    assert watcher.run_pass().ok
+    looked_up = api(server).post("/v1/auth/token/lookup", json={"token": first}).json()["data"]
+    assert looked_up.get("last_renewal_time"), "the renewable token was renewed"
+
+    second = new_token()
+    token_file.write_text(second)
+    api(server).post("/v1/auth/token/revoke", json={"token": first})
+    path.write_text(desired("2h"))
+    outcome = watcher.run_pass()
+    assert outcome.ok, outcome.failures
+    assert ttl_of(server) == 7200
+
+
+def test_failed_upgrade_is_held_until_the_file_changes(
+    server: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The executor's rollback is tested with real plugins elsewhere; here only what the
+    # watcher does with its report: hold the upgrade, pass it to every plan, drop it on edit.
+    failed = ("secret", "kv-plus", "v1.4.0", "ab" * 32)
+    seen_held: list[tuple[Any, ...]] = []
+    real_plan_for = watcher_module.plan_for
+
+    def spy_plan_for(*args: Any, **kwargs: Any) -> Any:
+        seen_held.append(tuple(kwargs.get("held", ())))
+        return real_plan_for(*args, **kwargs)
+
+    def failing_apply(*args: Any, **kwargs: Any) -> ApplyResult:
+        return ApplyResult(
+            converged=False,
+            failures=["secrets/app/ does not answer"],
+            rolled_back=["secrets/app/ runs the built-in again"],
+            failed_upgrades=[failed],
+        )
+
+    monkeypatch.setattr(watcher_module, "plan_for", spy_plan_for)
+    monkeypatch.setattr(watcher_module, "apply", failing_apply)
+    path = tmp_path / "desired.yaml"
+    path.write_text(desired("1h"))
+    watcher = Watcher(path, factory(server), options())
+
+    first = watcher.run_pass()
+    assert not first.ok and first.held == [failed] and first.rolled_back
+    watcher.run_pass()
+    assert seen_held[-1] == (failed,), "the resync plans with the failed upgrade set aside"
+    assert metric(watcher.metrics, "reconciler_held_upgrades") == 1
+    assert metric(watcher.metrics, "reconciler_rollbacks_total") == 2
+
+    path.write_text(desired("2h"))
+    watcher.run_pass()
+    assert seen_held[-1] == (), "a new file content tries the upgrade again"
+
+
+# --- a server of its own: killed and restarted ---------------------------------------------
+
+
+def test_recovers_from_a_server_restart(tmp_path: Path, logs) -> None:
+    port = free_port()
+    token = "watch-restart-token"
+    own = start_dev_server(port=port, token=token, workdir=tmp_path / "bao-1")
+    path = tmp_path / "desired.yaml"
+    path.write_text(desired("1h"))
+    watcher = Watcher(
+        path,
+        factory(own),
+        options(interval=1.0, backoff_initial=0.2, lock_timeout=1.0),
+    )
+    try:
+        with MetricsServer(watcher.metrics, "127.0.0.1", 0) as metrics_server, running(watcher):
+            health = f"http://127.0.0.1:{metrics_server.port}/healthz"
+            wait_for(lambda: ttl_of(own) == 3600, 5, "first pass applied")
+            assert httpx.get(health).status_code == 200
+
+            own.stop()
+            wait_for(lambda: httpx.get(health).status_code == 503, 15, "healthz turns 503")
+            # 503 by three failures in a row or by two intervals without success, whichever first.
+            assert metric(watcher.metrics, "reconciler_consecutive_failures") >= 1
+
+            # Dev mode keeps nothing: the restarted server is empty until the watcher acts.
+            own = start_dev_server(port=port, token=token, workdir=tmp_path / "bao-2")
+            wait_for(lambda: httpx.get(health).status_code == 200, 10, "healthz back to 200")
+            assert ttl_of(own) == 3600
+            assert mount_entry(own, "auth", "robots/")["type"] == "approle"
+            assert metric(watcher.metrics, "reconciler_consecutive_failures") == 0
+    finally:
+        own.stop()
+    assert token not in logs.text
+
+
+# --- the command line as operators run it --------------------------------------------------
+
+
+class _Daemon:
+    """`python -m reconciler watch` as a subprocess, its JSON log read line by line."""
+
+    def __init__(self, server: DevServer, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+        env.update(BAO_ADDR=server.address, BAO_TOKEN=server.token)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "watch", *args, "--log-format", "json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            with contextlib.suppress(ValueError):
+                self._queue.put(json.loads(line))
+
+    def expect(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                record = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if predicate(record):
+                return record
+        raise AssertionError("expected log line not seen:\n" + "".join(self.lines[-30:]))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        self._reader.join(timeout=5)
+
+
+def many_mounts(count: int) -> str:
+    mounts = "".join(f"  - path: bulk-{i:03d}/\n    plugin: kv\n" for i in range(count))
+    return f"version: 1\nsecrets:\n{mounts}"
+
+
+def test_sighup_forces_a_pass_and_sigterm_stops_between_actions(
+    server: DevServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "desired.yaml"
+    path.write_text(desired("1h"))
+    daemon = _Daemon(server, str(path), "--interval", "1h", "--debounce", "50ms")
+    try:
+        converged = daemon.expect(lambda r: r.get("outcome") == "converged", 20)
+        assert converged["pass"] == 1 and converged["actions"] >= 2
+        assert {"ts", "level", "msg", "duration"} <= converged.keys()
+
+        daemon.process.send_signal(signal.SIGHUP)
+        forced = daemon.expect(lambda r: r.get("outcome") == "converged", 5)
+        assert forced["reason"] == "signal" and forced["actions"] == 0
+
+        # A pass long enough to be caught in the middle.
+        path.write_text(many_mounts(60))
+        daemon.expect(lambda r: r.get("action") == "enable", 5)
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=15) == 0
+        daemon._reader.join(timeout=5)
+        log = "".join(daemon.lines)
+        assert '"outcome": "stopped"' in log, log[-2000:]
+        enabled = [p for p in api(server).get("/v1/sys/mounts").json()["data"] if "bulk-" in p]
+        assert 0 < len(enabled) < 60, "stopped after the running action, not before or at the end"
+        assert server.token not in log
+        assert daemon.process.stdout is not None
+        assert server.token not in daemon.process.stdout.read()
+    finally:
+        daemon.stop()
+
+
+# --- pure parts ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("200ms", 0.2), ("1s", 1.0), ("1.5s", 1.5), ("90", 90.0), ("15m", 900.0), ("1h30m", 5400.0)],
+)
+def test_parse_seconds(text: str, seconds: float) -> None:
+    assert parse_seconds(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "1x", "-1", "1h 30m", "ms"])
+def test_parse_seconds_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_seconds(text)
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
+    low = [backoff_delay(n, initial=1.0, cap=60.0, rng=lambda: 0.0) for n in range(1, 9)]
+    high = [backoff_delay(n, initial=1.0, cap=60.0, rng=lambda: 1.0) for n in range(1, 9)]
+    assert low == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert high == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+
+
+def test_health_follows_failures_and_the_success_window() -> None:
+    now = [1000.0]
+    metrics = Metrics(10.0, monotonic=lambda: now[0], wall_clock=lambda: 5.0)
+    assert metrics.health().healthy, "starting"
+    now[0] += 21
+    assert not metrics.health().healthy, "no success within 2 intervals of the start"
+    metrics.pass_finished(ok=True, applied_kinds=["tune", "tune", "enable"])
+    assert metrics.health().healthy
+    metrics.pass_finished(ok=False)
+    metrics.pass_finished(ok=False)
+    assert metrics.health().healthy, "two failures in a row are tolerated"
+    metrics.pass_finished(ok=False)
+    assert not metrics.health().healthy
+    metrics.pass_finished(ok=True)
+    assert metrics.health().healthy
+    now[0] += 21
+    assert not metrics.health().healthy, "no success for 2 intervals"
+
+    text = metrics.render()
+    assert 'reconciler_actions_total{kind="tune"} 2' in text
+    assert 'reconciler_actions_total{kind="disable"} 0' in text
+    assert "reconciler_passes_total 5" in text
+    assert "reconciler_pass_failures_total 3" in text
+    assert "reconciler_last_success_timestamp_seconds 5" in text
+    assert "# TYPE reconciler_consecutive_failures gauge" in text
+
+
+def test_file_events_that_concern_the_file(tmp_path: Path) -> None:
+    watcher = Watcher(tmp_path / "desired.yaml", lambda: pytest.fail("no client needed"))
+    assert watcher.concerns_file(str(tmp_path / "desired.yaml"))
+    assert watcher.concerns_file(str(tmp_path / "..data"))
+    assert not watcher.concerns_file(str(tmp_path / "other.yaml"))
+    assert not watcher.concerns_file(str(tmp_path / "..2024_01"))
+
+
+def test_json_log_lines() -> None:
+    record = logging.LogRecord("reconciler.watcher", logging.INFO, "", 0, "pass %d", (3,), None)
+    record.fields = {"pass": 3, "actions": 2, "duration": 0.25}
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "pass 3" and line["level"] == "info" and line["actions"] == 2
+    assert line["ts"].endswith("+00:00")
