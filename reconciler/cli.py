@@ -332,6 +332,198 @@ def _desired_of_saved_plan(saved: Plan, max_file_size: int) -> LoadedDesired:
     return loaded
 
 
+def _seconds(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+    from reconciler.watcher import parse_seconds
+
+    try:
+        return parse_seconds(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@cli.command("watch")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--interval",
+    default="60s",
+    show_default=True,
+    callback=_seconds,
+    metavar="DURATION",
+    help="Resync this often even when the file does not change (e.g. 30s, 5m).",
+)
+@click.option("--allow-destroy", is_flag=True, help="Apply disable/replace (up to max_destroy).")
+@click.option(
+    "--debounce",
+    default="200ms",
+    show_default=True,
+    callback=_seconds,
+    metavar="DURATION",
+    help="Wait this long after the last file event before a pass.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus /metrics and /healthz on this port.",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics server binds to (0.0.0.0 for every interface).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line.",
+)
+@max_file_size_option
+@connection_options
+@reports_errors
+def watch_command(
+    file: Path,
+    interval: float,
+    allow_destroy: bool,
+    debounce: float,
+    metrics_port: int | None,
+    metrics_address: str,
+    log_format: str,
+    max_file_size: int,
+    address: str | None,
+    namespace: str | None,
+    token_file: Path | None,
+) -> None:
+    """Reconcile on every change of FILE and every --interval, until SIGTERM/SIGINT."""
+    import signal
+    import threading
+
+    from reconciler.metrics import MetricsServer
+    from reconciler.watcher import Watcher, WatchOptions, configure_logging
+
+    if interval <= 0:
+        _fail("--interval must be more than 0")
+    verbose = click.get_current_context().find_root().params.get("verbose") or 0
+    configure_logging(log_format, logging.DEBUG if verbose else logging.INFO)
+    # Fail now on settings that no retry can fix (no address, unreadable token file).
+    _client(address, namespace, token_file)
+    watcher = Watcher(
+        file,
+        lambda: _client(address, namespace, token_file),
+        WatchOptions(
+            interval=interval,
+            allow_destroy=allow_destroy,
+            debounce=debounce,
+            max_file_size=max_file_size,
+        ),
+    )
+    metrics_server = None
+    if metrics_port is not None:
+        try:
+            metrics_server = MetricsServer(watcher.metrics, metrics_address, metrics_port).start()
+        except OSError as error:
+            _fail(f"cannot serve metrics on {metrics_address}:{metrics_port}: {error.strerror}")
+
+    def on_stop(signum: int, _frame: object) -> None:
+        watcher.stop()
+        # A second signal ends the process at once, whatever is running.
+        signal.signal(signum, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: watcher.request_pass("signal"))
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            watcher.run_forever()
+        except BaseException as error:
+            failed.append(error)
+            logging.getLogger("reconciler.watcher").exception("the watcher crashed")
+
+    # Passes run on a worker so that signal handlers (main thread) never interrupt a lock holder.
+    worker = threading.Thread(target=work, name="reconciler-watch")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(timeout=0.5)
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
+    if failed:
+        sys.exit(1)
+
+
+@cli.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@max_file_size_option
+def validate_command(file: Path, max_file_size: int) -> None:
+    """Check FILE (syntax, schema, references, plugin hashes); contacts no server."""
+    from reconciler.errors import DesiredStateError
+    from reconciler.loader import load_desired
+
+    try:
+        loaded = load_desired(file, max_file_size=max_file_size)
+    except DesiredStateError as error:
+        for problem in error.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    state = loaded.state
+    mounts = len(state.secrets) + len(state.auth)
+    click.echo(f"{file}: valid ({len(state.plugins)} plugins, {mounts} mounts)")
+
+
+@cli.command("export")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the file here instead of to stdout.",
+)
+@connection_options
+@reports_errors
+def export_command(
+    out: Path | None, address: str | None, namespace: str | None, token_file: Path | None
+) -> None:
+    """Write the server's catalog and mounts as a desired-state file (env cannot be exported)."""
+    from reconciler.export import export_desired
+    from reconciler.state import read_live_state
+
+    with _client(address, namespace, token_file) as client:
+        text = export_desired(read_live_state(client))
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as error:
+        _fail(f"cannot write {out}: {error.strerror or error}: choose another --out")
+    click.echo(f"Exported to {out}; check it with: reconciler validate {out}", err=True)
+
+
+@cli.command("schema")
+def schema_command() -> None:
+    """Print the JSON Schema of the desired-state file (for editors and CI)."""
+    from reconciler.model import json_schema_text
+
+    click.echo(json_schema_text(), nl=False)
+
+
+@cli.command("demo")
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Leave the server running afterwards and print BAO_ADDR/BAO_TOKEN to explore it.",
+)
+@click.option("--no-upgrade", is_flag=True, help="Stop after the first apply.")
+@reports_errors
+def demo_command(keep: bool, no_upgrade: bool) -> None:
+    """Validate, plan, apply and upgrade the bundled examples on a throw-away OpenBao."""
+    from reconciler.demo import run_demo
+
+    run_demo(click.echo, upgrade=not no_upgrade, keep=keep, colour=_colour())
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="reconciler")

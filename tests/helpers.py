@@ -1,0 +1,119 @@
+"""Helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+from click.testing import CliRunner
+
+from reconciler.cli import cli
+from reconciler.devserver import DevServer
+
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def api(server: DevServer) -> httpx.Client:
+    """A plain HTTP client for the test server, independent of the code under test."""
+    return httpx.Client(
+        base_url=server.address, headers={"X-Vault-Token": server.token}, timeout=30
+    )
+
+
+def mount_config(server: DevServer, kind: str, path: str) -> dict[str, Any]:
+    table = "auth" if kind == "auth" else "mounts"
+    data: dict[str, Any] = api(server).get(f"/v1/sys/{table}").json()["data"]
+    return dict(data[path]["config"])
+
+
+def mount_entry(server: DevServer, kind: str, path: str) -> dict[str, Any]:
+    table = "auth" if kind == "auth" else "mounts"
+    return dict(api(server).get(f"/v1/sys/{table}").json()["data"][path])
+
+
+_file_numbers = itertools.count(1)
+
+
+def write_desired(directory: Path, text: str, name: str | None = None) -> Path:
+    """Write a desired-state file; each call gets a new name unless one is given."""
+    path = directory / (name or f"desired-{next(_file_numbers)}.yaml")
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return f"exit {self.exit_code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class CliRun:
+    @staticmethod
+    def invoke(args: Sequence[str], env: dict[str, str] | None = None) -> CliResult:
+        """Run the command line in-process with a clean connection environment."""
+        clean = {k: None for k in os.environ if k.startswith(("BAO_", "VAULT_"))}
+        runner = CliRunner()
+        result = runner.invoke(
+            cli, list(args), env={**clean, **(env or {})}, catch_exceptions=False
+        )
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def run_cli(server: DevServer, *args: str) -> CliResult:
+    return CliRun.invoke(args, env={"BAO_ADDR": server.address, "BAO_TOKEN": server.token})
+
+
+class RequestLog:
+    """Records every HTTP request sent through httpx's transport while active."""
+
+    def __init__(self, server: DevServer | None = None) -> None:
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._original: Any = None
+        self._prefix = server.address if server else ""
+
+    def __enter__(self) -> RequestLog:
+        original = httpx.HTTPTransport.handle_request
+        self._original = original
+        log = self
+
+        def handle_request(
+            transport: httpx.HTTPTransport, request: httpx.Request
+        ) -> httpx.Response:
+            if str(request.url).startswith(log._prefix):
+                with log._lock:
+                    log.requests.append((request.method, request.url.path))
+            return original(transport, request)
+
+        httpx.HTTPTransport.handle_request = handle_request  # type: ignore[method-assign]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        httpx.HTTPTransport.handle_request = self._original  # type: ignore[method-assign]
+
+    def writes(self) -> list[tuple[str, str]]:
+        return [r for r in self.requests if r[0] in WRITE_METHODS]
+
+    def matching(self, method: str, path_fragment: str) -> list[tuple[str, str]]:
+        return [r for r in self.requests if r[0] == method and path_fragment in r[1]]
