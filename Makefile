@@ -30,6 +30,7 @@ bench: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/reconciler schema > schemas/reconciler.schema.json
+	$(BIN)/reconciler schema --plan > schemas/plan.schema.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -502,8 +502,14 @@ def export_command(
 
 
 @cli.command("schema")
-def schema_command() -> None:
+@click.option("--plan", "of_plan", is_flag=True, help="The schema of `plan --json` instead.")
+def schema_command(of_plan: bool) -> None:
     """Print the JSON Schema of the desired-state file (for editors and CI)."""
+    if of_plan:
+        from reconciler.plan import plan_schema_text
+
+        click.echo(plan_schema_text(), nl=False)
+        return
     from reconciler.model import json_schema_text
 
     click.echo(json_schema_text(), nl=False)

@@ -308,25 +308,40 @@ class DesiredState(_Strict):
 SCHEMA_ID = "urn:reconciler:desired-state:1"
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of the desired-state file, keys in a stable order."""
-    generated = DesiredState.model_json_schema(mode="validation")
+def schema_document(
+    model: type[BaseModel], schema_id: str, title: str, description: str
+) -> dict[str, Any]:
+    """A model's JSON Schema (draft 2020-12) with a header and keys in a stable order."""
+    generated = model.model_json_schema(mode="validation")
     body = {key: value for key, value in generated.items() if key not in {"title", "description"}}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
-        "title": "reconciler desired state",
-        "description": (
-            "The plugin catalog and mount table an OpenBao/Vault server should have "
-            "(format version 1)."
-        ),
+        "$id": schema_id,
+        "title": title,
+        "description": description,
         **_sorted_keys(body),
     }
 
 
+def schema_text(document: dict[str, Any]) -> str:
+    """A schema document as the text committed under `schemas/`."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the desired-state file."""
+    return schema_document(
+        DesiredState,
+        SCHEMA_ID,
+        "reconciler desired state",
+        "The plugin catalog and mount table an OpenBao/Vault server should have "
+        "(format version 1).",
+    )
+
+
 def json_schema_text() -> str:
     """`json_schema()` as the text of `schemas/reconciler.schema.json`."""
-    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    return schema_text(json_schema())
 
 
 def _sorted_keys(value: Any) -> Any:

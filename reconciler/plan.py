@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from reconciler import __version__
-from reconciler.model import LiveState, ServerIdentity
+from reconciler.model import LiveState, ServerIdentity, schema_document, schema_text
 
 PLAN_FORMAT_VERSION = 1
 
@@ -188,6 +188,17 @@ def fingerprint(live: LiveState) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def plan_json_schema() -> dict[str, Any]:
-    """JSON Schema of the plan document (committed as schemas/plan.schema.json)."""
-    return Plan.model_json_schema()
+PLAN_SCHEMA_ID = f"urn:reconciler:plan:{PLAN_FORMAT_VERSION}"
+
+
+def plan_schema_text() -> str:
+    """JSON Schema of the plan document, as committed in `schemas/plan.schema.json`."""
+    return schema_text(
+        schema_document(
+            Plan,
+            PLAN_SCHEMA_ID,
+            "reconciler plan",
+            "The output of `reconciler plan --json` and `plan --out` (format version "
+            f"{PLAN_FORMAT_VERSION}).",
+        )
+    )
