@@ -308,3 +308,22 @@ def test_broken_binary_rolls_back_with_rollback_on_failure(server, plugins, tmp_
     assert entry["running_plugin_version"] == "v1.0.0"
     assert entry["running_sha256"] == sha256_of(plugins / "demo-kv-1.0.0")
     assert api(server).get("/v1/fragile/data/precious").json()["data"]["v"] == 1
+
+
+def test_export_of_external_plugins_plans_empty(server, plugins, tmp_path: Path) -> None:
+    desired = write_desired(tmp_path, V1_TWO_MOUNTS_AND_AUTH.format(plugins=plugins))
+    assert run_cli(server, "apply", str(desired), "--yes").ok
+    http = api(server)
+    http.post(
+        "/v1/sys/mounts/kv2",
+        json={"type": "kv", "options": {"version": "2"}, "config": {"max_lease_ttl": "48h"}},
+    ).raise_for_status()
+    http.post("/v1/sys/auth/robots", json={"type": "approle", "description": "ci"})
+    exported = tmp_path / "exported.yaml"
+    assert run_cli(server, "export", "--out", str(exported)).ok
+    text = exported.read_text()
+    assert (
+        "demo-kv" in text and "demo-auth" in text and sha256_of(plugins / "demo-kv-1.0.0") in text
+    )
+    plan = run_cli(server, "plan", str(exported), "--detailed-exitcode")
+    assert plan.exit_code == 0, plan.output
