@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.errors import ApiError, LockBusy, ReconcilerError, StaleState
-from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
+from reconciler.model import DesiredState, LiveMount, LiveState, MountKind, split_api_path
 from reconciler.plan import Action, ActionKind, Plan, Stage, fingerprint
 from reconciler.planner import HeldUpgrade, mount_target_name, runs_builtin
 from reconciler.planner import plan as make_plan
@@ -381,11 +381,7 @@ def touched_mounts(actions: list[Action]) -> list[tuple[MountKind, str]]:
         elif action.kind is ActionKind.MOVE:
             touched.add((p["kind"], p["to"]))
         elif action.kind is ActionKind.RELOAD:
-            for api_path in p.get("mounts", []):
-                if api_path.startswith("auth/"):
-                    touched.add(("auth", api_path.removeprefix("auth/")))
-                else:
-                    touched.add(("secret", api_path))
+            touched.update(split_api_path(path) for path in p.get("mounts", []))
     return sorted(touched)
 
 

@@ -220,6 +220,25 @@ class PluginEntry(_Strict):
             )
         return value
 
+    @field_validator("env")
+    @classmethod
+    def _env_can_reach_a_process(
+        cls, value: dict[str, SecretStr] | None
+    ) -> dict[str, SecretStr] | None:
+        # The server passes env as NAME=VALUE strings to exec: a name holding "=" would set
+        # another variable, and a NUL fails the plugin's start. Values are never echoed.
+        for name, secret in (value or {}).items():
+            if not name or "=" in name or "\x00" in name:
+                raise ValueError(
+                    f"env name {name!r} must be non-empty, without '=' or NUL characters"
+                )
+            if "\x00" in secret.get_secret_value():
+                raise ValueError(
+                    f"env {name}: the value holds a NUL character, which a process "
+                    "environment cannot carry"
+                )
+        return value
+
     @property
     def key(self) -> tuple[str, str, str]:
         """The catalog identity (type, name, normalised version)."""
@@ -372,6 +391,18 @@ class CatalogEntry(_Strict):
         return (self.type, self.name, self.version)
 
 
+def api_path(kind: MountKind, path: str) -> str:
+    """A mount as the reload endpoint names it: auth mounts carry an `auth/` prefix."""
+    return f"auth/{path}" if kind == "auth" else path
+
+
+def split_api_path(path: str) -> tuple[MountKind, str]:
+    """The inverse of `api_path`."""
+    if path.startswith("auth/"):
+        return "auth", path.removeprefix("auth/")
+    return "secret", path
+
+
 class LiveMount(_Strict):
     """A mount as the server reports it, values normalised like the desired side."""
 
@@ -391,7 +422,7 @@ class LiveMount(_Strict):
     @property
     def api_path(self) -> str:
         """The path as the reload endpoint names it (`auth/` prefix for auth mounts)."""
-        return f"auth/{self.path}" if self.kind == "auth" else self.path
+        return api_path(self.kind, self.path)
 
     @property
     def reserved(self) -> bool:
