@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
+_PLAN_HEAD_BYTES = 64
 
 
 class UsageFailure(click.ClickException):
@@ -310,8 +311,16 @@ def _read_saved_plan(path: Path) -> Plan | None:
     from reconciler.errors import PlanFileError
     from reconciler.plan import Plan
 
-    head = path.read_bytes()[:64].lstrip()
-    if not head.startswith(b"{"):
+    # Only the head is read: the desired-state file is size-checked by the loader, and
+    # a device or a huge file must not be read whole here. A YAML flow mapping or a
+    # desired-state file written as JSON also starts with "{"; a plan starts with its
+    # format_version (Plan.to_json), which a desired-state file never has.
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(_PLAN_HEAD_BYTES).lstrip()
+    except OSError:
+        return None  # the loader reports it, positioned
+    if not (head.startswith(b"{") and head[1:].lstrip().startswith(b'"format_version"')):
         return None
     try:
         return Plan.from_json(path.read_text())

@@ -19,6 +19,7 @@ removes it from their records, DEBUG included.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import random
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import httpx
 
@@ -51,6 +52,8 @@ DEFAULT_TIMEOUT = 30.0
 _CONNECT_TIMEOUT = 10.0
 _REMOUNT_TIMEOUT = 300.0
 _REDACTED = "<redacted>"
+# What a Go TLS listener answers to a plain-HTTP request.
+_PLAIN_TO_TLS = "HTTP request to an HTTPS server"
 # Shorter values would blank out ordinary words in log lines; a secret that short is
 # guessable anyway.
 _MIN_SECRET_LENGTH = 6
@@ -156,8 +159,26 @@ def _install_log_filter() -> None:
 def _remember_secret(value: str) -> None:
     if len(value) >= _MIN_SECRET_LENGTH:
         with _secrets_lock:
-            _secrets.add(value)
+            _secrets.update(_encoded_forms(value))
     _install_log_filter()
+
+
+def _encoded_forms(value: str) -> set[str]:
+    """The secret as it reads inside JSON (Python's or Go's escaping) or a URL.
+
+    A server or proxy that echoes a request in its error message quotes the body or
+    the headers in one of these forms.
+    """
+    escaped = json.dumps(value)[1:-1]
+    go_escaped = escaped.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return {
+        value,
+        escaped,
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        go_escaped,
+        quote(value, safe=""),
+        quote_plus(value),
+    }
 
 
 # --- the client -------------------------------------------------------------------------
@@ -418,6 +439,13 @@ class Client:
                 status=status,
                 path=path,
             )
+        if status == 400 and _PLAIN_TO_TLS in detail:
+            return ClientSettingsError(
+                f"{self.address} is a TLS listener ({where} answered 400: {detail}): "
+                "use https:// in BAO_ADDR (or --address)",
+                status=status,
+                path=path,
+            )
         if status == 400:
             return ApiError(
                 f"the server refused {where} (400): {detail or 'no reason given'}",
@@ -545,10 +573,23 @@ class Client:
     def remount(self, kind: MountKind, from_path: str, to_path: str) -> None:
         """Move a mount with its data (sys/remount), waiting until the move is done."""
         source, target = _api_mount_path(kind, from_path), _api_mount_path(kind, to_path)
-        answer = self._send("POST", "sys/remount", json={"from": source, "to": target})
+        answer = self._send(
+            "POST",
+            "sys/remount",
+            json={"from": source, "to": target},
+            done_if=lambda error: error.status == 400 and self._moved(kind, from_path, to_path),
+        )
         migration = _data(answer).get("migration_id") or answer.get("migration_id")
         if migration:
             self._wait_for_move(str(migration), source, target)
+
+    def _moved(self, kind: MountKind, from_path: str, to_path: str) -> bool:
+        """Whether a move whose answer was lost took place (a retry meets "no matching mount")."""
+        try:
+            mounts = self.list_mounts(kind)
+        except ApiError:
+            return False
+        return to_path.strip("/") + "/" in mounts and from_path.strip("/") + "/" not in mounts
 
     def _wait_for_move(self, migration: str, source: str, target: str) -> None:
         deadline = time.monotonic() + self.remount_timeout
@@ -842,7 +883,9 @@ def _server_messages(response: httpx.Response) -> list[str]:
     try:
         body = response.json()
     except ValueError:
-        return []
+        # Go's TLS listener answers a plain-HTTP request in plain text.
+        first_line = response.text.strip().split("\n", 1)[0]
+        return [first_line[:200]] if _PLAIN_TO_TLS in first_line else []
     errors = body.get("errors") if isinstance(body, dict) else None
     messages: list[str] = []
     for item in errors or []:
