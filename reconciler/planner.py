@@ -13,6 +13,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
+from reconciler.builtins import UNCATALOGUED_BUILTINS
 from reconciler.model import (
     RESERVED_PATHS,
     CatalogEntry,
@@ -144,9 +145,10 @@ class _Planner:
         self.external: dict[CatalogKey, CatalogEntry] = {
             e.key: e for e in self.live.catalog if not e.builtin
         }
-        self.builtins: dict[tuple[str, str], str] = {
-            (e.type, e.name): e.version for e in self.live.catalog if e.builtin
-        }
+        # (type, name) → the built-in's version; "" when the catalog does not list the
+        # built-in (the server resolves `database` itself), so its version is unknown.
+        self.builtins: dict[tuple[str, str], str] = dict.fromkeys(UNCATALOGUED_BUILTINS, "")
+        self.builtins.update({(e.type, e.name): e.version for e in self.live.catalog if e.builtin})
         self.live_mounts: dict[tuple[MountKind, str], LiveMount] = {
             (m.kind, m.path): m for m in self.live.mounts
         }
@@ -158,6 +160,12 @@ class _Planner:
         self.cleanup_reloads: list[str] = []
         self.claimed_paths: set[tuple[MountKind, str]] = set()
         self.disabled_paths: set[tuple[MountKind, str]] = set()
+        # Entries that mounts stay on while their upgrade is held: kept registered.
+        self.held_on: dict[CatalogKey, list[str]] = {}
+        # Declared path → the live mount moved there by this plan.
+        self.moved: dict[tuple[MountKind, str], LiveMount] = {}
+        # Paths this plan enables, fresh or as a replacement.
+        self.enabled: set[tuple[MountKind, str]] = set()
 
     # --- entry point ----------------------------------------------------------
 
@@ -172,6 +180,13 @@ class _Planner:
     # --- catalog --------------------------------------------------------------
 
     def _plan_catalog_writes(self) -> None:
+        for key in sorted(self.replace - set(self.present)):
+            self.warnings.append(
+                Problem(
+                    target=catalog_target_name(key),
+                    message="--replace names no present entry of the file: nothing re-registered",
+                )
+            )
         for key, entry in sorted(self.present.items()):
             target = catalog_target_name(key)
             if (entry.type, entry.name) in HARD_WIRED_BUILTINS:
@@ -199,8 +214,9 @@ class _Planner:
                     Problem(
                         target=target,
                         message=(
-                            "env is write-only on the server: a change of env alone cannot be "
-                            f"seen; use --replace {target} to re-register it"
+                            "env (sensitive) cannot be verified: the server never returns it, "
+                            "so a change of env alone is not seen; use "
+                            f"--replace {target} to re-register it"
                         ),
                     )
                 )
@@ -269,7 +285,9 @@ class _Planner:
         )
         builtin_version = self.builtins.get((plugin_type, mount.plugin))
         if mount.version is not None:
-            if is_builtin_version(mount.version) or mount.version == builtin_version:
+            if is_builtin_version(mount.version) or (
+                builtin_version and mount.version == builtin_version
+            ):
                 if builtin_version is None:
                     self._error(where, f"{mount.plugin!r} is not a built-in {plugin_type} plugin")
                     return None
@@ -309,6 +327,8 @@ class _Planner:
     def _live_resolution(self, mount: LiveMount, entries: set[CatalogKey]) -> Target | None:
         """What a live mount runs at its next reload, given the catalog `entries`."""
         name_type = (mount.kind, mount.plugin)
+        if name_type in HARD_WIRED_BUILTINS:
+            return Target(mount.kind, mount.plugin, builtin=True)
         if mount.plugin_version and not is_builtin_version(mount.plugin_version):
             key = (mount.kind, mount.plugin, mount.plugin_version)
             return self._external_target(key) if key in entries else None
@@ -337,13 +357,18 @@ class _Planner:
                 continue
             self.claimed_paths.add((kind, mount.path))
             target = self._resolve(kind, mount)
-            if target is None:
+            if target is None or not self._builtin_can_run(kind, mount, target):
+                continue
+            if not target.builtin and (kind, mount.plugin) in HARD_WIRED_BUILTINS:
+                # The entry is refused (an error already names it): nothing to plan on it.
                 continue
             target = self._hold_back(kind, mount, target)
             targets[(kind, mount.path)] = target
             live_mount = self.live_mounts.get((kind, mount.path))
             if live_mount is None and mount.moved_from is not None:
-                live_mount = self._plan_move(kind, mount)
+                if not self._plan_move(kind, mount):
+                    continue
+                live_mount = self.moved.get((kind, mount.path))
             if live_mount is None:
                 self._plan_enable(kind, mount, target, ActionKind.ENABLE, "not mounted")
                 continue
@@ -365,8 +390,11 @@ class _Planner:
                     immutable,
                 )
                 continue
+            errors = len(self.errors)
             self._plan_tune(kind, mount, live_mount, target)
-            self._plan_reload(kind, mount, live_mount, target)
+            if len(self.errors) == errors:
+                # Without the pin it needs, a reload would not reach the target.
+                self._plan_reload(kind, mount, live_mount, target)
         return targets
 
     def _hold_back(self, kind: MountKind, mount: Mount, target: Target) -> Target:
@@ -389,14 +417,51 @@ class _Planner:
         if live_mount is None:
             return target
         current = self._live_resolution(live_mount, set(self.external))
-        return current or target
+        if current is None:
+            return target
+        if current.key is not None:
+            self.held_on.setdefault(current.key, []).append(where)
+        return current
 
-    def _plan_move(self, kind: MountKind, mount: Mount) -> LiveMount | None:
+    def _builtin_can_run(self, kind: MountKind, mount: Mount, target: Target) -> bool:
+        """False (after recording an error) when an unversioned shadow stays registered."""
+        if not target.builtin or (kind, mount.plugin) in HARD_WIRED_BUILTINS:
+            return True
+        if (kind, mount.plugin, "") not in self._entries_after():
+            return True
+        # An unpinned mount runs the shadow, and a pin to the built-in's version is stored
+        # as "" on enable: with the shadow registered, no request makes it run the built-in.
+        self._error(
+            mount_target_name(kind, mount.path),
+            f"an unversioned external {mount.plugin!r} stays registered and shadows the "
+            "built-in: a mount of it cannot run the built-in; declare that entry "
+            "state: absent (or set prune_plugins), or mount the external entry",
+        )
+        return False
+
+    def _plan_move(self, kind: MountKind, mount: Mount) -> bool:
+        """Plan the move of `moved_from`; False (after recording an error) if it cannot move."""
         assert mount.moved_from is not None
         source = self.live_mounts.get((kind, mount.moved_from))
         if source is None:
-            return None
+            return True
+        where = mount_target_name(kind, mount.path)
         self.claimed_paths.add((kind, mount.moved_from))
+        if source.reserved:
+            self._error(where, f"moved_from {mount.moved_from}: reserved mounts cannot be moved")
+            return False
+        immutable = self._immutable_changes(mount, source)
+        if immutable:
+            # Replace runs before move, so a moved mount cannot also be replaced in one plan;
+            # and a replacement would destroy the data the move is asked to keep.
+            self._error(
+                where,
+                f"moved_from {mount.moved_from}: a move keeps the mount as it is, but "
+                + ", ".join(f"{c.field} {c.before!r} → {c.after!r}" for c in immutable)
+                + " needs a new mount: move it first, or drop moved_from to start afresh",
+            )
+            return False
+        self.moved[(kind, mount.path)] = source.model_copy(update={"path": mount.path})
         self.actions.append(
             Action(
                 kind=ActionKind.MOVE,
@@ -407,7 +472,7 @@ class _Planner:
                 params={"kind": kind, "from": mount.moved_from, "to": mount.path},
             )
         )
-        return source.model_copy(update={"path": mount.path})
+        return True
 
     def _immutable_changes(self, mount: Mount, live_mount: LiveMount) -> list[FieldChange]:
         changes = []
@@ -446,15 +511,15 @@ class _Planner:
         changes: list[FieldChange] | None = None,
     ) -> None:
         where = mount_target_name(kind, mount.path)
-        if target.builtin and (kind, mount.plugin, "") in self._entries_after():
-            self._error(
-                where,
-                f"an unversioned external {mount.plugin!r} shadows the built-in: "
-                "a mount of it cannot run the built-in",
-            )
-            return
         params: dict[str, Any] = {"kind": kind, "path": mount.path, "plugin": mount.plugin}
         version = self._enable_version(kind, mount, target)
+        if version == "" and target.builtin:
+            self._error(
+                where,
+                f"external entries named {mount.plugin!r} exist and the server does not list "
+                "the built-in's version to pin it: a new mount would run the newest of them",
+            )
+            return
         if version is not None:
             params["plugin_version"] = version
         if mount.description is not None:
@@ -466,12 +531,12 @@ class _Planner:
         for name in ("local", "seal_wrap"):
             if getattr(mount, name) is not None:
                 params[name] = getattr(mount, name)
-        shadow = (kind, mount.plugin, "")
-        if target.builtin and shadow in self.external:
+        if self._shadowed_until_cleanup(kind, mount.plugin, target):
             # Enabled while the unversioned shadow still exists, it runs the shadow until the
             # shadow is deregistered and the mount reloaded.
             self.cleanup_reloads.append(_api_path(kind, mount.path))
         destructive = action_kind is ActionKind.REPLACE
+        self.enabled.add((kind, mount.path))
         self.actions.append(
             Action(
                 kind=action_kind,
@@ -530,7 +595,15 @@ class _Planner:
             if not live_mount.plugin_version or is_builtin_version(live_mount.plugin_version):
                 return None
             # A pin cannot be removed (tuning to "" is 400): pin the built-in's own version.
-            return self.builtins[(kind, mount.plugin)]
+            builtin_version = self.builtins[(kind, mount.plugin)]
+            if not builtin_version:
+                self._error(
+                    where,
+                    f"pinned to {live_mount.plugin_version}, and the server does not list the "
+                    "built-in's version to pin it back",
+                )
+                return None
+            return builtin_version
         if live_mount.plugin_version == target.version:
             return None
         if target.version == "":
@@ -556,13 +629,21 @@ class _Planner:
         if not stale:
             return
         api_path = _api_path(kind, mount.path)
-        shadow = (kind, mount.plugin, "")
-        if target.builtin and not live_mount.plugin_version and shadow in self.external:
-            # The mount follows an unversioned shadow of the built-in: only once that entry is
-            # deregistered does a reload bring the built-in back.
+        if self._shadowed_until_cleanup(kind, mount.plugin, target):
+            # Only once the unversioned shadow is deregistered does a reload bring the built-in
+            # back; before, an unpinned mount (tuning to the built-in's version may leave it
+            # unpinned) would reload onto the shadow again.
             self.cleanup_reloads.append(api_path)
         else:
             self.converge_reloads.append(api_path)
+
+    def _shadowed_until_cleanup(self, kind: MountKind, plugin: str, target: Target) -> bool:
+        """A built-in target that an unversioned shadow hides until cleanup deregisters it."""
+        return (
+            target.builtin
+            and (kind, plugin) not in HARD_WIRED_BUILTINS
+            and (kind, plugin, "") in self.external
+        )
 
     # --- unmanaged mounts -----------------------------------------------------
 
@@ -613,6 +694,17 @@ class _Planner:
     def _plan_deregistrations(self, targets: dict[tuple[MountKind, str], Target]) -> None:
         remaining = self._entries_after()
         for key, reason in self.deregistrations:
+            held = self.held_on.get(key)
+            if held:
+                # Watch mode keeps these mounts on the entry until the file changes.
+                self.warnings.append(
+                    Problem(
+                        target=catalog_target_name(key),
+                        message=f"{reason}, but kept registered: {', '.join(sorted(held))} "
+                        "stay on it while their upgrade is held",
+                    )
+                )
+                continue
             users = self._users_after(key, targets, remaining)
             if users:
                 self._error(
@@ -633,6 +725,35 @@ class _Planner:
                     params={"type": key[0], "name": key[1], "version": key[2]},
                 )
             )
+            followers = self._unmanaged_followers(key)
+            if followers:
+                self.warnings.append(
+                    Problem(
+                        target=catalog_target_name(key),
+                        message="deregistering this shadow returns "
+                        + ", ".join(followers)
+                        + " to the built-in at its next reload (unmanaged: not reloaded now)",
+                    )
+                )
+
+    def _unmanaged_followers(self, key: CatalogKey) -> list[str]:
+        """Unmanaged unpinned mounts that follow the unversioned shadow `key` of a built-in."""
+        plugin_type, name, version = key
+        if (
+            version
+            or (plugin_type, name) not in self.builtins
+            or (plugin_type, name) in HARD_WIRED_BUILTINS
+        ):
+            return []
+        return [
+            mount_target_name(kind, path)
+            for (kind, path), live_mount in sorted(self.live_mounts.items())
+            if not live_mount.reserved
+            and (kind, path) not in self.claimed_paths
+            and (kind, path) not in self.disabled_paths
+            and (kind, live_mount.plugin) == (plugin_type, name)
+            and not live_mount.plugin_version
+        ]
 
     def _users_after(
         self,
@@ -670,25 +791,12 @@ class _Planner:
                 HARD_WIRED_BUILTINS
             ):
                 continue
-            affected = []
-            for kind, path in sorted(set(self.live_mounts) | set(targets)):
-                live_mount = self.live_mounts.get((kind, path))
-                declared = targets.get((kind, path))
-                if declared is not None and declared.key == key:
-                    state = "enabled on it" if live_mount is None else "moved to it"
-                elif live_mount is not None and (kind, live_mount.plugin) == (plugin_type, name):
-                    pinned = live_mount.plugin_version == version != ""
-                    shadowed = version == "" and not live_mount.plugin_version
-                    if not (pinned or shadowed) or declared is not None:
-                        continue
-                    state = "unmanaged"
-                else:
-                    continue
-                if _api_path(kind, path) in reloading:
-                    state += ", reloaded now"
-                elif live_mount is not None:
-                    state += ", switches at its next reload"
-                affected.append(f"{mount_target_name(kind, path)} ({state})")
+            affected = [
+                f"{mount_target_name(kind, path)} ({state})"
+                for (kind, path), state in sorted(
+                    self._declared_on(key, targets, reloading) | self._unmanaged_on(key)
+                )
+            ]
             scope = "every unpinned mount of that name" if version == "" else "mounts pinned to it"
             listing = "affected: " + ", ".join(affected) if affected else "no mount affected yet"
             self.warnings.append(
@@ -698,6 +806,48 @@ class _Planner:
                     + listing,
                 )
             )
+
+    def _declared_on(
+        self, key: CatalogKey, targets: dict[tuple[MountKind, str], Target], reloading: set[str]
+    ) -> set[tuple[tuple[MountKind, str], str]]:
+        """Declared mounts that run the override `key` once the plan is applied."""
+        found = set()
+        for (kind, path), target in targets.items():
+            if target.key != key:
+                continue
+            if (kind, path) in self.enabled:
+                state = "enabled on it"
+            elif _api_path(kind, path) in reloading:
+                state = "reloaded onto it now"
+            else:
+                state = "runs it"
+            found.add(((kind, path), state))
+        return found
+
+    def _unmanaged_on(self, key: CatalogKey) -> set[tuple[tuple[MountKind, str], str]]:
+        """Unmanaged mounts the override `key` takes over (they are never reloaded by a plan)."""
+        plugin_type, name, version = key
+        entry = self.present[key]
+        found = set()
+        for (kind, path), live_mount in self.live_mounts.items():
+            if (
+                live_mount.reserved
+                or (kind, path) in self.claimed_paths
+                or (kind, path) in self.disabled_paths
+                or (kind, live_mount.plugin) != (plugin_type, name)
+            ):
+                continue
+            pinned = live_mount.plugin_version == version != ""
+            shadowed = version == "" and not live_mount.plugin_version
+            if not (pinned or shadowed):
+                continue
+            running = (live_mount.running_plugin_version, live_mount.running_sha256)
+            if running == (version, entry.sha256) and key not in self.changed_entries:
+                state = "unmanaged, runs it"
+            else:
+                state = "unmanaged, switches at its next reload"
+            found.add(((kind, path), state))
+        return found
 
     # --- reloads --------------------------------------------------------------
 

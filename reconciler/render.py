@@ -35,10 +35,14 @@ _SENSITIVE_FIELDS = {"env"}
 
 
 def summary(plan: Plan, allow_destroy: bool = False) -> str:
-    """One line: "3 to register, 2 to tune, 2 to reload, 1 refused"."""
-    counts = Counter(a.kind for a in plan.actions)
+    """One line: "3 to register, 2 to tune, 2 to reload, 1 refused".
+
+    A refused action is counted as refused only: it will not be carried out.
+    """
+    refusals = plan.refusals(allow_destroy)
+    counts = Counter(a.kind for i, a in enumerate(plan.actions) if i not in refusals)
     parts = [f"{counts[kind]} {label}" for kind, label in _SUMMARY_ORDER if counts[kind]]
-    refused = len(plan.refusals(allow_destroy))
+    refused = len(refusals)
     if refused:
         parts.append(f"{refused} refused")
     if plan.errors:
