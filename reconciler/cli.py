@@ -89,15 +89,12 @@ def _load(path: Path, max_file_size: int) -> LoadedDesired:
 
 
 def _parse_replace(values: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
-    from reconciler.model import normalize_version
+    from reconciler.planner import parse_catalog_target
 
     parsed = []
     for value in values:
-        parts = value.split("/")
-        if len(parts) != 3 or parts[0] not in {"secret", "auth", "database"}:
-            _fail(f"--replace {value!r}: expected TYPE/NAME/VERSION, e.g. secret/kv-plus/v1.4.0")
         try:
-            parsed.append((parts[0], parts[1], normalize_version(parts[2])))
+            parsed.append(parse_catalog_target(value))
         except ValueError as error:
             _fail(f"--replace {value!r}: {error}")
     return tuple(parsed)
@@ -245,7 +242,12 @@ def apply_command(
     client = _client(address, namespace, token_file)
     identity = client.server_identity()
     with server_lock(identity.address, identity.namespace, lock_timeout):
-        the_plan = saved or _make_plan(client, loaded, replace_keys)
+        if saved is not None:
+            from reconciler.reconcile import remake_saved_plan
+
+            the_plan = remake_saved_plan(client, saved, loaded)
+        else:
+            the_plan = _make_plan(client, loaded, replace_keys)
         out = sys.stderr if as_json else sys.stdout
         if not as_json or saved is None:
             click.echo(

@@ -74,6 +74,12 @@ class ClientSettingsError(ApiError):
 class StaleState(ReconcilerError):
     """The live state changed since the plan was made."""
 
+    def __init__(self) -> None:
+        super().__init__(
+            "the server's state changed since the plan was made (or the plan was made against "
+            "another server): nothing was changed; make a new plan"
+        )
+
 
 class LockBusy(ReconcilerError):
     """Another apply holds the lock for this server."""

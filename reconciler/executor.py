@@ -136,10 +136,7 @@ def apply_plan(
         )
     live = read_state()
     if fingerprint(live) != plan.fingerprint:
-        raise StaleState(
-            "the server's state changed since the plan was made (or the plan was made against "
-            "another server): nothing was changed; make a new plan"
-        )
+        raise StaleState()
     run = _Run(api, read_state, desired, options, progress or (lambda _e: None))
     run.result.skipped = [plan.actions[i] for i in sorted(refusals)]
     actions = [a for i, a in enumerate(plan.actions) if i not in refusals]

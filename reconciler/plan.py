@@ -132,6 +132,8 @@ class Plan(_Data):
     server: ServerIdentity = ServerIdentity()
     fingerprint: str = ""
     max_destroy: int = 3
+    # `--replace TYPE/NAME/VERSION` the plan was made with, so it can be made again.
+    replace: list[str] = []
     actions: list[Action] = []
     errors: list[Problem] = []
     warnings: list[Problem] = []

@@ -23,6 +23,7 @@ from reconciler.model import (
     Mount,
     MountKind,
     PluginEntry,
+    normalize_version,
 )
 from reconciler.plan import (
     KIND_ORDER,
@@ -85,6 +86,14 @@ def catalog_target_name(key: CatalogKey) -> str:
     return "/".join(key)
 
 
+def parse_catalog_target(text: str) -> CatalogKey:
+    """The inverse of `catalog_target_name`; ValueError names the expected form."""
+    parts = text.split("/")
+    if len(parts) != 3 or parts[0] not in {"secret", "auth", "database"} or not parts[1]:
+        raise ValueError("expected TYPE/NAME/VERSION, e.g. secret/kv-plus/v1.4.0")
+    return (parts[0], parts[1], normalize_version(parts[2]))
+
+
 def runs_builtin(mount: LiveMount) -> bool:
     """A mount runs a built-in when the server reports no binary hash for it."""
     return mount.running_sha256 == ""
@@ -119,6 +128,7 @@ def plan(
         server=live.server,
         fingerprint=fingerprint(live),
         max_destroy=desired.settings.max_destroy,
+        replace=sorted({catalog_target_name(key) for key in replace}),
         actions=actions,
         errors=sorted(set(planner.errors), key=lambda p: (p.target, p.message)),
         warnings=sorted(set(planner.warnings), key=lambda p: (p.target, p.message)),

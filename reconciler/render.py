@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from reconciler.plan import Action, ActionKind, Plan, Safety, Stage
+from reconciler.plan import Action, ActionKind, Plan, Problem, Safety, Stage
 
 _COLOURS: dict[str, str] = {
     "+": "green",
@@ -55,9 +55,9 @@ def render_plan(plan: Plan, *, allow_destroy: bool = False, colour: bool = False
     style = _Styler(colour)
     refusals = plan.refusals(allow_destroy)
     lines: list[str] = []
-    header = f"Plan for {plan.server.address or 'the server'}"
+    header = f"Plan for {_safe(plan.server.address) or 'the server'}"
     if plan.desired.path:
-        header += f" from {plan.desired.path}"
+        header += f" from {_safe(plan.desired.path)}"
     lines.append(style.bold(header))
     indexed = list(enumerate(plan.actions))
     for title, group in (
@@ -73,12 +73,16 @@ def render_plan(plan: Plan, *, allow_destroy: bool = False, colour: bool = False
     if plan.errors:
         lines.append("")
         lines.append(style.paint("Errors (this plan cannot be applied):", "red", bold=True))
-        lines.extend(f"  {style.paint('✗', 'red')} {p.target}: {p.message}" for p in plan.errors)
+        lines.extend(
+            f"  {style.paint('✗', 'red')} {p.target}: {p.message}"
+            for p in map(_safe_problem, plan.errors)
+        )
     if plan.warnings:
         lines.append("")
         lines.append(style.bold("Warnings:"))
         lines.extend(
-            f"  {style.paint('⚠', 'yellow')} {p.target}: {p.message}" for p in plan.warnings
+            f"  {style.paint('⚠', 'yellow')} {p.target}: {p.message}"
+            for p in map(_safe_problem, plan.warnings)
         )
     lines.append("")
     lines.append(style.bold("Plan: " + summary(plan, allow_destroy) + "."))
@@ -88,26 +92,27 @@ def render_plan(plan: Plan, *, allow_destroy: bool = False, colour: bool = False
 def _action_lines(action: Action, refusal: str | None, style: _Styler) -> list[str]:
     symbol = action.symbol
     marker = style.paint("!", "red", bold=True) if refusal else " "
-    head = f"{marker} {style.paint(symbol, _COLOURS[symbol])} {action.kind.value} {action.target}"
-    notes = [action.reason]
+    painted = style.paint(symbol, _COLOURS[symbol])
+    head = f"{marker} {painted} {action.kind.value} {_safe(action.target)}"
+    notes = [_safe(action.reason)]
     if action.safety is not Safety.SAFE:
         notes.append(action.safety.value)
     if action.stage is Stage.CLEANUP:
         notes.append("after verification")
     lines = [f"{head}  {style.dim('(' + '; '.join(notes) + ')')}"]
     if refusal:
-        lines.append(f"      {style.paint('refused: ' + refusal, 'red')}")
+        lines.append(f"      {style.paint('refused: ' + _safe(refusal), 'red')}")
     for change in action.changes:
         if change.before is None and change.after in (None, [], {}):
             continue
         if change.before is None:
-            lines.append(f"      {change.field}: {_show(change.field, change.after)}")
+            lines.append(f"      {_safe(change.field)}: {_show(change.field, change.after)}")
             continue
         if change.after is None:
-            lines.append(f"      {change.field}: {_show(change.field, change.before)}")
+            lines.append(f"      {_safe(change.field)}: {_show(change.field, change.before)}")
             continue
         lines.append(
-            f"      {change.field}: {_show(change.field, change.before)} → "
+            f"      {_safe(change.field)}: {_show(change.field, change.before)} → "
             f"{_show(change.field, change.after)}"
         )
     return lines
@@ -119,8 +124,22 @@ def _show(name: str, value: Any) -> str:
     if name in _SENSITIVE_FIELDS:
         return "(sensitive)"
     if isinstance(value, str):
-        return value if value else '""'
+        return _safe(value) if value else '""'
     return json.dumps(value, sort_keys=True)
+
+
+def _safe(text: str) -> str:
+    """Escape control and format characters: values come from files and servers, and an
+    escape sequence in one could rewrite or hide lines of the plan on a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
+def _safe_problem(problem: Problem) -> Problem:
+    return Problem(target=_safe(problem.target), message=_safe(problem.message))
 
 
 class _Styler:

@@ -340,11 +340,6 @@ def test_env_values_are_not_echoed_in_any_error(trap: _TrapServer, tmp_path: Pat
 # --- what the server and the saved plan hand back ------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="render prints control characters of values (descriptions from the file or the "
-    "live server) unescaped: an escape sequence can rewrite or hide lines of the plan",
-)
 def test_control_characters_in_values_are_shown_escaped(server: DevServer, tmp_path: Path) -> None:
     # "\e[1A\e[2K" moves up one line and erases it: it could hide a destructive action.
     api(server).post(
@@ -359,11 +354,6 @@ def test_control_characters_in_values_are_shown_escaped(server: DevServer, tmp_p
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apply trusts the safety class stored in a saved plan: a plan file edited to mark "
-    "a disable as safe is applied without --allow-destroy",
-)
 def test_a_saved_plan_cannot_relabel_a_destructive_action(
     server: DevServer, tmp_path: Path
 ) -> None:
