@@ -18,21 +18,9 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from reconciler.model import CatalogEntry, LiveMount, LiveState, Mount, PluginEntry
+from reconciler.model import CONFIG_DEFAULTS, CatalogEntry, LiveMount, LiveState, Mount, PluginEntry
 from reconciler.planner import HARD_WIRED_BUILTINS
 
-# Values a mount reads as when they were never set: not worth writing down.
-_CONFIG_DEFAULTS: Mapping[str, Any] = {
-    "default_lease_ttl": 0,
-    "max_lease_ttl": 0,
-    "force_no_cache": False,
-    "listing_visibility": "",
-    "audit_non_hmac_request_keys": [],
-    "audit_non_hmac_response_keys": [],
-    "passthrough_request_headers": [],
-    "allowed_response_headers": [],
-    "token_type": "default-service",
-}
 _DURATION_KEYS = frozenset({"default_lease_ttl", "max_lease_ttl"})
 
 
@@ -165,7 +153,7 @@ def _config(config: Mapping[str, Any]) -> CommentedMap:
     written = CommentedMap()
     for key in sorted(config):
         value = config[key]
-        if key not in _CONFIG_DEFAULTS or value == _CONFIG_DEFAULTS[key]:
+        if key not in CONFIG_DEFAULTS or value == CONFIG_DEFAULTS[key]:
             continue
         if key in _DURATION_KEYS:
             written[key] = _duration_text(int(value))

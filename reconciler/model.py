@@ -267,6 +267,20 @@ class MountConfig(_Strict):
     token_type: Literal["default-service", "default-batch", "service", "batch"] | None = None
 
 
+# What a tunable reads as on the server when it was never set.
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "default_lease_ttl": 0,
+    "max_lease_ttl": 0,
+    "force_no_cache": False,
+    "listing_visibility": "",
+    "audit_non_hmac_request_keys": [],
+    "audit_non_hmac_response_keys": [],
+    "passthrough_request_headers": [],
+    "allowed_response_headers": [],
+    "token_type": "default-service",
+}
+
+
 class Mount(_Strict):
     """One secrets engine or auth method mount."""
 

@@ -15,6 +15,7 @@ from deepdiff import DeepDiff
 
 from reconciler.builtins import UNCATALOGUED_BUILTINS
 from reconciler.model import (
+    CONFIG_DEFAULTS,
     RESERVED_PATHS,
     CatalogEntry,
     DesiredState,
@@ -45,19 +46,6 @@ HARD_WIRED_BUILTINS: frozenset[tuple[str, str]] = frozenset({("secret", "kv")})
 CatalogKey = tuple[str, str, str]
 # (type, name, version, sha256) of an upgrade the watcher has set aside after it failed.
 HeldUpgrade = tuple[str, str, str, str]
-
-# What a config key reads as on the server when it was never set.
-_CONFIG_DEFAULTS: dict[str, Any] = {
-    "default_lease_ttl": 0,
-    "max_lease_ttl": 0,
-    "force_no_cache": False,
-    "listing_visibility": "",
-    "audit_non_hmac_request_keys": [],
-    "audit_non_hmac_response_keys": [],
-    "passthrough_request_headers": [],
-    "allowed_response_headers": [],
-    "token_type": "default-service",
-}
 
 
 @dataclass(frozen=True)
@@ -568,7 +556,7 @@ class _Planner:
             have["description"], want["description"] = live_mount.description, mount.description
         if mount.config is not None:
             for key, value in mount.config.model_dump(exclude_none=True).items():
-                have[key] = live_mount.config.get(key, _CONFIG_DEFAULTS.get(key))
+                have[key] = live_mount.config.get(key, CONFIG_DEFAULTS.get(key))
                 want[key] = value
         if mount.options is not None:
             # Only the declared option keys are managed.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from tests.helpers import (
     CliRun,
     RequestLog,
+    TrapServer,
     api,
     mount_config,
     run_cli,
@@ -194,41 +194,9 @@ def test_override_of_hard_wired_kv_is_refused_at_plan_time(server, tmp_path: Pat
     assert not [e for e in catalog if e["name"] == "kv" and not e["builtin"]]
 
 
-class _TrapServer:
-    """A listener that records whether anything connected to it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.sock.settimeout(0.2)
-        self.connected = False
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connected = True
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
-
-
 @pytest.mark.parametrize("command", ["plan", "apply"])
 def test_invalid_file_opens_no_connection(tmp_path: Path, command: str) -> None:
-    trap = _TrapServer()
+    trap = TrapServer()
     try:
         desired = write_desired(
             tmp_path, "version: 1\nsecrets:\n  - path: a/\n    plugin: kv\n    bogus: 1\n"
@@ -241,7 +209,7 @@ def test_invalid_file_opens_no_connection(tmp_path: Path, command: str) -> None:
         assert f"{desired}:5:5" in result.stderr
     finally:
         trap.close()
-    assert not trap.connected
+    assert trap.connections == 0
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:

@@ -12,8 +12,6 @@ import gzip
 import json
 import random
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.devserver import DevServer
-from reconciler.loader import MAX_PROBLEMS
-from tests.helpers import CliRun, api, run_cli, write_desired
+from reconciler.loader import DEFAULT_MAX_FILE_SIZE, MAX_PROBLEMS
+from tests.helpers import CliRun, TrapServer, api, run_cli, write_desired
+from tests.test_loader import read_case
 
 CORPUS = Path(__file__).parent / "data" / "invalid"
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -31,41 +30,9 @@ TOKEN = "hostile-input-test-token"
 TIME_BOUND = 2.0
 
 
-class _TrapServer:
-    """A listener that records whether anything connected to it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.sock.settimeout(0.2)
-        self.connections = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
-def trap() -> Iterator[_TrapServer]:
-    listener = _TrapServer()
+def trap() -> Iterator[TrapServer]:
+    listener = TrapServer()
     try:
         yield listener
     finally:
@@ -222,25 +189,11 @@ GENERATED: dict[str, Case] = {
 
 
 def _corpus_case(path: Path) -> Case:
-    """The expectations test_loader reads: `# expect:` header lines or a `.expect` sidecar."""
-    sidecar = path.with_name(path.name + ".expect")
-    if sidecar.exists():
-        lines = sidecar.read_text().splitlines()
-    else:
-        lines = []
-        for raw in path.read_bytes().decode("latin-1").splitlines():
-            if not raw.startswith("# "):
-                break
-            lines.append(raw[2:])
-    case = Case(path.read_bytes(), [])
-    for line in lines:
-        key, _, value = line.partition(": ")
-        if key == "expect":
-            position, _, fragment = value.partition(" ")
-            row, column = position.split(":")
-            case.expected.append((int(row), int(column), fragment))
-        elif key == "max-file-size":
-            case.options = ["--max-file-size", value]
+    """The expectations the loader tests read for the same file."""
+    expected = read_case(path)
+    case = Case(path.read_bytes(), list(expected.expected))
+    if expected.max_file_size != DEFAULT_MAX_FILE_SIZE:
+        case.options = ["--max-file-size", str(expected.max_file_size)]
     return case
 
 
@@ -262,7 +215,7 @@ def test_enough_hostile_files() -> None:
     assert len(GENERATED) >= 40
 
 
-def _invoke(command: str, path: Path, options: list[str], trap: _TrapServer) -> tuple[str, float]:
+def _invoke(command: str, path: Path, options: list[str], trap: TrapServer) -> tuple[str, float]:
     args = [command, *options, str(path)] + (["--yes"] if command == "apply" else [])
     started = time.monotonic()
     result = CliRun.invoke(args, env={"BAO_ADDR": trap.address, "BAO_TOKEN": TOKEN})
@@ -277,7 +230,7 @@ def _invoke(command: str, path: Path, options: list[str], trap: _TrapServer) -> 
 @pytest.mark.parametrize("command", ["validate", "plan", "apply"])
 @pytest.mark.parametrize(("origin", "name"), CASES, ids=[f"{o}/{n}" for o, n in CASES])
 def test_hostile_file_is_refused_positioned_fast_and_offline(
-    trap: _TrapServer, generated_dir: Path, origin: str, name: str, command: str
+    trap: TrapServer, generated_dir: Path, origin: str, name: str, command: str
 ) -> None:
     if origin == "corpus":
         path, case = CORPUS / name, _corpus_case(CORPUS / name)
@@ -304,7 +257,7 @@ def test_hostile_file_is_refused_positioned_fast_and_offline(
 
 
 @pytest.mark.parametrize("command", ["validate", "plan", "apply"])
-def test_a_device_is_read_no_further_than_the_size_limit(trap: _TrapServer, command: str) -> None:
+def test_a_device_is_read_no_further_than_the_size_limit(trap: TrapServer, command: str) -> None:
     stderr, elapsed = _invoke(command, Path("/dev/zero"), [], trap)
     assert "/dev/zero:1:1: the file is 4194305 bytes, over the limit" in stderr
     assert elapsed < TIME_BOUND
@@ -312,7 +265,7 @@ def test_a_device_is_read_no_further_than_the_size_limit(trap: _TrapServer, comm
 
 
 def test_a_desired_state_file_written_as_json_is_not_taken_for_a_plan(
-    trap: _TrapServer, tmp_path: Path
+    trap: TrapServer, tmp_path: Path
 ) -> None:
     path = write_desired(tmp_path, json.dumps({"version": 1, "secrets": [{"path": "a/"}]}))
     stderr, _ = _invoke("apply", path, [], trap)
@@ -321,7 +274,7 @@ def test_a_desired_state_file_written_as_json_is_not_taken_for_a_plan(
     assert trap.connections == 0
 
 
-def test_env_values_are_not_echoed_in_any_error(trap: _TrapServer, tmp_path: Path) -> None:
+def test_env_values_are_not_echoed_in_any_error(trap: TrapServer, tmp_path: Path) -> None:
     secret = "hostile-env-value-9c1d"
     path = write_desired(
         tmp_path,
