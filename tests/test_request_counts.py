@@ -1,0 +1,164 @@
+"""How many requests plan and apply send, counted at the transport (SPEC §7, §8).
+
+Counts come from httpx's `request` event hook (and, for the command line,
+from tests.helpers.RequestLog at the transport), never from our own client
+code, so a retry or an extra call anywhere shows up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from reconciler.client import Client
+from reconciler.devserver import DevServer
+from reconciler.export import export_desired
+from reconciler.loader import load_desired
+from reconciler.reconcile import apply, plan_for
+from reconciler.state import read_live_state
+from tests.helpers import RequestLog, run_cli, write_desired
+
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class Sent:
+    """Every request a client sends, with its JSON body, via an httpx event hook."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, bytes]] = []
+
+    def _hook(self, request: httpx.Request) -> None:
+        self.requests.append((request.method, request.url.path, request.read()))
+
+    def client(self, server: DevServer) -> Client:
+        return Client(server.address, server.token, event_hooks={"request": [self._hook]})
+
+    def calls(self) -> list[tuple[str, str]]:
+        return [(method, path) for method, path, _ in self.requests]
+
+    def writes(self) -> list[tuple[str, str]]:
+        return [(method, path) for method, path in self.calls() if method in WRITE_METHODS]
+
+    def body(self, method: str, path: str) -> object:
+        (content,) = [body for m, p, body in self.requests if (m, p) == (method, path)]
+        return json.loads(content)
+
+
+def enable_builtin_mounts(client: Client, start: int, stop: int) -> None:
+    """Built-in mounts only: they cost the server no plugin process."""
+    for index in range(start, stop):
+        if index % 3 == 2:
+            client.enable_mount("auth", f"robots-{index}/", {"type": "approle"})
+        else:
+            plugin = "kv" if index % 3 == 0 else "transit"
+            client.enable_mount("secret", f"scale-{index}/", {"type": plugin})
+
+
+def noop_plan_requests(server: DevServer, tmp_path: Path) -> list[tuple[str, str]]:
+    """The requests of a plan whose desired file is the server's own export (nothing to do)."""
+    with Client(server.address, server.token) as reader:
+        desired = write_desired(tmp_path, export_desired(read_live_state(reader)))
+    loaded = load_desired(desired)
+    sent = Sent()
+    with sent.client(server) as client:
+        the_plan = plan_for(client, loaded)
+    assert the_plan.actions == [] and the_plan.errors == []
+    return sent.calls()
+
+
+def test_noop_plan_request_count_does_not_grow_with_the_mounts(
+    server: DevServer, client: Client, plugins: Path, tmp_path: Path
+) -> None:
+    # One external entry, so that the per-entry catalog read is part of both counts.
+    sha256 = hashlib.sha256((plugins / "demo-kv-1.0.0").read_bytes()).hexdigest()
+    client.register_plugin("secret", "demo-kv", "v1.0.0", "demo-kv-1.0.0", sha256, [], {})
+
+    enable_builtin_mounts(client, 0, 5)
+    with_5 = noop_plan_requests(server, tmp_path)
+    enable_builtin_mounts(client, 5, 40)
+    with_40 = noop_plan_requests(server, tmp_path)
+
+    assert len(with_40) == len(with_5), (with_5, with_40)
+    assert Counter(with_40) == Counter(with_5)
+    assert all(method == "GET" for method, _ in with_40)
+    # Mounts are read from the two tables, never one by one.
+    assert not [path for _, path in with_40 if "scale-" in path or "robots-" in path]
+
+
+DESIRED_V1 = """\
+version: 1
+plugin_directory: {plugins}
+plugins:
+  - {{type: secret, name: demo-kv, version: v1.0.0, command: demo-kv-1.0.0}}
+secrets:
+{mounts}
+  - {{path: cache/, plugin: kv, description: built-in, config: {{default_lease_ttl: 1h}}}}
+  - {{path: crypto/, plugin: transit}}
+auth:
+  - {{path: robots/, plugin: approle, config: {{max_lease_ttl: 24h}}}}
+"""
+
+DESIRED_V2 = """\
+version: 1
+plugin_directory: {plugins}
+plugins:
+  - {{type: secret, name: demo-kv, version: v1.0.0, command: demo-kv-1.0.0, state: absent}}
+  - {{type: secret, name: demo-kv, version: v2.0.0, command: demo-kv-2.0.0}}
+secrets:
+{mounts}
+  - {{path: cache/, plugin: kv, description: built-in, config: {{default_lease_ttl: 1h}}}}
+  - {{path: crypto/, plugin: transit}}
+auth:
+  - {{path: robots/, plugin: approle, config: {{max_lease_ttl: 24h}}}}
+"""
+
+
+def external_mounts(count: int) -> str:
+    return "\n".join(f"  - {{path: app-{i}/, plugin: demo-kv}}" for i in range(count))
+
+
+def test_second_apply_sends_no_write(server: DevServer, plugins: Path, tmp_path: Path) -> None:
+    desired = write_desired(tmp_path, DESIRED_V1.format(plugins=plugins, mounts=external_mounts(1)))
+    first = run_cli(server, "apply", str(desired), "--yes")
+    assert first.ok, first.output
+
+    with RequestLog(server) as requests:
+        again = run_cli(server, "apply", str(desired), "--yes")
+    assert again.ok, again.output
+    assert requests.requests, "the second apply must still read the server"
+    assert requests.writes() == []
+
+
+def test_upgrade_of_a_plugin_used_by_3_mounts(
+    server: DevServer, client: Client, plugins: Path, tmp_path: Path
+) -> None:
+    mounts = external_mounts(3)
+    v1 = load_desired(write_desired(tmp_path, DESIRED_V1.format(plugins=plugins, mounts=mounts)))
+    assert apply(client, plan_for(client, v1), v1).converged
+
+    v2 = load_desired(write_desired(tmp_path, DESIRED_V2.format(plugins=plugins, mounts=mounts)))
+    sent = Sent()
+    with sent.client(server) as counted:
+        result = apply(counted, plan_for(counted, v2), v2)
+    assert result.converged, result.failures
+
+    writes = sent.writes()
+    register = ("PUT", "/v1/sys/plugins/catalog/secret/demo-kv")
+    deregister = ("DELETE", "/v1/sys/plugins/catalog/secret/demo-kv")
+    reload = ("POST", "/v1/sys/plugins/reload/backend")
+    tunes = sorted(w for w in writes if w[0] == "POST" and w[1].endswith("/tune"))
+    assert writes.count(register) == 1
+    assert tunes == [("POST", f"/v1/sys/mounts/app-{i}/tune") for i in range(3)]
+    assert writes.count(reload) == 1
+    # The old version goes only once the new one is verified; nothing else is written.
+    assert writes.count(deregister) == 1
+    assert len(writes) == 1 + 3 + 1 + 1, writes
+    assert writes.index(deregister) > writes.index(reload)
+    # One reload call for all three mounts, and only them (the built-ins are not touched).
+    body = sent.body(*reload)
+    assert isinstance(body, dict)
+    assert sorted(body["mounts"]) == ["app-0/", "app-1/", "app-2/"]
