@@ -51,6 +51,7 @@ DEFAULT_TIMEOUT = 30.0
 # An address that does not answer must fail fast even when requests may take long.
 _CONNECT_TIMEOUT = 10.0
 _REMOUNT_TIMEOUT = 300.0
+_RELOAD_TIMEOUT = 600.0
 _REDACTED = "<redacted>"
 # What a Go TLS listener answers to a plain-HTTP request.
 _PLAIN_TO_TLS = "HTTP request to an HTTPS server"
@@ -309,16 +310,27 @@ class Client:
         namespace: bool = True,
         params: Mapping[str, str] | None = None,
         done_if: Callable[[ApiError], bool] | None = None,
+        read_timeout: float | None = None,
     ) -> dict[str, Any]:
         """`request`, where `done_if` recognises the error a retry meets when the
         attempt that timed out had in fact succeeded."""
+        timeout = self._http.timeout
+        if read_timeout is not None and (timeout.read is None or read_timeout > timeout.read):
+            timeout = httpx.Timeout(
+                connect=timeout.connect, read=read_timeout, write=timeout.write, pool=timeout.pool
+            )
         path = path.lstrip("/")
         headers = {"X-Vault-Namespace": self.namespace} if namespace and self.namespace else {}
         attempts = max(1, self.retry.attempts)
         for attempt in range(1, attempts + 1):
             try:
                 response = self._http.request(
-                    method, f"/v1/{path}", json=json, params=params, headers=headers
+                    method,
+                    f"/v1/{path}",
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    timeout=timeout,
                 )
             except httpx.TransportError as exc:
                 error, retryable = self._transport_error(exc, method, path)
@@ -631,7 +643,11 @@ class Client:
             body["plugin"] = plugin
         if scope:
             body["scope"] = scope
-        answer = self._send("POST", "sys/plugins/reload/backend", json=body)
+        # The server restarts every named mount's plugin before it answers: with many
+        # external mounts that takes longer than an ordinary request may.
+        answer = self._send(
+            "POST", "sys/plugins/reload/backend", json=body, read_timeout=_RELOAD_TIMEOUT
+        )
         for warning in answer.get("warnings") or []:
             log.warning("reload: %s", redact(str(warning)))
         return _data(answer)

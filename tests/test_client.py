@@ -599,3 +599,20 @@ def test_default_context_verifies_certificates() -> None:
     context = transport._pool._ssl_context  # type: ignore[attr-defined]
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
+
+
+def test_reload_waits_longer_than_an_ordinary_request() -> None:
+    # The server answers a reload only once every named plugin has restarted.
+    seen: dict[str, float] = {}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen[request.url.path] = request.extensions["timeout"]["read"]
+        return httpx.Response(200, json={"data": {"reload_id": "r"}})
+
+    with Client(
+        "http://127.0.0.1:1", "t", timeout=5.0, transport=httpx.MockTransport(answer)
+    ) as client:
+        client.reload_backend(mounts=["a/"])
+        client.request("GET", "sys/mounts")
+    assert seen["/v1/sys/plugins/reload/backend"] >= 600
+    assert seen["/v1/sys/mounts"] == 5.0
