@@ -917,6 +917,9 @@ def _visible(params: dict[str, Any]) -> dict[str, Any]:
 
 def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[FieldChange]:
     """Field-level before/after of one entry; only the fields that differ, in key order."""
+    if before and before == after:
+        # Most entries of a plan are unchanged: DeepDiff only for those that differ.
+        return []
     fields: Iterable[Any] = (
         after if not before else DeepDiff(before, after, verbose_level=0).affected_root_keys
     )
