@@ -154,6 +154,14 @@ class _Planner:
         self.changed_entries: set[CatalogKey] = set()
         self.deregistrations = self._wanted_deregistrations()
         self.deregistered = {key for key, _ in self.deregistrations}
+        # External catalog keys that exist once the plan is applied.
+        self.entries_after: set[CatalogKey] = (
+            set(self.external) | set(self.present)
+        ) - self.deregistered
+        # Present entries by (type, name), versions in order: every mount resolves through it.
+        self.present_by_name: dict[tuple[str, str], list[PluginEntry]] = {}
+        for entry in sorted(self.present.values(), key=lambda e: e.version):
+            self.present_by_name.setdefault((entry.type, entry.name), []).append(entry)
         self.converge_reloads: list[str] = []
         self.cleanup_reloads: list[str] = []
         self.claimed_paths: set[tuple[MountKind, str]] = set()
@@ -267,20 +275,13 @@ class _Planner:
                         )
                     )
 
-    def _entries_after(self) -> set[CatalogKey]:
-        """External catalog keys that exist once the plan is applied."""
-        return (set(self.external) | set(self.present)) - self.deregistered
-
     # --- resolution -----------------------------------------------------------
 
     def _resolve(self, kind: MountKind, mount: Mount) -> Target | None:
         """The declared mount's effective plugin, or None after recording an error."""
         where = mount_target_name(kind, mount.path)
         plugin_type = kind
-        candidates = sorted(
-            (e for e in self.present.values() if e.type == plugin_type and e.name == mount.plugin),
-            key=lambda e: e.version,
-        )
+        candidates = self.present_by_name.get((plugin_type, mount.plugin), [])
         builtin_version = self.builtins.get((plugin_type, mount.plugin))
         if mount.version is not None:
             if is_builtin_version(mount.version) or (
@@ -425,7 +426,7 @@ class _Planner:
         """False (after recording an error) when an unversioned shadow stays registered."""
         if not target.builtin or (kind, mount.plugin) in HARD_WIRED_BUILTINS:
             return True
-        if (kind, mount.plugin, "") not in self._entries_after():
+        if (kind, mount.plugin, "") not in self.entries_after:
             return True
         # An unpinned mount runs the shadow, and a pin to the built-in's version is stored
         # as "" on enable: with the shadow registered, no request makes it run the built-in.
@@ -690,7 +691,7 @@ class _Planner:
         return wanted
 
     def _plan_deregistrations(self, targets: dict[tuple[MountKind, str], Target]) -> None:
-        remaining = self._entries_after()
+        remaining = self.entries_after
         for key, reason in self.deregistrations:
             held = self.held_on.get(key)
             if held:
