@@ -22,7 +22,6 @@ import functools
 import json
 import logging
 import os
-import random
 import ssl
 import threading
 import time
@@ -35,6 +34,7 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
+from reconciler.backoff import backoff_delay
 from reconciler.errors import (
     ApiError,
     ClientSettingsError,
@@ -68,7 +68,7 @@ _E = TypeVar("_E", bound=BaseException)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How transient failures are retried: exponential backoff with full jitter."""
+    """How retryable failures are retried (see errors.retryable_status)."""
 
     attempts: int = 4
     base_delay: float = 0.1
@@ -77,9 +77,7 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (1 for the first retry)."""
-        ceiling = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
-        # Jitter spreads the retries of many clients; it needs no cryptographic randomness.
-        return random.uniform(0.0, ceiling)  # noqa: S311
+        return backoff_delay(retry, initial=self.base_delay, cap=self.max_delay)
 
 
 @dataclass(frozen=True)
@@ -333,7 +331,7 @@ class Client:
                     timeout=timeout,
                 )
             except httpx.TransportError as exc:
-                error, retryable = self._transport_error(exc, method, path)
+                error = self._transport_error(exc, method, path)
             except httpx.TooManyRedirects:
                 raise ConnectionFailed(
                     f"{method} /v1/{path} on {self.address} was redirected too often: "
@@ -346,8 +344,7 @@ class Client:
                 error = self._http_error(response, method, path, in_namespace=bool(headers))
                 if attempt > 1 and done_if is not None and done_if(error):
                     return {}
-                retryable = _retryable_status(error)
-            if not retryable or attempt == attempts:
+            if not error.retryable or attempt == attempts:
                 if attempt > 1:
                     error.args = (f"{error} (after {attempt} attempts)",)
                 raise error
@@ -378,10 +375,8 @@ class Client:
             ) from None
         return body if isinstance(body, dict) else {"data": body}
 
-    def _transport_error(
-        self, exc: httpx.TransportError, method: str, path: str
-    ) -> tuple[ApiError, bool]:
-        """The error for a request that got no HTTP answer, and whether to retry it."""
+    def _transport_error(self, exc: httpx.TransportError, method: str, path: str) -> ApiError:
+        """The error for a request that got no HTTP answer (retryable unless TLS or settings)."""
         where = f"{method} /v1/{path}"
         reason = redact(_reason(exc))
         verification = _find_cause(exc, ssl.SSLCertVerificationError)
@@ -392,13 +387,15 @@ class Client:
                 "the CA certificate that signed the server's certificate "
                 "(BAO_SKIP_VERIFY=true only for a throw-away test server)",
                 path=path,
-            ), False
+                retryable=False,
+            )
         if _find_cause(exc, ssl.SSLError) is not None:
             return ConnectionFailed(
                 f"the TLS handshake with {self.address} failed ({reason}): check that the "
                 "address starts with https:// for a TLS listener and http:// otherwise",
                 path=path,
-            ), False
+                retryable=False,
+            )
         if isinstance(exc, httpx.ConnectTimeout):
             message = (
                 f"cannot reach the server at {self.address}: no connection within "
@@ -418,10 +415,10 @@ class Client:
             return ClientSettingsError(
                 f"unsupported address {self.address}: use https:// or http://",
                 path=path,
-            ), False
+            )
         else:
             message = f"the connection to {self.address} broke during {where} ({reason})"
-        return ConnectionFailed(message, path=path), True
+        return ConnectionFailed(message, path=path)
 
     def _http_error(
         self, response: httpx.Response, method: str, path: str, *, in_namespace: bool
@@ -884,14 +881,6 @@ def _reason(exc: BaseException) -> str:
             return cause.strerror
     text = str(exc).strip()
     return text or type(exc).__name__
-
-
-def _retryable_status(error: ApiError) -> bool:
-    if isinstance(error, Sealed):
-        return False  # an operator has to act; the watcher retries on its own schedule
-    status = error.status
-    # 412: a node has not caught up with a write yet (Vault's eventual consistency).
-    return status is not None and (status in {412, 429} or (status >= 500 and status != 501))
 
 
 def _server_messages(response: httpx.Response) -> list[str]:

@@ -11,6 +11,21 @@ from dataclasses import dataclass
 class ReconcilerError(Exception):
     """Base of every error the command line reports without a traceback."""
 
+    # Whether the same request, sent again later, may succeed without anyone acting.
+    # Callers that retry (the client, the watcher) ask this and nothing else.
+    retryable: bool = False
+
+
+def retryable_status(status: int | None) -> bool:
+    """The one rule for HTTP outcomes: no answer, 412, 429 and 5xx but 501 are worth retrying.
+
+    412 is a node that has not caught up with a write yet (Vault's eventual consistency);
+    501 (not implemented) and every other 4xx will answer the same again.
+    """
+    if status is None:
+        return True
+    return status in {412, 429} or (status >= 500 and status != 501)
+
 
 @dataclass(frozen=True)
 class Located:
@@ -40,15 +55,18 @@ class PlanFileError(ReconcilerError):
 class ApiError(ReconcilerError):
     """The server answered with an error or could not be reached."""
 
-    def __init__(self, message: str, *, status: int | None = None, path: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        path: str = "",
+        retryable: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.path = path
-
-    @property
-    def transient(self) -> bool:
-        """Worth retrying: no answer, 5xx or 429 (4xx are the caller's mistake)."""
-        return self.status is None or self.status == 429 or self.status >= 500
+        self.retryable = retryable_status(status) if retryable is None else retryable
 
 
 class ConnectionFailed(ApiError):
@@ -60,19 +78,23 @@ class PermissionDenied(ApiError):
 
 
 class Sealed(ApiError):
-    """503 from a sealed server."""
+    """503 from a sealed server: an operator has to unseal it, retrying does not help."""
+
+    def __init__(self, message: str, *, status: int | None = 503, path: str = "") -> None:
+        super().__init__(message, status=status, path=path, retryable=False)
 
 
 class ClientSettingsError(ApiError):
     """The connection settings are unusable (no token, bad address, unreadable CA file)."""
 
-    @property
-    def transient(self) -> bool:
-        return False
+    def __init__(self, message: str, *, status: int | None = None, path: str = "") -> None:
+        super().__init__(message, status=status, path=path, retryable=False)
 
 
 class StaleState(ReconcilerError):
     """The live state changed since the plan was made."""
+
+    retryable = True  # a new plan from the new state is all it takes
 
     def __init__(self) -> None:
         super().__init__(
@@ -83,3 +105,5 @@ class StaleState(ReconcilerError):
 
 class LockBusy(ReconcilerError):
     """Another apply holds the lock for this server."""
+
+    retryable = True  # the holder finishes or dies; the kernel then drops the lock

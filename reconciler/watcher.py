@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import re
 import sys
 import threading
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from reconciler.backoff import backoff_delay
 from reconciler.errors import ApiError, LockBusy, PermissionDenied, ReconcilerError
 from reconciler.executor import ApplyOptions, ProgressEvent, server_lock
 from reconciler.loader import LoadedDesired, load_desired
@@ -65,14 +65,6 @@ def parse_seconds(text: str) -> float:
     if seconds < 0:
         raise ValueError(f"invalid duration {text!r}: cannot be negative")
     return seconds
-
-
-def backoff_delay(
-    failures: int, *, initial: float, cap: float, rng: Callable[[], float] = random.random
-) -> float:
-    """Exponential backoff with equal jitter: half the step is fixed, half random."""
-    step = min(cap, initial * 2.0 ** max(failures - 1, 0))
-    return step / 2 + rng() * step / 2
 
 
 @dataclass(frozen=True)
@@ -461,7 +453,7 @@ class Watcher:
             try:
                 client.renew_self()
             except ApiError as error:
-                if error.transient:
+                if error.retryable:
                     raise
                 log.warning("the token could not be renewed: %s", error)
                 return

@@ -195,7 +195,7 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
     policy = RetryPolicy(base_delay=0.1, max_delay=0.3)
     for retry, ceiling in [(1, 0.1), (2, 0.2), (3, 0.3), (8, 0.3)]:
         delays = [policy.delay(retry) for _ in range(200)]
-        assert all(0.0 <= d <= ceiling for d in delays)
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 100  # jittered, not fixed
 
 
@@ -218,7 +218,7 @@ def test_unreachable_address_is_named_with_the_fix() -> None:
     assert address in message
     assert "BAO_ADDR" in message
     assert "some-token-value" not in message
-    assert caught.value.transient
+    assert caught.value.retryable
     assert len(counter) == NO_WAIT.attempts  # a refused connection is retried
 
 
@@ -232,7 +232,7 @@ def test_bad_token_is_permission_denied_naming_method_and_path(server: DevServer
     assert "403" in message
     assert "not-a-valid-token" not in message
     assert caught.value.status == 403
-    assert not caught.value.transient
+    assert not caught.value.retryable
 
 
 def test_missing_capability_names_sudo_for_root_protected_paths(server: DevServer) -> None:

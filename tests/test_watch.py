@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 import reconciler.watcher as watcher_module
+from reconciler.backoff import backoff_delay
 from reconciler.client import Client
 from reconciler.devserver import DevServer, free_port, start_dev_server
 from reconciler.executor import ApplyResult
@@ -34,7 +35,6 @@ from reconciler.watcher import (
     JsonFormatter,
     Watcher,
     WatchOptions,
-    backoff_delay,
     parse_seconds,
 )
 from tests.helpers import api, mount_config, mount_entry
