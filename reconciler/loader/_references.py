@@ -1,0 +1,300 @@
+"""Rules that relate the entries of a desired-state file to each other (pure, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from reconciler.builtins import (
+    BUILTIN_ALIASES,
+    OPENBAO_BUILTINS,
+    RESERVED_BUILTINS,
+    BuiltinKey,
+    is_builtin_version,
+)
+from reconciler.loader._yaml import Pointer
+from reconciler.model import RESERVED_PATHS, DesiredState, Mount, MountKind, PluginEntry
+
+_SECTIONS: tuple[tuple[Literal["secrets", "auth"], MountKind], ...] = (
+    ("secrets", "secret"),
+    ("auth", "auth"),
+)
+_KIND_NOUN: dict[str, str] = {"secret": "secrets engine", "auth": "auth method"}
+# The server refuses to mount anything under these (`cannot mount "auth/x/"`).
+_PROTECTED_PREFIXES: dict[MountKind, tuple[str, ...]] = {
+    "secret": ("auth/", "audit/", *sorted(RESERVED_PATHS["secret"])),
+    "auth": tuple(sorted(RESERVED_PATHS["auth"])),
+}
+# Problems about how a mount resolves; meaningless when an entry it might
+# resolve to was dropped for schema errors.
+RESOLUTION_CODES = frozenset({"undeclared", "unknown-version", "ambiguous", "absent"})
+
+
+@dataclass(frozen=True)
+class ReferenceProblem:
+    """A cross-reference error at `pointer` (keys and list indices from the top level)."""
+
+    pointer: Pointer
+    message: str
+    code: str
+
+    @property
+    def where(self) -> str:
+        """The pointer written as `secrets[3].plugin`."""
+        return dotted(self.pointer)
+
+
+def check_references(
+    state: DesiredState, builtins: Collection[BuiltinKey] = OPENBAO_BUILTINS
+) -> list[ReferenceProblem]:
+    """The rules that relate entries to each other, as problems pointing into the file.
+
+    Pure: no I/O. `builtins` holds the (type, name) pairs of the built-in
+    plugins, the shipped OpenBao list by default or a live server's.
+    """
+    problems: list[ReferenceProblem] = []
+    problems += _check_plugins(state)
+    for section, kind in _SECTIONS:
+        mounts: list[Mount] = getattr(state, section)
+        problems += _check_paths(section, kind, mounts)
+        for index, mount in enumerate(mounts):
+            problems += _check_resolution(state, builtins, section, kind, index, mount)
+    return problems
+
+
+def dotted(pointer: Pointer) -> str:
+    text = ""
+    for part in pointer:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# --- cross-references ---------------------------------------------------------
+
+
+def _check_plugins(state: DesiredState) -> list[ReferenceProblem]:
+    problems: list[ReferenceProblem] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for index, entry in enumerate(state.plugins):
+        first = seen.setdefault(entry.key, index)
+        if first != index:
+            problems.append(
+                ReferenceProblem(
+                    ("plugins", index, "version"),
+                    f"duplicate plugin {entry_name(entry)}: plugins[{first}] declares it too "
+                    "(versions compare without the leading 'v')",
+                    "duplicate-plugin",
+                )
+            )
+        if (entry.type, entry.name) in RESERVED_BUILTINS:
+            problems.append(
+                ReferenceProblem(
+                    ("plugins", index, "name"),
+                    f"{entry.name!r} is a reserved built-in of the server and cannot be overridden",
+                    "reserved-plugin",
+                )
+            )
+        if entry.present and entry.sha256 is None and state.plugin_directory is None:
+            problems.append(
+                ReferenceProblem(
+                    ("plugins", index),
+                    f"plugin {entry_name(entry)}: sha256 is required unless plugin_directory "
+                    "is set (then it is computed from the file)",
+                    "sha256-required",
+                )
+            )
+    return problems
+
+
+def entry_name(entry: PluginEntry) -> str:
+    return f"{entry.type}/{entry.name}/{entry.version or '(unversioned)'}"
+
+
+def _check_paths(section: str, kind: MountKind, mounts: list[Mount]) -> list[ReferenceProblem]:
+    problems: list[ReferenceProblem] = []
+    declared: dict[str, int] = {}
+    for index, mount in enumerate(mounts):
+        problems += _reserved(section, kind, index, "path", mount.path)
+        first = declared.setdefault(mount.path, index)
+        if first != index:
+            problems.append(
+                ReferenceProblem(
+                    (section, index, "path"),
+                    f"duplicate {section} path {mount.path!r}: {section}[{first}] declares it too",
+                    "duplicate-path",
+                )
+            )
+    for index, mount in enumerate(mounts):
+        for other_path in _parents(mount.path):
+            other = declared.get(other_path)
+            if other is None:
+                continue
+            # Reported at whichever of the two comes later in the file.
+            later, earlier = (index, other) if index > other else (other, index)
+            problems.append(
+                ReferenceProblem(
+                    (section, later, "path"),
+                    f"{section} path {mount.path!r} is nested inside {other_path!r} "
+                    f"({section}[{earlier}] and [{later}]): the server refuses mounts inside "
+                    "mounts",
+                    "nested-path",
+                )
+            )
+    moved: dict[str, int] = {}
+    for index, mount in enumerate(mounts):
+        if mount.moved_from is None:
+            continue
+        pointer: Pointer = (section, index, "moved_from")
+        problems += _reserved(section, kind, index, "moved_from", mount.moved_from)
+        if mount.moved_from == mount.path:
+            problems.append(
+                ReferenceProblem(pointer, "moved_from is the mount's own path", "moved-from")
+            )
+        elif mount.moved_from in declared:
+            problems.append(
+                ReferenceProblem(
+                    pointer,
+                    f"moved_from {mount.moved_from!r} is declared as a mount path "
+                    f"({section}[{declared[mount.moved_from]}]): a path cannot be moved away "
+                    "and kept",
+                    "moved-from",
+                )
+            )
+        first = moved.setdefault(mount.moved_from, index)
+        if first != index:
+            problems.append(
+                ReferenceProblem(
+                    pointer,
+                    f"moved_from {mount.moved_from!r} is also the moved_from of "
+                    f"{section}[{first}]: one mount can move to one place",
+                    "moved-from",
+                )
+            )
+    return problems
+
+
+def _parents(path: str) -> Iterator[str]:
+    """`a/b/c/` → `a/`, `a/b/`."""
+    position = path.find("/")
+    while 0 <= position < len(path) - 1:
+        yield path[: position + 1]
+        position = path.find("/", position + 1)
+
+
+def _reserved(
+    section: str, kind: MountKind, index: int, key: str, path: str
+) -> list[ReferenceProblem]:
+    for prefix in _PROTECTED_PREFIXES[kind]:
+        if path.startswith(prefix):
+            shown = f"auth/{path}" if kind == "auth" else path
+            what = "reserved" if path == prefix else f"inside the reserved {prefix!r}"
+            return [
+                ReferenceProblem(
+                    (section, index, key),
+                    f"{section} path {shown!r} is {what}: the server owns it and refuses to "
+                    "mount there",
+                    "reserved-path",
+                )
+            ]
+    return []
+
+
+def _check_resolution(
+    state: DesiredState,
+    builtins: Collection[BuiltinKey],
+    section: str,
+    kind: MountKind,
+    index: int,
+    mount: Mount,
+) -> list[ReferenceProblem]:
+    """Version resolution (SPEC §1): pinned version, sole declared entry, or the built-in."""
+    name = mount.plugin
+    entries = [(i, e) for i, e in enumerate(state.plugins) if e.type == kind and e.name == name]
+    present = [e for _, e in entries if e.present]
+    is_builtin = (kind, name) in builtins
+    at_plugin: Pointer = (section, index, "plugin")
+    at_version: Pointer = (section, index, "version")
+    noun = _KIND_NOUN[kind]
+
+    if (kind, name) in RESERVED_BUILTINS:
+        return [
+            ReferenceProblem(
+                at_plugin,
+                f"{name!r} is mounted by the server itself and cannot be mounted again",
+                "reserved-plugin",
+            )
+        ]
+    if mount.version is not None:
+        version = mount.version
+        if is_builtin_version(version):
+            if is_builtin:
+                return []
+            return [
+                ReferenceProblem(
+                    at_version,
+                    f"version {version} pins a built-in, but {name!r} is not a built-in {noun}",
+                    "unknown-version",
+                )
+            ]
+        for number, entry in entries:
+            if entry.version == version:
+                if entry.present:
+                    return []
+                return [
+                    ReferenceProblem(
+                        at_version,
+                        f"{kind}/{name}/{version} is declared with state: absent "
+                        f"(plugins[{number}]): a mount cannot use an entry being removed",
+                        "absent",
+                    )
+                ]
+        declared = ", ".join(_shown(e.version) for _, e in entries)
+        return [
+            ReferenceProblem(
+                at_version,
+                f"no {kind} plugin {name!r} with version {_shown(version)} is declared"
+                + (f" (declared: {declared})" if declared else ""),
+                "unknown-version",
+            )
+        ]
+    if len(present) > 1:
+        versions = ", ".join(_shown(e.version) for e in present)
+        return [
+            ReferenceProblem(
+                at_plugin,
+                f"ambiguous: pin a version ({kind} plugin {name!r} is declared as {versions})",
+                "ambiguous",
+            )
+        ]
+    if present or is_builtin:
+        return []
+    if entries:
+        number = entries[0][0]
+        return [
+            ReferenceProblem(
+                at_plugin,
+                f"{kind} plugin {name!r} is declared only with state: absent (plugins[{number}]) "
+                "and is not a built-in",
+                "absent",
+            )
+        ]
+    hint = ""
+    if (kind, name) in BUILTIN_ALIASES:
+        hint = f" (the server stores it under another name: write {BUILTIN_ALIASES[kind, name]})"
+    else:
+        other = sorted({e.type for e in state.plugins if e.name == name})
+        if other:
+            hint = f" (plugins declares it with type: {', '.join(other)})"
+    return [
+        ReferenceProblem(
+            at_plugin,
+            f"plugin {name!r} is neither declared in plugins (type: {kind}) nor a built-in "
+            f"{noun}{hint}",
+            "undeclared",
+        )
+    ]
+
+
+def _shown(version: str) -> str:
+    return version or '""'
