@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from reconciler.devserver import find_bao
+from reconciler.demo.devserver import find_bao
 
 MIB = 1024 * 1024
 

@@ -36,7 +36,7 @@ from benchmarks.common import (
     summary,
 )
 from reconciler.client import Client
-from reconciler.devserver import DevServer
+from reconciler.demo.devserver import DevServer
 from reconciler.export import export_desired
 from reconciler.loader import load_desired
 from reconciler.plan import DesiredSource

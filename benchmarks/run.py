@@ -27,7 +27,7 @@ from benchmarks.noop_plan import Population, run_size
 from benchmarks.startup import run_startup
 from benchmarks.upgrade import run_upgrade
 from benchmarks.watch import run_watch
-from reconciler.devserver import DevServer, reset_server, start_dev_server
+from reconciler.demo.devserver import DevServer, reset_server, start_dev_server
 
 SECTIONS = ("startup", "hashing", "parsing", "noop", "watch", "upgrade")
 RESULTS = Path(__file__).resolve().parent / "results.json"

@@ -18,8 +18,8 @@ from typing import Any
 
 from benchmarks.common import MIB, RequestCounter, descendants_rss, meminfo, rounded, say
 from reconciler.client import Client
-from reconciler.devserver import DevServer
-from reconciler.examples.plugins.build import build_plugins
+from reconciler.demo.devserver import DevServer
+from reconciler.demo.examples.plugins.build import build_plugins
 from reconciler.executor import ProgressEvent
 from reconciler.loader import load_desired
 from reconciler.reconcile import apply, plan_for
@@ -55,7 +55,9 @@ def _desired(plugins: Path, entries: str, mounts: int) -> str:
 
 def plugin_start_profile(runs: int = 3) -> dict[str, float]:
     """Seconds a plugin process spends before it can answer: interpreter + imports."""
-    code = "import reconciler.examples.plugins.demo_kv, reconciler.examples.plugins.runtime"
+    code = (
+        "import reconciler.demo.examples.plugins.demo_kv, reconciler.demo.examples.plugins.runtime"
+    )
     bare, imports = [], []
     for _ in range(runs):
         started = time.perf_counter()

@@ -17,7 +17,7 @@ import httpx
 
 from benchmarks.common import say, summary
 from reconciler.client import Client
-from reconciler.devserver import DevServer
+from reconciler.demo.devserver import DevServer
 from reconciler.watcher import PassOutcome, Watcher, WatchOptions
 
 _PASS_TIMEOUT = 15.0

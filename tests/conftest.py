@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.client import Client
-from reconciler.devserver import DevServer, DevServerError, reset_server, start_dev_server
-from reconciler.examples.plugins.build import build_plugins
+from reconciler.demo.devserver import DevServer, DevServerError, reset_server, start_dev_server
+from reconciler.demo.examples.plugins.build import build_plugins
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

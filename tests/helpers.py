@@ -16,7 +16,7 @@ import httpx
 from click.testing import CliRunner
 
 from reconciler.cli import cli
-from reconciler.devserver import DevServer
+from reconciler.demo.devserver import DevServer
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 

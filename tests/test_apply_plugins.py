@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from reconciler.devserver import DevServer
+from reconciler.demo.devserver import DevServer
 from tests.helpers import RequestLog, api, mount_entry, run_cli, write_desired
 
 V1_TWO_MOUNTS_AND_AUTH = """\

@@ -28,7 +28,8 @@ from reconciler.client import (
     detect_flavour,
     redact,
 )
-from reconciler.devserver import DevServer, find_bao, free_port
+from reconciler.demo.devserver import DevServer, find_bao, free_port
+from reconciler.demo.examples.plugins.build import build_plugins
 from reconciler.errors import (
     ApiError,
     ClientSettingsError,
@@ -36,7 +37,6 @@ from reconciler.errors import (
     PermissionDenied,
     Sealed,
 )
-from reconciler.examples.plugins.build import build_plugins
 from tests.helpers import api
 
 NO_WAIT = RetryPolicy(attempts=4, base_delay=0.0, sleep=lambda _seconds: None)

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from reconciler.devserver import DevServer
+from reconciler.demo.devserver import DevServer
 from reconciler.executor import lock_path, server_lock
 from tests.helpers import RequestLog, api, run_cli, write_desired
 

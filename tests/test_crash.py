@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.devserver import DevServer
+from reconciler.demo.devserver import DevServer
 from reconciler.executor import KILL_AFTER_WRITES_ENV
 from tests.helpers import api, run_cli, write_desired
 

@@ -18,7 +18,7 @@ import pytest
 
 import reconciler
 from reconciler import demo
-from reconciler.devserver import DevServerError, find_bao
+from reconciler.demo.devserver import DevServerError, find_bao
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,7 +179,7 @@ def test_example_files_are_package_resources() -> None:
     for name in (demo.DESIRED, demo.DESIRED_UPGRADE):
         found = demo.example_file(name)
         assert found.is_file()
-        assert Path(str(found)) == Path(reconciler.__file__).parent / "examples" / name
+        assert Path(str(found)) == Path(reconciler.__file__).parent / "demo" / "examples" / name
 
 
 def test_example_files_follow_the_package_not_the_checkout(tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_example_files_follow_the_package_not_the_checkout(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     package, desired, upgrade_head = result.stdout.splitlines()[:3]
     assert Path(package).is_relative_to(site)
-    assert Path(desired) == site / "reconciler" / "examples" / "desired.yaml"
+    assert Path(desired) == site / "reconciler" / "demo" / "examples" / "desired.yaml"
     assert upgrade_head.startswith("# The demo's second step")
 
 
@@ -238,11 +238,13 @@ def test_wheel_ships_what_the_demo_needs(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("reconciler-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in (
-        "reconciler/demo.py",
-        "reconciler/examples/desired.yaml",
-        "reconciler/examples/desired-upgrade.yaml",
-        "reconciler/examples/plugins/build.py",
-        "reconciler/examples/plugins/demo_kv.py",
-        "reconciler/examples/plugins/proto/backend_pb2.py",
+        "reconciler/demo/__init__.py",
+        "reconciler/demo/_run.py",
+        "reconciler/demo/devserver.py",
+        "reconciler/demo/examples/desired.yaml",
+        "reconciler/demo/examples/desired-upgrade.yaml",
+        "reconciler/demo/examples/plugins/build.py",
+        "reconciler/demo/examples/plugins/demo_kv.py",
+        "reconciler/demo/examples/plugins/proto/backend_pb2.py",
     ):
         assert needed in names

@@ -9,8 +9,8 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from reconciler.client import Client
-from reconciler.devserver import DevServer
-from reconciler.examples.plugins.build import build_plugins
+from reconciler.demo.devserver import DevServer
+from reconciler.demo.examples.plugins.build import build_plugins
 from reconciler.export import export_desired
 from reconciler.loader import load_desired_text
 from reconciler.model import (

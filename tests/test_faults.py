@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.devserver import DevServer, start_dev_server
-from reconciler.examples.plugins.build import build_plugins
+from reconciler.demo.devserver import DevServer, start_dev_server
+from reconciler.demo.examples.plugins.build import build_plugins
 from tests.helpers import CliResult, CliRun, api, mount_config, mount_entry, write_desired
 
 # A fault: an HTTP status to answer instead of the server, or one of these.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.devserver import DevServer
+from reconciler.demo.devserver import DevServer
 from reconciler.loader import DEFAULT_MAX_FILE_SIZE, MAX_PROBLEMS
 from tests.helpers import CliRun, TrapServer, api, run_cli, write_desired
 from tests.test_loader import read_case

@@ -25,7 +25,7 @@ from reconciler.model import CatalogEntry, DesiredState
 DATA = Path(__file__).parent / "data"
 INVALID = sorted(p for p in (DATA / "invalid").iterdir() if p.suffix == ".yaml")
 VALID = sorted((DATA / "valid").glob("*.yaml"))
-EXAMPLES = Path(__file__).parent.parent / "reconciler" / "examples"
+EXAMPLES = Path(__file__).parent.parent / "reconciler" / "demo" / "examples"
 FAKE_1 = "0e10b96e4a5298943f7a4f7d45676e9764e5da741b8ea4419e4f7eb26cd243b1"
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 

@@ -15,16 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.devserver import DevServer, start_dev_server
-from reconciler.examples.plugins import demo_auth, demo_kv, transit
-from reconciler.examples.plugins.build import (
+from reconciler.demo.devserver import DevServer, start_dev_server
+from reconciler.demo.examples.plugins import demo_auth, demo_kv, transit
+from reconciler.demo.examples.plugins.build import (
     PLUGINS,
     BuiltPlugin,
     build_plugins,
     find_spec,
     script_text,
 )
-from reconciler.examples.plugins.framework import (
+from reconciler.demo.examples.plugins.framework import (
     DELETE,
     LIST,
     READ,
@@ -68,7 +68,7 @@ def test_build_writes_one_executable_script_per_plugin_version(tmp_path: Path) -
 
 def test_build_command_line_prints_name_version_and_sha256(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "reconciler.examples.plugins.build", str(tmp_path)],
+        [sys.executable, "-m", "reconciler.demo.examples.plugins.build", str(tmp_path)],
         capture_output=True,
         text=True,
         check=True,

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from reconciler.client import Client
-from reconciler.devserver import DevServer
+from reconciler.demo.devserver import DevServer
 from reconciler.export import export_desired
 from reconciler.loader import load_desired
 from reconciler.reconcile import apply, plan_for

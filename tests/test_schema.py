@@ -16,7 +16,7 @@ from reconciler.model import json_schema, json_schema_text
 
 ROOT = Path(__file__).parent.parent
 SCHEMA_FILE = ROOT / "schemas" / "reconciler.schema.json"
-DOCUMENTS = sorted((ROOT / "reconciler" / "examples").glob("*.yaml")) + sorted(
+DOCUMENTS = sorted((ROOT / "reconciler" / "demo" / "examples").glob("*.yaml")) + sorted(
     (ROOT / "tests" / "data" / "valid").glob("*.yaml")
 )
 

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from reconciler.client import Client, RetryPolicy
-from reconciler.devserver import DevServer
+from reconciler.demo.devserver import DevServer
 from reconciler.errors import ApiError
 from reconciler.executor import ApplyOptions
 from reconciler.loader import load_desired

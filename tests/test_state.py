@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 
 from reconciler.client import Client
-from reconciler.devserver import DevServer
-from reconciler.examples.plugins.build import build_plugins
+from reconciler.demo.devserver import DevServer
+from reconciler.demo.examples.plugins.build import build_plugins
 from reconciler.model import LiveMount
 from reconciler.state import normalise_config, read_live_state
 from tests.helpers import api

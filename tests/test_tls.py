@@ -18,7 +18,7 @@ import certifi
 import httpx
 import pytest
 
-from reconciler.devserver import DevServer, find_bao, free_port
+from reconciler.demo.devserver import DevServer, find_bao, free_port
 from tests.helpers import CliResult, CliRun, write_desired
 
 TOKEN = "tls-test-root-token"

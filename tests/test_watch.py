@@ -28,7 +28,7 @@ import pytest
 import reconciler.watcher as watcher_module
 from reconciler.backoff import backoff_delay
 from reconciler.client import Client
-from reconciler.devserver import DevServer, free_port, start_dev_server
+from reconciler.demo.devserver import DevServer, free_port, start_dev_server
 from reconciler.executor import ApplyResult
 from reconciler.metrics import Metrics, MetricsServer
 from reconciler.watcher import (

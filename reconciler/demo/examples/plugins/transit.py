@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from reconciler.examples.plugins.framework import (
+from reconciler.demo.examples.plugins.framework import (
     DELETE,
     LIST,
     READ,

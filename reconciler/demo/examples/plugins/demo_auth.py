@@ -16,7 +16,7 @@ import hashlib
 import hmac
 from dataclasses import replace
 
-from reconciler.examples.plugins.framework import (
+from reconciler.demo.examples.plugins.framework import (
     READ,
     RENEW,
     UPDATE,

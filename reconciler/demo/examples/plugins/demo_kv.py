@@ -11,7 +11,7 @@ Paths, relative to the mount:
 
 from __future__ import annotations
 
-from reconciler.examples.plugins.framework import (
+from reconciler.demo.examples.plugins.framework import (
     DELETE,
     LIST,
     READ,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from reconciler.examples.plugins.proto import grpc_controller_pb2 as reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2
+from reconciler.demo.examples.plugins.proto import grpc_controller_pb2 as reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -36,8 +36,8 @@ class GRPCControllerStub:
         """
         self.Shutdown = channel.unary_unary(
                 '/plugin.GRPCController/Shutdown',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.FromString,
                 _registered_method=True)
 
 
@@ -55,8 +55,8 @@ def add_GRPCControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -84,8 +84,8 @@ class GRPCController:
             request,
             target,
             '/plugin.GRPCController/Shutdown',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__controller__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

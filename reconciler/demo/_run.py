@@ -30,9 +30,9 @@ import click
 import httpx
 
 from reconciler.client import Client
-from reconciler.devserver import DevServer, find_bao, start_dev_server
+from reconciler.demo.devserver import DevServer, find_bao, start_dev_server
+from reconciler.demo.examples.plugins.build import build_plugins
 from reconciler.errors import ReconcilerError
-from reconciler.examples.plugins.build import build_plugins
 from reconciler.executor import ProgressEvent
 from reconciler.loader import LoadedDesired, load_desired
 from reconciler.model import LiveState
@@ -44,7 +44,7 @@ from reconciler.state import read_live_state
 
 Echo = Callable[[str], None]
 
-EXAMPLES_PACKAGE = "reconciler.examples"
+EXAMPLES_PACKAGE = "reconciler.demo.examples"
 DESIRED = "desired.yaml"
 DESIRED_UPGRADE = "desired-upgrade.yaml"
 # The example files say `plugin_directory: ./plugins`: the server's plugin

@@ -3,8 +3,7 @@
 import grpc
 import warnings
 
-from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
-from reconciler.examples.plugins.proto import grpc_stdio_pb2 as reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__stdio__pb2
+from reconciler.demo.examples.plugins.proto import version_pb2 as reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_version__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in reconciler/examples/plugins/proto/grpc_stdio_pb2_grpc.py depends on'
+        + ' but the generated code in reconciler/examples/plugins/proto/version_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class GRPCStdioStub:
+class PluginVersionStub:
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -35,43 +34,43 @@ class GRPCStdioStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.StreamStdio = channel.unary_stream(
-                '/plugin.GRPCStdio/StreamStdio',
-                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__stdio__pb2.StdioData.FromString,
+        self.Version = channel.unary_unary(
+                '/logical.PluginVersion/Version',
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_version__pb2.Empty.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_version__pb2.VersionReply.FromString,
                 _registered_method=True)
 
 
-class GRPCStdioServicer:
+class PluginVersionServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def StreamStdio(self, request, context):
+    def Version(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
 
-def add_GRPCStdioServicer_to_server(servicer, server):
+def add_PluginVersionServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'StreamStdio': grpc.unary_stream_rpc_method_handler(
-                    servicer.StreamStdio,
-                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__stdio__pb2.StdioData.SerializeToString,
+            'Version': grpc.unary_unary_rpc_method_handler(
+                    servicer.Version,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_version__pb2.Empty.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_version__pb2.VersionReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'plugin.GRPCStdio', rpc_method_handlers)
+            'logical.PluginVersion', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('plugin.GRPCStdio', rpc_method_handlers)
+    server.add_registered_method_handlers('logical.PluginVersion', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class GRPCStdio:
+class PluginVersion:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def StreamStdio(request,
+    def Version(request,
             target,
             options=(),
             channel_credentials=None,
@@ -81,12 +80,12 @@ class GRPCStdio:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
+        return grpc.experimental.unary_unary(
             request,
             target,
-            '/plugin.GRPCStdio/StreamStdio',
-            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__stdio__pb2.StdioData.FromString,
+            '/logical.PluginVersion/Version',
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_version__pb2.Empty.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_version__pb2.VersionReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,8 +36,8 @@ from typing import Any
 
 import grpc
 
-from reconciler.examples.plugins import _tls, _tunnel
-from reconciler.examples.plugins.framework import (
+from reconciler.demo.examples.plugins import _tls, _tunnel
+from reconciler.demo.examples.plugins.framework import (
     Auth,
     Backend,
     PermissionDenied,
@@ -47,11 +47,11 @@ from reconciler.examples.plugins.framework import (
     UnsupportedOperation,
     UnsupportedPath,
 )
-from reconciler.examples.plugins.proto import backend_pb2 as pb
-from reconciler.examples.plugins.proto import grpc_broker_pb2 as broker_pb
-from reconciler.examples.plugins.proto import grpc_controller_pb2 as controller_pb
-from reconciler.examples.plugins.proto import grpc_stdio_pb2 as stdio_pb
-from reconciler.examples.plugins.proto import version_pb2
+from reconciler.demo.examples.plugins.proto import backend_pb2 as pb
+from reconciler.demo.examples.plugins.proto import grpc_broker_pb2 as broker_pb
+from reconciler.demo.examples.plugins.proto import grpc_controller_pb2 as controller_pb
+from reconciler.demo.examples.plugins.proto import grpc_stdio_pb2 as stdio_pb
+from reconciler.demo.examples.plugins.proto import version_pb2
 
 log = logging.getLogger("plugin")
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from reconciler.examples.plugins.proto import grpc_broker_pb2 as reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2
+from reconciler.demo.examples.plugins.proto import grpc_broker_pb2 as reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -36,8 +36,8 @@ class GRPCBrokerStub:
         """
         self.StartStream = channel.stream_stream(
                 '/plugin.GRPCBroker/StartStream',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.FromString,
                 _registered_method=True)
 
 
@@ -55,8 +55,8 @@ def add_GRPCBrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'StartStream': grpc.stream_stream_rpc_method_handler(
                     servicer.StartStream,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -84,8 +84,8 @@ class GRPCBroker:
             request_iterator,
             target,
             '/plugin.GRPCBroker/StartStream',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_grpc__broker__pb2.ConnInfo.FromString,
             options,
             channel_credentials,
             insecure,

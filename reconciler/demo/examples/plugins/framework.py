@@ -2,7 +2,7 @@
 
 A plugin is a `Backend`: a name, a version, a kind (secrets engine or auth
 method) and routes that map a path pattern and an operation to a handler.
-`serve()` (in `reconciler.examples.plugins.runtime`) speaks the go-plugin
+`serve()` (in `reconciler.demo.examples.plugins.runtime`) speaks the go-plugin
 gRPC protocol to the server; this module has no gRPC in it, so a backend can
 be exercised in-process with `MemoryStorage`.
 

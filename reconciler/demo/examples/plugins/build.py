@@ -5,7 +5,7 @@ that has this package and its gRPC dependencies installed. The name and
 version are written into the script, so every (name, version) is a different
 file with its own SHA-256, as the plugin catalog expects.
 
-    python -m reconciler.examples.plugins.build DEST [--python PATH]
+    python -m reconciler.demo.examples.plugins.build DEST [--python PATH]
 
 prints type, name, version, command and SHA-256 of each plugin it wrote.
 """
@@ -31,7 +31,7 @@ class PluginSpec:
     type: str  # catalog type: "secret" or "auth"
     name: str
     version: str  # as registered and as the plugin reports it ("v" prefix)
-    module: str  # module under reconciler.examples.plugins with `backend(version)`
+    module: str  # module under reconciler.demo.examples.plugins with `backend(version)`
     description: str
 
     @property
@@ -94,8 +94,8 @@ def script_text(spec: PluginSpec, python: str = sys.executable) -> str:
         f"{head}"
         f"# {spec.name} {spec.version}: example external OpenBao/Vault {spec.type} plugin.\n"
         "# The server runs this file; running it by hand only prints why not.\n"
-        f"from reconciler.examples.plugins.{spec.module} import backend\n"
-        "from reconciler.examples.plugins.runtime import serve\n"
+        f"from reconciler.demo.examples.plugins.{spec.module} import backend\n"
+        "from reconciler.demo.examples.plugins.runtime import serve\n"
         "\n"
         f'raise SystemExit(serve(backend("{spec.version}")))\n'
     )
@@ -134,7 +134,7 @@ def build_plugins(dest: Path, python: str = sys.executable) -> list[BuiltPlugin]
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: build into DEST and print what was written."""
     parser = argparse.ArgumentParser(
-        prog="python -m reconciler.examples.plugins.build",
+        prog="python -m reconciler.demo.examples.plugins.build",
         description="Write the example OpenBao/Vault plugins into a plugin directory.",
     )
     parser.add_argument("dest", type=Path, help="the server's plugin directory")

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from reconciler.examples.plugins.proto import backend_pb2 as reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2
+from reconciler.demo.examples.plugins.proto import backend_pb2 as reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -37,43 +37,43 @@ class BackendStub:
         """
         self.HandleRequest = channel.unary_unary(
                 '/pb.Backend/HandleRequest',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestArgs.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestReply.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestArgs.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestReply.FromString,
                 _registered_method=True)
         self.SpecialPaths = channel.unary_unary(
                 '/pb.Backend/SpecialPaths',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SpecialPathsReply.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SpecialPathsReply.FromString,
                 _registered_method=True)
         self.HandleExistenceCheck = channel.unary_unary(
                 '/pb.Backend/HandleExistenceCheck',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckArgs.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckReply.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckArgs.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckReply.FromString,
                 _registered_method=True)
         self.Cleanup = channel.unary_unary(
                 '/pb.Backend/Cleanup',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
                 _registered_method=True)
         self.InvalidateKey = channel.unary_unary(
                 '/pb.Backend/InvalidateKey',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InvalidateKeyArgs.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InvalidateKeyArgs.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
                 _registered_method=True)
         self.Setup = channel.unary_unary(
                 '/pb.Backend/Setup',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupArgs.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupReply.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupArgs.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupReply.FromString,
                 _registered_method=True)
         self.Initialize = channel.unary_unary(
                 '/pb.Backend/Initialize',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeArgs.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeReply.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeArgs.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeReply.FromString,
                 _registered_method=True)
         self.Type = channel.unary_unary(
                 '/pb.Backend/Type',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.TypeReply.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.TypeReply.FromString,
                 _registered_method=True)
 
 
@@ -134,43 +134,43 @@ def add_BackendServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'HandleRequest': grpc.unary_unary_rpc_method_handler(
                     servicer.HandleRequest,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestArgs.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestReply.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestArgs.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestReply.SerializeToString,
             ),
             'SpecialPaths': grpc.unary_unary_rpc_method_handler(
                     servicer.SpecialPaths,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SpecialPathsReply.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SpecialPathsReply.SerializeToString,
             ),
             'HandleExistenceCheck': grpc.unary_unary_rpc_method_handler(
                     servicer.HandleExistenceCheck,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckArgs.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckReply.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckArgs.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckReply.SerializeToString,
             ),
             'Cleanup': grpc.unary_unary_rpc_method_handler(
                     servicer.Cleanup,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
             ),
             'InvalidateKey': grpc.unary_unary_rpc_method_handler(
                     servicer.InvalidateKey,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InvalidateKeyArgs.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InvalidateKeyArgs.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
             ),
             'Setup': grpc.unary_unary_rpc_method_handler(
                     servicer.Setup,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupArgs.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupReply.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupArgs.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupReply.SerializeToString,
             ),
             'Initialize': grpc.unary_unary_rpc_method_handler(
                     servicer.Initialize,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeArgs.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeReply.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeArgs.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeReply.SerializeToString,
             ),
             'Type': grpc.unary_unary_rpc_method_handler(
                     servicer.Type,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.TypeReply.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.TypeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -199,8 +199,8 @@ class Backend:
             request,
             target,
             '/pb.Backend/HandleRequest',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestArgs.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestReply.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestArgs.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleRequestReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -226,8 +226,8 @@ class Backend:
             request,
             target,
             '/pb.Backend/SpecialPaths',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SpecialPathsReply.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SpecialPathsReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -253,8 +253,8 @@ class Backend:
             request,
             target,
             '/pb.Backend/HandleExistenceCheck',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckArgs.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckReply.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckArgs.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.HandleExistenceCheckReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -280,8 +280,8 @@ class Backend:
             request,
             target,
             '/pb.Backend/Cleanup',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
@@ -307,8 +307,8 @@ class Backend:
             request,
             target,
             '/pb.Backend/InvalidateKey',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InvalidateKeyArgs.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InvalidateKeyArgs.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
@@ -334,8 +334,8 @@ class Backend:
             request,
             target,
             '/pb.Backend/Setup',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupArgs.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupReply.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupArgs.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.SetupReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -361,8 +361,8 @@ class Backend:
             request,
             target,
             '/pb.Backend/Initialize',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeArgs.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeReply.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeArgs.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.InitializeReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -388,8 +388,8 @@ class Backend:
             request,
             target,
             '/pb.Backend/Type',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.TypeReply.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.Empty.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.TypeReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -414,23 +414,23 @@ class StorageStub:
         """
         self.List = channel.unary_unary(
                 '/pb.Storage/List',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListArgs.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListReply.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListArgs.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListReply.FromString,
                 _registered_method=True)
         self.Get = channel.unary_unary(
                 '/pb.Storage/Get',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetArgs.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetReply.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetArgs.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetReply.FromString,
                 _registered_method=True)
         self.Put = channel.unary_unary(
                 '/pb.Storage/Put',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutArgs.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutReply.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutArgs.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutReply.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/pb.Storage/Delete',
-                request_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteArgs.SerializeToString,
-                response_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteReply.FromString,
+                request_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteArgs.SerializeToString,
+                response_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteReply.FromString,
                 _registered_method=True)
 
 
@@ -468,23 +468,23 @@ def add_StorageServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListArgs.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListReply.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListArgs.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListReply.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetArgs.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetReply.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetArgs.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetReply.SerializeToString,
             ),
             'Put': grpc.unary_unary_rpc_method_handler(
                     servicer.Put,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutArgs.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutReply.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutArgs.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutReply.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteArgs.FromString,
-                    response_serializer=reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteReply.SerializeToString,
+                    request_deserializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteArgs.FromString,
+                    response_serializer=reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -514,8 +514,8 @@ class Storage:
             request,
             target,
             '/pb.Storage/List',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListArgs.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListReply.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListArgs.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageListReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -541,8 +541,8 @@ class Storage:
             request,
             target,
             '/pb.Storage/Get',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetArgs.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetReply.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetArgs.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageGetReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -568,8 +568,8 @@ class Storage:
             request,
             target,
             '/pb.Storage/Put',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutArgs.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutReply.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutArgs.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StoragePutReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -595,8 +595,8 @@ class Storage:
             request,
             target,
             '/pb.Storage/Delete',
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteArgs.SerializeToString,
-            reconciler_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteReply.FromString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteArgs.SerializeToString,
+            reconciler_dot_demo_dot_examples_dot_plugins_dot_proto_dot_backend__pb2.StorageDeleteReply.FromString,
             options,
             channel_credentials,
             insecure,
