@@ -27,7 +27,8 @@ from benchmarks.noop_plan import Population, run_size
 from benchmarks.startup import run_startup
 from benchmarks.upgrade import run_upgrade
 from benchmarks.watch import run_watch
-from reconciler.demo.devserver import DevServer, reset_server, start_dev_server
+from reconciler.demo.devserver import DevServer, start_dev_server
+from tests.server_reset import reset_server
 
 SECTIONS = ("startup", "hashing", "parsing", "noop", "watch", "upgrade")
 RESULTS = Path(__file__).resolve().parent / "results.json"

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.client import Client
-from reconciler.demo.devserver import DevServer, DevServerError, reset_server, start_dev_server
+from reconciler.demo.devserver import DevServer, DevServerError, start_dev_server
 from reconciler.demo.examples.plugins.build import build_plugins
+from tests.server_reset import reset_server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
