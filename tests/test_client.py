@@ -188,7 +188,7 @@ def test_retry_settings_come_from_the_environment(tmp_path: Path) -> None:
         environ={"BAO_TOKEN": "abcdefgh", "BAO_MAX_RETRIES": "0", "BAO_CLIENT_TIMEOUT": "5s"}
     )
     assert client.retry.attempts == 1
-    assert client._http.timeout.read == 5.0
+    assert client._transport.http.timeout.read == 5.0
 
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:
@@ -595,7 +595,7 @@ def test_wrong_scheme_to_a_plain_listener_is_explained(server: DevServer) -> Non
 
 def test_default_context_verifies_certificates() -> None:
     client = Client("https://127.0.0.1:1", "abcdefgh")
-    transport = client._http._transport
+    transport = client._transport.http._transport
     context = transport._pool._ssl_context  # type: ignore[attr-defined]
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname

@@ -1,0 +1,425 @@
+"""The `sys/` calls the reconciler makes, one method per endpoint.
+
+Mount calls (the mount tables, enable, tune, disable, move, reload, probe)
+carry the namespace; catalog calls go to the root namespace, where the catalog
+lives. Sending, retrying and turning failures into errors is `_transport`'s job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from reconciler.backoff import backoff_delay
+from reconciler.client._flavour import Flavour, detect_flavour
+from reconciler.client._redact import redact, remember_secret
+from reconciler.client._settings import (
+    DEFAULT_TIMEOUT,
+    check_address,
+    check_token,
+    default_tls_context,
+    settings_from_environment,
+)
+from reconciler.client._transport import EventHooks, RetryPolicy, Transport, sealed_error
+from reconciler.errors import ApiError
+from reconciler.model import MountKind, ServerIdentity
+
+log = logging.getLogger("reconciler.client")
+
+_REMOUNT_TIMEOUT = 300.0
+_RELOAD_TIMEOUT = 600.0
+# A move of a small mount finishes within milliseconds; a large one is polled less often.
+_MOVE_POLL_INITIAL = 0.02
+_MOVE_POLL_CAP = 1.0
+
+
+class Client:
+    """The `sys/` calls the reconciler makes, over one pooled HTTP connection set.
+
+    Thread-safe: the state reader sends requests from several threads at once.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        *,
+        namespace: str = "",
+        verify: ssl.SSLContext | bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        event_hooks: EventHooks | None = None,
+        remount_timeout: float = _REMOUNT_TIMEOUT,
+    ) -> None:
+        address = check_address(address)
+        token = check_token(token)
+        self.remount_timeout = remount_timeout
+        remember_secret(token)
+        self._flavour: Flavour | None = None
+        self._transport = Transport(
+            address,
+            token,
+            namespace=namespace.strip("/"),
+            verify=default_tls_context() if verify is True else verify,
+            timeout=timeout,
+            retry=retry or RetryPolicy(),
+            transport=transport,
+            event_hooks=event_hooks,
+        )
+
+    @classmethod
+    def from_environment(
+        cls,
+        address: str | None = None,
+        token: str | None = None,
+        token_file: Path | None = None,
+        namespace: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        event_hooks: EventHooks | None = None,
+    ) -> Client:
+        """A client configured like the `bao`/`vault` CLI; arguments win over the environment.
+
+        The token comes from `token`, else `token_file`, else BAO_TOKEN/VAULT_TOKEN, else
+        `~/.vault-token`.
+        """
+        settings = settings_from_environment(
+            address,
+            token,
+            token_file,
+            namespace,
+            environ=os.environ if environ is None else environ,
+            timeout=timeout,
+            retry=retry,
+        )
+        return cls(
+            settings.address,
+            settings.token,
+            namespace=settings.namespace,
+            verify=settings.verify,
+            timeout=settings.timeout,
+            retry=settings.retry,
+            transport=transport,
+            event_hooks=event_hooks,
+        )
+
+    @property
+    def address(self) -> str:
+        """The server's address, without a trailing slash."""
+        return self._transport.address
+
+    @property
+    def namespace(self) -> str:
+        """The namespace mount calls go to ("" for the root namespace)."""
+        return self._transport.namespace
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How retryable failures are retried."""
+        return self._transport.retry
+
+    def __repr__(self) -> str:
+        namespace = f", namespace={self.namespace!r}" if self.namespace else ""
+        return f"Client({self.address!r}{namespace})"
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- the generic request ------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        namespace: bool = True,
+        *,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Send `METHOD /v1/<path>`; the JSON answer ({} for 204). Retryable failures retry.
+
+        `namespace=False` sends the request to the root namespace.
+        """
+        return self._transport.send(method, path, json=json, namespace=namespace, params=params)
+
+    # --- the plugin catalog (root namespace) ----------------------------------------
+
+    def list_catalog(self) -> list[dict[str, Any]]:
+        """Every catalog entry: {type, name, version, builtin, deprecation_status}."""
+        answer = self._transport.send("GET", "sys/plugins/catalog", namespace=False)
+        detailed = _data(answer).get("detailed") or []
+        return [dict(entry) for entry in detailed if isinstance(entry, dict)]
+
+    def read_plugin(self, type: str, name: str, version: str) -> dict[str, Any]:
+        """One catalog entry with its sha256, command and args (never env)."""
+        answer = self._transport.send(
+            "GET",
+            f"sys/plugins/catalog/{_segment(type)}/{_segment(name)}",
+            namespace=False,
+            params={"version": version} if version else None,
+        )
+        return _data(answer)
+
+    def register_plugin(
+        self,
+        type: str,
+        name: str,
+        version: str,
+        command: str,
+        sha256: str,
+        args: list[str],
+        env: dict[str, str],
+    ) -> None:
+        """Register (or re-register) one catalog entry."""
+        body: dict[str, Any] = {
+            "sha256": sha256,
+            "command": command,
+            "version": version,
+            "args": list(args),
+            "env": [f"{key}={value}" for key, value in env.items()],
+        }
+        for value in env.values():
+            remember_secret(value)
+        self._transport.send(
+            "PUT",
+            f"sys/plugins/catalog/{_segment(type)}/{_segment(name)}",
+            json=body,
+            namespace=False,
+        )
+
+    def deregister_plugin(self, type: str, name: str, version: str) -> None:
+        """Remove one catalog entry (the server answers 204 even when a mount uses it)."""
+        self._transport.send(
+            "DELETE",
+            f"sys/plugins/catalog/{_segment(type)}/{_segment(name)}",
+            namespace=False,
+            params={"version": version} if version else None,
+        )
+
+    def list_pins(self) -> list[dict[str, Any]]:
+        """Vault's pinned plugin versions; always empty on OpenBao, which has no pins.
+
+        Untested: written from Vault's API documentation.
+        """
+        if not self.flavour.has_pins:
+            return []
+        answer = self._transport.send("GET", "sys/plugins/pins", namespace=False)
+        pins = _data(answer).get("pinned_versions") or []
+        return [dict(pin) for pin in pins if isinstance(pin, dict)]
+
+    # --- mounts (in the namespace) ------------------------------------------------------
+
+    def list_mounts(self, kind: MountKind) -> dict[str, dict[str, Any]]:
+        """The mount table of `kind` ("secret" or "auth"): path → entry, as the server has it."""
+        answer = self._transport.send("GET", _table(kind))
+        return {
+            str(path): dict(entry)
+            for path, entry in _data(answer).items()
+            if isinstance(entry, dict)
+        }
+
+    def enable_mount(self, kind: MountKind, path: str, body: dict[str, Any]) -> None:
+        """Enable a secrets engine or auth method at `path` (body as sys/mounts takes it)."""
+        self._transport.send(
+            "POST",
+            f"{_table(kind)}/{_mount_segment(path)}",
+            json=body,
+            done_if=lambda error: error.status == 400 and "already in use" in str(error),
+        )
+
+    def tune_mount(self, kind: MountKind, path: str, body: dict[str, Any]) -> None:
+        """Tune a mount: description, TTLs, options, plugin_version, …"""
+        self._transport.send("POST", f"{_table(kind)}/{_mount_segment(path)}/tune", json=body)
+
+    def disable_mount(self, kind: MountKind, path: str) -> None:
+        """Disable a mount: this destroys its data."""
+        self._transport.send("DELETE", f"{_table(kind)}/{_mount_segment(path)}")
+
+    def remount(self, kind: MountKind, from_path: str, to_path: str) -> None:
+        """Move a mount with its data (sys/remount), waiting until the move is done."""
+        source, target = _api_mount_path(kind, from_path), _api_mount_path(kind, to_path)
+        answer = self._transport.send(
+            "POST",
+            "sys/remount",
+            json={"from": source, "to": target},
+            done_if=lambda error: error.status == 400 and self._moved(kind, from_path, to_path),
+        )
+        migration = _data(answer).get("migration_id") or answer.get("migration_id")
+        if migration:
+            self._wait_for_move(str(migration), source, target)
+
+    def _moved(self, kind: MountKind, from_path: str, to_path: str) -> bool:
+        """Whether a move whose answer was lost took place (a retry meets "no matching mount")."""
+        try:
+            mounts = self.list_mounts(kind)
+        except ApiError:
+            return False
+        return to_path.strip("/") + "/" in mounts and from_path.strip("/") + "/" not in mounts
+
+    def _wait_for_move(self, migration: str, source: str, target: str) -> None:
+        deadline = time.monotonic() + self.remount_timeout
+        polls = 0
+        while True:
+            answer = self._transport.send("GET", f"sys/remount/status/{_segment(migration)}")
+            info = _data(answer).get("migration_info") or {}
+            status = str(info.get("status", "")) if isinstance(info, dict) else ""
+            if status == "success":
+                return
+            if status == "failure":
+                raise ApiError(
+                    f"the server could not move {source} to {target} (migration {migration}): "
+                    "see the server log for the reason",
+                    path="sys/remount",
+                )
+            if time.monotonic() >= deadline:
+                raise ApiError(
+                    f"moving {source} to {target} is still in progress after "
+                    f"{self.remount_timeout:.0f}s: check sys/remount/status/{migration}",
+                    path="sys/remount",
+                )
+            polls += 1
+            time.sleep(backoff_delay(polls, initial=_MOVE_POLL_INITIAL, cap=_MOVE_POLL_CAP))
+
+    def reload_backend(
+        self, mounts: list[str] | None = None, plugin: str | None = None, scope: str = ""
+    ) -> dict[str, Any]:
+        """Reload mounts (auth ones as `auth/<path>`) or every mount of a plugin.
+
+        Sent in the client's namespace: the server resolves both `mounts` and `plugin`
+        there, and a root-namespace reload naming `ns/path/` answers 200 but reloads
+        nothing.
+        """
+        if (mounts is None) == (plugin is None):
+            raise ValueError("reload_backend needs either mounts or plugin")
+        body: dict[str, Any] = {"mounts": list(mounts)} if mounts is not None else {}
+        if plugin is not None:
+            body["plugin"] = plugin
+        if scope:
+            body["scope"] = scope
+        # The server restarts every named mount's plugin before it answers: with many
+        # external mounts that takes longer than an ordinary request may.
+        answer = self._transport.send(
+            "POST", "sys/plugins/reload/backend", json=body, read_timeout=_RELOAD_TIMEOUT
+        )
+        for warning in answer.get("warnings") or []:
+            log.warning("reload: %s", redact(str(warning)))
+        return _data(answer)
+
+    def probe_mount(self, kind: MountKind, path: str) -> None:
+        """Raise ApiError unless a request through the mount reaches a working backend.
+
+        A help request costs the backend nothing and needs no capability; any answer
+        from the backend itself (even "unsupported operation") proves it runs, while
+        the router answers 404 "backend is nil" for a mount whose plugin failed.
+        """
+        api_path = _api_mount_path(kind, path)
+        try:
+            self._transport.send("GET", api_path.rstrip("/"), params={"help": "1"})
+        except ApiError as error:
+            # Not a retry decision (the transport has retried already): no answer, a
+            # server error or a refused token says nothing about the backend.
+            if error.status is None or error.status >= 500 or error.status == 403:
+                raise
+            if error.status != 404:
+                return
+            answer = _after_colon(str(error))
+            if "route entry not found" in answer:
+                raise ApiError(
+                    f"nothing is mounted at {api_path} ({answer})", status=404, path=api_path
+                ) from None
+            raise ApiError(
+                f"{api_path} has no working backend ({answer}): fix or re-register its "
+                "plugin, then reload the mount (sys/plugins/reload/backend); the server log "
+                "says why the plugin did not start",
+                status=error.status,
+                path=api_path,
+            ) from None
+
+    # --- the server and the token --------------------------------------------------------
+
+    def server_identity(self) -> ServerIdentity:
+        """Address, namespace and cluster id: what a plan is bound to."""
+        status = self._transport.send("GET", "sys/seal-status", namespace=False)
+        if status.get("sealed"):
+            raise sealed_error(self.address, "sys/seal-status")
+        self._flavour = detect_flavour(status)
+        cluster_id = str(status.get("cluster_id") or "")
+        if not cluster_id:
+            health = self._transport.send("GET", "sys/health", namespace=False)
+            cluster_id = str(health.get("cluster_id") or "")
+        return ServerIdentity(address=self.address, namespace=self.namespace, cluster_id=cluster_id)
+
+    @property
+    def flavour(self) -> Flavour:
+        """OpenBao or Vault, read from sys/seal-status once."""
+        if self._flavour is None:
+            self._flavour = detect_flavour(
+                self._transport.send("GET", "sys/seal-status", namespace=False)
+            )
+        return self._flavour
+
+    def lookup_self(self) -> dict[str, Any]:
+        """The token's own properties (ttl, renewable, policies…), without the token itself."""
+        data = _data(self._transport.send("GET", "auth/token/lookup-self"))
+        return {key: value for key, value in data.items() if key != "id"}
+
+    def renew_self(self) -> dict[str, Any]:
+        """Renew the token; its new lease (ttl, renewable), without the token itself."""
+        answer = self._transport.send("POST", "auth/token/renew-self", json={})
+        auth = answer.get("auth") or {}
+        return {key: value for key, value in auth.items() if key != "client_token"}
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _data(answer: dict[str, Any]) -> dict[str, Any]:
+    data = answer.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def _after_colon(message: str) -> str:
+    return message.split(": ", 1)[-1]
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _mount_segment(path: str) -> str:
+    return quote(path.strip("/"), safe="/")
+
+
+def _table(kind: MountKind) -> str:
+    return "sys/auth" if kind == "auth" else "sys/mounts"
+
+
+def _api_mount_path(kind: MountKind, path: str) -> str:
+    """`path/` for a secrets engine, `auth/path/` for an auth method."""
+    path = path.strip("/") + "/"
+    return f"auth/{path}" if kind == "auth" else path
