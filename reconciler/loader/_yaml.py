@@ -1,11 +1,13 @@
 """YAML text → plain Python values in one pass over parser events, and positions back.
 
-The happy path pays for no positions: the document is built from the events of
-ruamel's safe parser and validated; only when there are problems is the file parsed
-again into a node tree, to find where each one is. The event pass (libyaml produces
-events without recursion) bounds nesting depth and alias expansion as it goes;
-ruamel's composer and constructor recurse and crash on deep nesting, so they only
-ever see text that the event pass accepted.
+The document is built from the events of ruamel's safe parser, recording where
+each key and value stands so that problems found later need no second parse. The
+event pass bounds nesting depth and alias expansion as it goes; nothing recurses
+per level of nesting, so a hostile file costs bounded time and memory.
+
+The events come from the C parser (`ruamel.yaml.clib`) when it is installed and
+from ruamel's pure-Python parser otherwise; both give the same values and the same
+positions.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ class _CoreResolver(BaseResolver):
 
     def __init__(self, version: Any = None, loader: Any = None, loadumper: Any = None) -> None:
         super().__init__(loadumper=loadumper if loadumper is not None else loader)
+
+    @property
+    def processing_version(self) -> tuple[int, int]:
+        """The YAML version the pure-Python parser applies: always 1.2 here."""
+        return (1, 2)
 
 
 # Compiled here: ruamel's lazy pattern wrapper costs an attribute lookup per match.
@@ -148,8 +155,14 @@ def _text_position(text: str, offset: int) -> tuple[int, int]:
     return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
+# Whether to take events from the C parser when it is installed; tests turn it off to
+# run the pure-Python parser that loads files where `ruamel.yaml.clib` is missing.
+use_c_parser = True
+
+
 def _yaml() -> YAML:
-    yaml = YAML(typ="safe", pure=False)
+    # Without ruamel.yaml.clib, ruamel falls back to its pure-Python parser itself.
+    yaml = YAML(typ="safe", pure=not use_c_parser)
     yaml.Resolver = _CoreResolver
     # `parse` reports every duplicate key itself; the composer must not stop at one.
     yaml.allow_duplicate_keys = True
@@ -235,8 +248,8 @@ class _Fatal(Exception):
 def parse(text: str, name: str) -> _Parsed:
     """Build the document from the parser's events, bounding what it may cost.
 
-    The events come from the C parser without recursion, so depth and alias
-    expansion are checked before anything deep is built. Values follow the
+    Neither parser recurses per nesting level, so depth and alias expansion are
+    checked before anything deep is built. Values follow the
     YAML 1.2 core schema (null, booleans, integers, floats, strings); keys
     repeated in a mapping are reported, the first one is kept.
     """
