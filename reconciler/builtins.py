@@ -1,16 +1,12 @@
-"""The built-in plugins of OpenBao 2.7, as shipped with the package.
+"""The built-in plugins of OpenBao 2.7, as shipped with the package (data only).
 
-`validate` has no server to ask, so it checks mounts against this list. The
-planner knows the live server's list (its catalog marks built-ins) and passes
-that instead: Vault's built-in list is larger and every server upgrade can
-change it. Either way the argument is a collection of (type, name) pairs.
+`validate` has no server to ask, so it checks mounts against this list;
+`plan`, `apply` and `watch` use the live server's list instead (its catalog
+marks built-ins): Vault's built-in list is larger and every server upgrade can
+change it. The rules that use these tables live in `reconciler.resolver`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
-
-from reconciler.model import CatalogEntry
 
 BuiltinKey = tuple[str, str]
 
@@ -55,16 +51,3 @@ OPENBAO_BUILTINS: frozenset[BuiltinKey] = (
     frozenset((plugin_type, name) for plugin_type, names in _CATALOG.items() for name in names)
     | UNCATALOGUED_BUILTINS
 )
-
-
-def builtins_from_catalog(catalog: Iterable[CatalogEntry]) -> frozenset[BuiltinKey]:
-    """The (type, name) built-ins of a live catalog, plus those no catalog lists."""
-    return (
-        frozenset((entry.type, entry.name) for entry in catalog if entry.builtin)
-        | UNCATALOGUED_BUILTINS
-    )
-
-
-def is_builtin_version(version: str) -> bool:
-    """A built-in's own version string, e.g. `v2.7.2+builtin.bao`."""
-    return "+builtin" in version

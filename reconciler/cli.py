@@ -473,9 +473,10 @@ def validate_command(file: Path, max_file_size: int) -> None:
     """Check FILE (syntax, schema, references, plugin hashes); contacts no server."""
     from reconciler.errors import DesiredStateError
     from reconciler.loader import load_desired
+    from reconciler.resolver import SHIPPED_BUILTINS
 
     try:
-        loaded = load_desired(file, max_file_size=max_file_size)
+        loaded = load_desired(file, max_file_size=max_file_size, builtins=SHIPPED_BUILTINS)
     except DesiredStateError as error:
         for problem in error.problems:
             click.echo(str(problem), err=True)

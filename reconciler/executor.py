@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.errors import ApiError, LockBusy, ReconcilerError, StaleState
-from reconciler.model import DesiredState, LiveMount, LiveState, MountKind, split_api_path
+from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
 from reconciler.plan import Action, ActionKind, Plan, Stage, fingerprint
-from reconciler.planner import HeldUpgrade, mount_target_name, runs_builtin
+from reconciler.planner import HeldUpgrade, mount_target_name
 from reconciler.planner import plan as make_plan
+from reconciler.resolver import runs_builtin, split_api_path
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.model import CONFIG_DEFAULTS, CatalogEntry, LiveMount, LiveState, Mount, PluginEntry
-from reconciler.planner import HARD_WIRED_BUILTINS
+from reconciler.resolver import (
+    HARD_WIRED_BUILTINS,
+    effective_entry,
+    live_builtins,
+    pins_builtin,
+)
 
 _DURATION_KEYS = frozenset({"default_lease_ttl", "max_lease_ttl"})
 
@@ -130,9 +135,10 @@ def _version(
 ) -> tuple[str | None, str | None]:
     """The `version` to write (None: leave it out), or why the mount cannot be written."""
     versions = {v for (t, n, v) in exported if (t, n) == (mount.kind, mount.plugin)}
-    builtin = live.builtin_version(mount.kind, mount.plugin)
+    builtins = live_builtins(live.catalog)
+    builtin = builtins.get((mount.kind, mount.plugin))
     if mount.plugin_version:
-        if "+builtin" in mount.plugin_version or mount.plugin_version == builtin:
+        if pins_builtin(mount.plugin_version, builtin):
             return mount.plugin_version, None
         if mount.plugin_version not in versions:
             return None, (
@@ -140,7 +146,8 @@ def _version(
                 "(the mount has no working backend until it is registered again)"
             )
         return mount.plugin_version, None
-    if "" in versions and (mount.kind, mount.plugin) not in HARD_WIRED_BUILTINS:
+    runs = effective_entry(mount.kind, mount.plugin, "", exported, builtins)
+    if runs is not None and not runs.builtin:
         # Unpinned, it runs the unversioned entry that shadows the built-in.
         return (None if versions == {""} else ""), None
     # Unpinned, it runs the built-in: a file naming external versions must say so.

@@ -24,6 +24,8 @@ from pydantic import (
     field_validator,
 )
 
+from reconciler.resolver import api_path, live_builtins, normalize_version
+
 PluginType = Literal["secret", "auth", "database"]
 MountKind = Literal["secret", "auth"]
 
@@ -33,11 +35,6 @@ RESERVED_PATHS: dict[MountKind, frozenset[str]] = {
     "auth": frozenset({"token/"}),
 }
 
-_SEMVER = re.compile(
-    r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
-)
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A command is exec'd by the server, never by a shell; refusing shell syntax
@@ -45,15 +42,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _COMMAND = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _DURATION_UNITS = (86400, 3600, 60, 1)
-
-
-def normalize_version(value: str) -> str:
-    """`1.2.3` and `v1.2.3` are the same version; the `v` form is canonical."""
-    if value == "":
-        return ""
-    if not _SEMVER.match(value):
-        raise ValueError(f"invalid semantic version {value!r} (expected e.g. v1.4.0)")
-    return value if value.startswith("v") else "v" + value
 
 
 def parse_duration(value: Any) -> int:
@@ -405,18 +393,6 @@ class CatalogEntry(_Strict):
         return (self.type, self.name, self.version)
 
 
-def api_path(kind: MountKind, path: str) -> str:
-    """A mount as the reload endpoint names it: auth mounts carry an `auth/` prefix."""
-    return f"auth/{path}" if kind == "auth" else path
-
-
-def split_api_path(path: str) -> tuple[MountKind, str]:
-    """The inverse of `api_path`."""
-    if path.startswith("auth/"):
-        return "auth", path.removeprefix("auth/")
-    return "secret", path
-
-
 class LiveMount(_Strict):
     """A mount as the server reports it, values normalised like the desired side."""
 
@@ -465,7 +441,4 @@ class LiveState(_Strict):
 
     def builtin_version(self, plugin_type: str, name: str) -> str | None:
         """The built-in's own version string, or None when no such built-in exists."""
-        for entry in self.catalog:
-            if entry.builtin and entry.type == plugin_type and entry.name == name:
-                return entry.version
-        return None
+        return live_builtins(self.catalog).get((plugin_type, name))

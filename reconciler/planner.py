@@ -13,7 +13,6 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from reconciler.builtins import UNCATALOGUED_BUILTINS
 from reconciler.model import (
     CONFIG_DEFAULTS,
     RESERVED_PATHS,
@@ -24,7 +23,6 @@ from reconciler.model import (
     Mount,
     MountKind,
     PluginEntry,
-    normalize_version,
 )
 from reconciler.plan import (
     KIND_ORDER,
@@ -38,30 +36,24 @@ from reconciler.plan import (
     Stage,
     fingerprint,
 )
+from reconciler.resolver import (
+    HARD_WIRED_BUILTINS,
+    CatalogKey,
+    Target,
+    Unresolved,
+    api_path,
+    effective_entry,
+    entry_target,
+    is_builtin_version,
+    live_builtins,
+    normalize_version,
+    resolve_mount,
+    runs_builtin,
+    with_sha256,
+)
 
-# Built-ins the server resolves without the catalog: an external entry of this
-# name is accepted (204) but never runs (OpenBao 2.7: kv).
-HARD_WIRED_BUILTINS: frozenset[tuple[str, str]] = frozenset({("secret", "kv")})
-
-CatalogKey = tuple[str, str, str]
 # (type, name, version, sha256) of an upgrade the watcher has set aside after it failed.
 HeldUpgrade = tuple[str, str, str, str]
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a mount should run: the built-in, or one external catalog entry."""
-
-    type: str
-    name: str
-    builtin: bool
-    version: str = ""
-    sha256: str = ""
-
-    @property
-    def key(self) -> CatalogKey | None:
-        """The external catalog entry this target runs; None for the built-in."""
-        return None if self.builtin else (self.type, self.name, self.version)
 
 
 def mount_target_name(kind: MountKind, path: str) -> str:
@@ -80,15 +72,6 @@ def parse_catalog_target(text: str) -> CatalogKey:
     if len(parts) != 3 or parts[0] not in {"secret", "auth", "database"} or not parts[1]:
         raise ValueError("expected TYPE/NAME/VERSION, e.g. secret/kv-plus/v1.4.0")
     return (parts[0], parts[1], normalize_version(parts[2]))
-
-
-def runs_builtin(mount: LiveMount) -> bool:
-    """A mount runs a built-in when the server reports no binary hash for it."""
-    return mount.running_sha256 == ""
-
-
-def is_builtin_version(version: str) -> bool:
-    return "+builtin" in version
 
 
 def plan(
@@ -145,8 +128,7 @@ class _Planner:
         }
         # (type, name) → the built-in's version; "" when the catalog does not list the
         # built-in (the server resolves `database` itself), so its version is unknown.
-        self.builtins: dict[tuple[str, str], str] = dict.fromkeys(UNCATALOGUED_BUILTINS, "")
-        self.builtins.update({(e.type, e.name): e.version for e in self.live.catalog if e.builtin})
+        self.builtins: dict[tuple[str, str], str] = live_builtins(self.live.catalog)
         self.live_mounts: dict[tuple[MountKind, str], LiveMount] = {
             (m.kind, m.path): m for m in self.live.mounts
         }
@@ -279,71 +261,49 @@ class _Planner:
 
     def _resolve(self, kind: MountKind, mount: Mount) -> Target | None:
         """The declared mount's effective plugin, or None after recording an error."""
-        where = mount_target_name(kind, mount.path)
-        plugin_type = kind
-        candidates = self.present_by_name.get((plugin_type, mount.plugin), [])
-        builtin_version = self.builtins.get((plugin_type, mount.plugin))
-        if mount.version is not None:
-            if is_builtin_version(mount.version) or (
-                builtin_version and mount.version == builtin_version
-            ):
-                if builtin_version is None:
-                    self._error(where, f"{mount.plugin!r} is not a built-in {plugin_type} plugin")
-                    return None
-                return Target(plugin_type, mount.plugin, builtin=True)
-            for entry in candidates:
-                if entry.version == mount.version:
-                    return _entry_target(entry)
-            if (plugin_type, mount.plugin, mount.version) in self.absent:
-                self._error(
-                    where, f"version {mount.version} of {mount.plugin!r} is declared absent"
-                )
-            else:
-                self._error(
-                    where,
-                    f"no declared {plugin_type} plugin {mount.plugin!r} has version "
-                    f"{mount.version}",
-                )
-            return None
-        if len(candidates) == 1:
-            entry = candidates[0]
-            return _entry_target(entry)
-        if len(candidates) > 1:
-            versions = ", ".join(e.version or '""' for e in candidates)
-            self._error(
-                where, f"ambiguous: {mount.plugin!r} has versions {versions}; pin a version"
-            )
-            return None
-        if builtin_version is not None:
-            return Target(plugin_type, mount.plugin, builtin=True)
-        self._error(
-            where,
-            f"{plugin_type} plugin {mount.plugin!r} is neither declared in the file "
-            "nor a built-in of this server",
+        outcome = resolve_mount(
+            kind, mount.plugin, mount.version, self.desired.plugins, self.builtins
         )
+        if isinstance(outcome, Target):
+            return outcome
+        where = mount_target_name(kind, mount.path)
+        name = mount.plugin
+        match outcome:
+            case Unresolved.NOT_A_BUILTIN:
+                message = f"{name!r} is not a built-in {kind} plugin"
+            case Unresolved.ABSENT_VERSION:
+                message = f"version {mount.version} of {name!r} is declared absent"
+            case Unresolved.UNKNOWN_VERSION:
+                message = f"no declared {kind} plugin {name!r} has version {mount.version}"
+            case Unresolved.AMBIGUOUS:
+                versions = ", ".join(e.version or '""' for e in self.present_by_name[(kind, name)])
+                message = f"ambiguous: {name!r} has versions {versions}; pin a version"
+            case Unresolved.RESERVED:
+                message = f"{name!r} is mounted by the server itself and cannot be mounted again"
+            case _:
+                message = (
+                    f"{kind} plugin {name!r} is neither declared in the file "
+                    "nor a built-in of this server"
+                )
+        self._error(where, message)
         return None
 
     def _live_resolution(self, mount: LiveMount, entries: set[CatalogKey]) -> Target | None:
         """What a live mount runs at its next reload, given the catalog `entries`."""
-        name_type = (mount.kind, mount.plugin)
-        if name_type in HARD_WIRED_BUILTINS:
-            return Target(mount.kind, mount.plugin, builtin=True)
-        if mount.plugin_version and not is_builtin_version(mount.plugin_version):
-            key = (mount.kind, mount.plugin, mount.plugin_version)
-            return self._external_target(key) if key in entries else None
-        # Unpinned (or pinned to the built-in): an unversioned external entry shadows the built-in.
-        shadow = (mount.kind, mount.plugin, "")
-        if not mount.plugin_version and shadow in entries:
-            return self._external_target(shadow)
-        if name_type in self.builtins:
-            return Target(mount.kind, mount.plugin, builtin=True)
-        return None
+        target = effective_entry(
+            mount.kind, mount.plugin, mount.plugin_version, entries, self.builtins
+        )
+        if target is None or target.key is None:
+            return target
+        return self._external_target(target.key)
 
     def _external_target(self, key: CatalogKey) -> Target:
         entry = self.present.get(key)
         if entry is not None:
-            return _entry_target(entry)
-        return Target(*key[:2], builtin=False, version=key[2], sha256=self.external[key].sha256)
+            return entry_target(entry)
+        return with_sha256(
+            Target(*key[:2], builtin=False, version=key[2]), self.external[key].sha256
+        )
 
     # --- declared mounts ------------------------------------------------------
 
@@ -533,7 +493,7 @@ class _Planner:
         if self._shadowed_until_cleanup(kind, mount.plugin, target):
             # Enabled while the unversioned shadow still exists, it runs the shadow until the
             # shadow is deregistered and the mount reloaded.
-            self.cleanup_reloads.append(_api_path(kind, mount.path))
+            self.cleanup_reloads.append(api_path(kind, mount.path))
         destructive = action_kind is ActionKind.REPLACE
         self.enabled.add((kind, mount.path))
         self.actions.append(
@@ -627,14 +587,14 @@ class _Planner:
             )
         if not stale:
             return
-        api_path = _api_path(kind, mount.path)
+        reload_path = api_path(kind, mount.path)
         if self._shadowed_until_cleanup(kind, mount.plugin, target):
             # Only once the unversioned shadow is deregistered does a reload bring the built-in
             # back; before, an unpinned mount (tuning to the built-in's version may leave it
             # unpinned) would reload onto the shadow again.
-            self.cleanup_reloads.append(api_path)
+            self.cleanup_reloads.append(reload_path)
         else:
-            self.converge_reloads.append(api_path)
+            self.converge_reloads.append(reload_path)
 
     def _shadowed_until_cleanup(self, kind: MountKind, plugin: str, target: Target) -> bool:
         """A built-in target that an unversioned shadow hides until cleanup deregisters it."""
@@ -816,7 +776,7 @@ class _Planner:
                 continue
             if (kind, path) in self.enabled:
                 state = "enabled on it"
-            elif _api_path(kind, path) in reloading:
+            elif api_path(kind, path) in reloading:
                 state = "reloaded onto it now"
             else:
                 state = "runs it"
@@ -883,17 +843,6 @@ class _Planner:
 
     def _error(self, target: str, message: str) -> None:
         self.errors.append(Problem(target=target, message=message))
-
-
-def _entry_target(entry: PluginEntry) -> Target:
-    return Target(
-        entry.type, entry.name, builtin=False, version=entry.version, sha256=entry.sha256 or ""
-    )
-
-
-def _api_path(kind: MountKind, path: str) -> str:
-    """A mount as the reload endpoint names it."""
-    return f"auth/{path}" if kind == "auth" else path
 
 
 def _registration(entry: PluginEntry) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from reconciler.errors import PlanFileError, StaleState
 from reconciler.executor import ApplyOptions, ApplyResult, Progress, apply_plan
 from reconciler.plan import DesiredSource, Plan
-from reconciler.planner import CatalogKey, HeldUpgrade, parse_catalog_target, plan
+from reconciler.planner import HeldUpgrade, parse_catalog_target, plan
+from reconciler.resolver import CatalogKey
 from reconciler.state import read_live_state
 
 if TYPE_CHECKING:

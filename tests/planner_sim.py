@@ -13,12 +13,34 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from reconciler.builtins import OPENBAO_BUILTINS, UNCATALOGUED_BUILTINS
 from reconciler.model import CatalogEntry, LiveMount, LiveState, MountKind
 from reconciler.plan import Action, ActionKind, Plan, Stage
-from reconciler.planner import HARD_WIRED_BUILTINS, is_builtin_version
+from reconciler.resolver import (
+    HARD_WIRED_BUILTINS,
+    effective_entry,
+    is_builtin_version,
+    live_builtins,
+    newest_version,
+)
 
 BUILTIN_VERSION = "v2.7.2+builtin.bao"
+
+# The built-ins `GET sys/plugins/catalog` of OpenBao 2.7.2 lists.
+CATALOGUED_BUILTINS: dict[str, tuple[str, ...]] = {
+    "secret": ("kubernetes", "kv", "pki", "rabbitmq", "ssh", "totp", "transit"),
+    "auth": ("approle", "cert", "jwt", "kubernetes", "oidc", "userpass"),
+    "database": (
+        "cassandra-database-plugin",
+        "influxdb-database-plugin",
+        "mysql-aurora-database-plugin",
+        "mysql-database-plugin",
+        "mysql-legacy-database-plugin",
+        "mysql-rds-database-plugin",
+        "postgresql-database-plugin",
+        "redis-database-plugin",
+        "valkey-database-plugin",
+    ),
+}
 
 # (running_plugin_version, running_sha256); sha256 "" means a built-in runs.
 Running = tuple[str, str]
@@ -32,7 +54,8 @@ def builtin_catalog(version: str = BUILTIN_VERSION) -> list[CatalogEntry]:
     """The built-in entries of OpenBao 2.7.2's catalog."""
     return [
         CatalogEntry(type=plugin_type, name=name, version=version, builtin=True)
-        for plugin_type, name in sorted(OPENBAO_BUILTINS - UNCATALOGUED_BUILTINS)
+        for plugin_type, names in sorted(CATALOGUED_BUILTINS.items())
+        for name in names
     ]
 
 
@@ -58,24 +81,14 @@ def reserved_mounts(version: str = BUILTIN_VERSION) -> list[LiveMount]:
 def resolve(catalog: Iterable[CatalogEntry], kind: str, plugin: str, pin: str) -> Running | None:
     """What a mount with this pin runs after enable or reload; None: no backend."""
     entries = {e.key: e for e in catalog}
-    builtin = next(
-        (e.version for e in entries.values() if e.builtin and (e.type, e.name) == (kind, plugin)),
-        BUILTIN_VERSION if (kind, plugin) in UNCATALOGUED_BUILTINS else None,
-    )
-    if (kind, plugin) in HARD_WIRED_BUILTINS:
-        # Resolved without the catalog: an external entry of this name never runs.
-        return (builtin or BUILTIN_VERSION, "")
-    if pin and not is_builtin_version(pin):
-        entry = entries.get((kind, plugin, pin))
-        if entry is None or entry.builtin:
-            return None
-        return (entry.version, entry.sha256)
-    shadow = entries.get((kind, plugin, ""))
-    if not pin and shadow is not None and not shadow.builtin:
-        return ("", shadow.sha256)
-    if builtin is None:
+    builtins = live_builtins(entries.values())
+    external = {key for key, e in entries.items() if not e.builtin}
+    target = effective_entry(kind, plugin, pin, external, builtins)
+    if target is None:
         return None
-    return (builtin, "")
+    if target.key is None:
+        return (builtins.get((kind, plugin)) or BUILTIN_VERSION, "")
+    return (target.version, entries[target.key].sha256)
 
 
 def settle(live: LiveState) -> LiveState:
@@ -221,7 +234,7 @@ class _Server:
         if (kind, plugin) in HARD_WIRED_BUILTINS:
             raise ServerRefused(f"enable {plugin}: a versioned external entry exists (400)")
         # Left to choose, the server pins the newest registered version.
-        return max(versioned, key=_semver_key)
+        return newest_version(versioned)
 
     def _tune(self, kind: str, path: str, body: dict[str, Any]) -> None:
         mount = self._mount(kind, path)
@@ -243,7 +256,7 @@ class _Server:
         if version == "":
             raise ServerRefused(f"tune {mount.path}: plugin_version cannot be cleared (400)")
         if is_builtin_version(version):
-            if (mount.kind, mount.plugin) not in OPENBAO_BUILTINS:
+            if (mount.kind, mount.plugin) not in live_builtins(self.catalog.values()):
                 raise ServerRefused(f"tune {mount.path}: {mount.plugin} is not a built-in")
             return version if self.tune_keeps_builtin_pin else ""
         if (mount.kind, mount.plugin, version) not in self.catalog:
@@ -280,8 +293,3 @@ class _Server:
             self.mounts[(kind, path)] = mount.model_copy(
                 update={"running_plugin_version": running[0], "running_sha256": running[1]}
             )
-
-
-def _semver_key(version: str) -> tuple[int, ...]:
-    core = version.removeprefix("v").split("+")[0].split("-")[0]
-    return tuple(int(part) for part in core.split(".") if part.isdigit())

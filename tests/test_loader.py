@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler.builtins import OPENBAO_BUILTINS, builtins_from_catalog
+from reconciler.builtins import OPENBAO_BUILTINS
 from reconciler.cli import cli
 from reconciler.errors import DesiredStateError
 from reconciler.loader import (
@@ -21,6 +21,7 @@ from reconciler.loader import (
     load_desired_text,
 )
 from reconciler.model import CatalogEntry, DesiredState
+from reconciler.resolver import SHIPPED_BUILTINS, live_builtins
 
 DATA = Path(__file__).parent / "data"
 INVALID = sorted(p for p in (DATA / "invalid").iterdir() if p.suffix == ".yaml")
@@ -62,7 +63,7 @@ def read_case(path: Path) -> Case:
 
 def problems_of(path: Path, **options: int) -> list[tuple[int, int, str]]:
     with pytest.raises(DesiredStateError) as caught:
-        load_desired(path, **options)  # type: ignore[arg-type]
+        load_desired(path, builtins=SHIPPED_BUILTINS, **options)  # type: ignore[arg-type]
     assert all(p.file == str(path) for p in caught.value.problems)
     return [(p.line, p.column, p.message) for p in caught.value.problems]
 
@@ -185,10 +186,21 @@ def test_check_references_accepts_a_live_builtin_list() -> None:
     )
     assert [p.code for p in check_references(state)] == ["undeclared"]
     assert ("secret", "aws") not in OPENBAO_BUILTINS
-    vault = builtins_from_catalog(
+    vault = live_builtins(
         [CatalogEntry(type="secret", name="aws", version="v1.0.0+builtin", builtin=True)]
     )
     assert check_references(state, vault) == []
+
+
+def test_a_builtin_the_package_does_not_ship_is_left_to_the_plan(tmp_path: Path) -> None:
+    path = tmp_path / "desired.yaml"
+    path.write_text("version: 1\nsecrets:\n  - {path: aws/, plugin: aws}\n")
+    assert load_desired(path).state.secrets[0].plugin == "aws"
+    with pytest.raises(DesiredStateError) as caught:
+        load_desired(path, builtins=SHIPPED_BUILTINS)
+    [problem] = caught.value.problems
+    assert (problem.line, problem.column) == (3, 26)
+    assert "neither declared" in problem.message
 
 
 def test_check_references_points_into_the_file() -> None:

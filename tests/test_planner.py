@@ -36,11 +36,11 @@ from reconciler.model import (
     LiveMount,
     LiveState,
     ServerIdentity,
-    normalize_version,
 )
 from reconciler.plan import Plan
-from reconciler.planner import CatalogKey, HeldUpgrade, plan
+from reconciler.planner import HeldUpgrade, plan
 from reconciler.render import render_plan
+from reconciler.resolver import CatalogKey, normalize_version
 from tests.planner_sim import apply_effects, builtin_catalog, reserved_mounts, resolve
 
 CASES_DIR = Path(__file__).parent / "planner_cases"

@@ -18,8 +18,9 @@ from reconciler.model import (
     parse_duration,
 )
 from reconciler.plan import KIND_ORDER, ActionKind, Plan, Safety, Stage
-from reconciler.planner import CatalogKey, plan
+from reconciler.planner import plan
 from reconciler.render import render_plan
+from reconciler.resolver import CatalogKey, api_path
 from tests.planner_sim import (
     BUILTIN_VERSION,
     apply_effects,
@@ -424,9 +425,9 @@ def test_reloads_name_only_mounts_something_touched(
         if action.kind in (ActionKind.ENABLE, ActionKind.REPLACE) or (
             action.kind is ActionKind.TUNE and "plugin_version" in p["body"]
         ):
-            written.add(_api_path(p["kind"], p["path"]))
+            written.add(api_path(p["kind"], p["path"]))
         elif action.kind is ActionKind.MOVE:
-            moved_from[_api_path(p["kind"], p["to"])] = _api_path(p["kind"], p["from"])
+            moved_from[api_path(p["kind"], p["to"])] = api_path(p["kind"], p["from"])
     rewritten = {
         (a.params["type"], a.params["name"], a.params["version"])
         for a in the_plan.actions
@@ -438,21 +439,17 @@ def test_reloads_name_only_mounts_something_touched(
         if "plugin" in action.params:
             assert any(t == "database" and n == action.params["plugin"] for t, n, _ in rewritten)
             continue
-        for api_path in action.params["mounts"]:
-            after = final[api_path]
-            old = before.get(moved_from.get(api_path, api_path))
+        for reloaded in action.params["mounts"]:
+            after = final[reloaded]
+            old = before.get(moved_from.get(reloaded, reloaded))
             justified = (
-                api_path in written
+                reloaded in written
                 or old is None
                 or (old.running_plugin_version, old.running_sha256)
                 != (after.running_plugin_version, after.running_sha256)
                 or (after.kind, after.plugin, after.running_plugin_version) in rewritten
             )
-            assert justified, f"{api_path} reloaded for nothing\n" + _show(the_plan)
-
-
-def _api_path(kind: str, path: str) -> str:
-    return f"auth/{path}" if kind == "auth" else path
+            assert justified, f"{reloaded} reloaded for nothing\n" + _show(the_plan)
 
 
 def test_every_action_kind_is_classified() -> None:

@@ -20,6 +20,7 @@ import ruamel.yaml.main
 
 from reconciler.errors import DesiredStateError
 from reconciler.loader import _yaml, load_desired, load_desired_text
+from reconciler.resolver import SHIPPED_BUILTINS
 from tests.test_loader import HOSTILE, INVALID, VALID, read_case
 
 REPO = Path(__file__).parent.parent
@@ -40,7 +41,8 @@ def _problems(error: DesiredStateError) -> list[tuple[int, int, str]]:
 def _load(path: Path, max_file_size: int, *, c_parser: bool) -> Outcome:
     previous, _yaml.use_c_parser = _yaml.use_c_parser, c_parser
     try:
-        return ("loaded", load_desired(path, max_file_size=max_file_size).state)
+        loaded = load_desired(path, max_file_size=max_file_size, builtins=SHIPPED_BUILTINS)
+        return ("loaded", loaded.state)
     except DesiredStateError as error:
         return ("refused", _problems(error))
     finally:
@@ -103,10 +105,11 @@ import ruamel.yaml.main
 assert ruamel.yaml.main.CParser is None
 from reconciler.errors import DesiredStateError
 from reconciler.loader import load_desired
+from reconciler.resolver import SHIPPED_BUILTINS
 outcomes = []
 for path in sys.argv[1:]:
     try:
-        load_desired(Path(path))
+        load_desired(Path(path), builtins=SHIPPED_BUILTINS)
         outcomes.append(["loaded"])
     except DesiredStateError as error:
         outcomes.append([[p.line, p.column, p.message] for p in error.problems])

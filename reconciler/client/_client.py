@@ -32,6 +32,7 @@ from reconciler.client._settings import (
 from reconciler.client._transport import EventHooks, RetryPolicy, Transport, sealed_error
 from reconciler.errors import ApiError
 from reconciler.model import MountKind, ServerIdentity
+from reconciler.resolver import api_path
 
 log = logging.getLogger("reconciler.client")
 
@@ -262,7 +263,7 @@ class Client:
 
     def remount(self, kind: MountKind, from_path: str, to_path: str) -> None:
         """Move a mount with its data (sys/remount), waiting until the move is done."""
-        source, target = _api_mount_path(kind, from_path), _api_mount_path(kind, to_path)
+        source, target = api_path(kind, from_path), api_path(kind, to_path)
         answer = self._transport.send(
             "POST",
             "sys/remount",
@@ -337,9 +338,9 @@ class Client:
         from the backend itself (even "unsupported operation") proves it runs, while
         the router answers 404 "backend is nil" for a mount whose plugin failed.
         """
-        api_path = _api_mount_path(kind, path)
+        mount_path = api_path(kind, path)
         try:
-            self._transport.send("GET", api_path.rstrip("/"), params={"help": "1"})
+            self._transport.send("GET", mount_path.rstrip("/"), params={"help": "1"})
         except ApiError as error:
             # Not a retry decision (the transport has retried already): no answer, a
             # server error or a refused token says nothing about the backend.
@@ -350,14 +351,14 @@ class Client:
             answer = _after_colon(str(error))
             if "route entry not found" in answer:
                 raise ApiError(
-                    f"nothing is mounted at {api_path} ({answer})", status=404, path=api_path
+                    f"nothing is mounted at {mount_path} ({answer})", status=404, path=mount_path
                 ) from None
             raise ApiError(
-                f"{api_path} has no working backend ({answer}): fix or re-register its "
+                f"{mount_path} has no working backend ({answer}): fix or re-register its "
                 "plugin, then reload the mount (sys/plugins/reload/backend); the server log "
                 "says why the plugin did not start",
                 status=error.status,
-                path=api_path,
+                path=mount_path,
             ) from None
 
     # --- the server and the token --------------------------------------------------------
@@ -417,9 +418,3 @@ def _mount_segment(path: str) -> str:
 
 def _table(kind: MountKind) -> str:
     return "sys/auth" if kind == "auth" else "sys/mounts"
-
-
-def _api_mount_path(kind: MountKind, path: str) -> str:
-    """`path/` for a secrets engine, `auth/path/` for an auth method."""
-    path = path.strip("/") + "/"
-    return f"auth/{path}" if kind == "auth" else path

@@ -37,9 +37,10 @@ from reconciler.executor import ProgressEvent
 from reconciler.loader import LoadedDesired, load_desired
 from reconciler.model import LiveState
 from reconciler.plan import Plan
-from reconciler.planner import mount_target_name, runs_builtin
+from reconciler.planner import mount_target_name
 from reconciler.reconcile import apply, plan_for
 from reconciler.render import render_plan, summary
+from reconciler.resolver import runs_builtin
 from reconciler.state import read_live_state
 
 Echo = Callable[[str], None]

@@ -32,6 +32,7 @@ from reconciler.loader._yaml import (
     yaml_type,
 )
 from reconciler.model import DesiredState, Mount, PluginEntry
+from reconciler.resolver import BuiltinVersions
 
 DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
 
@@ -51,11 +52,15 @@ def load_desired(
     *,
     max_file_size: int = DEFAULT_MAX_FILE_SIZE,
     check_plugin_files: bool = True,
+    builtins: BuiltinVersions | None = None,
 ) -> LoadedDesired:
     """Load, validate and normalise a desired-state file; DesiredStateError lists every problem.
 
     With `check_plugin_files`, each present entry's binary must exist in the
     plugin directory and match its sha256; an omitted sha256 is filled in.
+    `builtins` are the built-ins a mount may name (`validate` passes the shipped
+    list); None leaves the problems that depend on them to the plan, which
+    resolves against the live server's list.
     """
     name = str(path)
     try:
@@ -70,7 +75,7 @@ def load_desired(
         ) from None
     if len(data) > max_file_size:
         raise too_big(name, len(data), max_file_size)
-    return _load(data, name, path, path.parent, check_plugin_files)
+    return _load(data, name, path, path.parent, check_plugin_files, builtins)
 
 
 def load_desired_text(
@@ -80,13 +85,14 @@ def load_desired_text(
     directory: Path | None = None,
     max_file_size: int = DEFAULT_MAX_FILE_SIZE,
     check_plugin_files: bool = True,
+    builtins: BuiltinVersions | None = None,
 ) -> LoadedDesired:
     """Like `load_desired` for text already in memory; `plugin_directory` is relative to
     `directory` (default: the current directory)."""
     data = text.encode() if isinstance(text, str) else bytes(text)
     if len(data) > max_file_size:
         raise too_big(name, len(data), max_file_size)
-    return _load(data, name, Path(name), directory or Path.cwd(), check_plugin_files)
+    return _load(data, name, Path(name), directory or Path.cwd(), check_plugin_files, builtins)
 
 
 # --- pipeline ---------------------------------------------------------------
@@ -104,7 +110,12 @@ class _Salvage:
 
 
 def _load(
-    data: bytes, name: str, path: Path, base: Path, check_plugin_files: bool
+    data: bytes,
+    name: str,
+    path: Path,
+    base: Path,
+    check_plugin_files: bool,
+    builtins: BuiltinVersions | None,
 ) -> LoadedDesired:
     text = decode(data, name)
     parsed = parse(text, name)
@@ -142,7 +153,7 @@ def _load(
         unlisted = len(details) - len(pending)
         salvage = _salvaged(raw)
 
-    for problem in check_references(salvage.state):
+    for problem in check_references(salvage.state, builtins):
         if _trustworthy(problem, salvage):
             pending.append(
                 PendingProblem(_original_pointer(problem.pointer, salvage), problem.message)

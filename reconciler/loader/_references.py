@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler.builtins import (
-    BUILTIN_ALIASES,
-    OPENBAO_BUILTINS,
-    RESERVED_BUILTINS,
-    BuiltinKey,
-    is_builtin_version,
-)
+from reconciler.builtins import BUILTIN_ALIASES
 from reconciler.loader._yaml import Pointer
 from reconciler.model import RESERVED_PATHS, DesiredState, Mount, MountKind, PluginEntry
+from reconciler.resolver import (
+    SHIPPED_BUILTINS,
+    BuiltinVersions,
+    Unresolved,
+    is_reserved_builtin,
+    resolve_mount,
+)
 
 _SECTIONS: tuple[tuple[Literal["secrets", "auth"], MountKind], ...] = (
     ("secrets", "secret"),
@@ -46,12 +47,14 @@ class ReferenceProblem:
 
 
 def check_references(
-    state: DesiredState, builtins: Collection[BuiltinKey] = OPENBAO_BUILTINS
+    state: DesiredState, builtins: BuiltinVersions | None = SHIPPED_BUILTINS
 ) -> list[ReferenceProblem]:
     """The rules that relate entries to each other, as problems pointing into the file.
 
-    Pure: no I/O. `builtins` holds the (type, name) pairs of the built-in
-    plugins, the shipped OpenBao list by default or a live server's.
+    Pure: no I/O. `builtins` holds the built-in plugins (`reconciler.resolver`):
+    the shipped OpenBao list by default, or a live server's. None leaves out the
+    problems that depend on which built-ins exist: the plan decides those against
+    the live server's list.
     """
     problems: list[ReferenceProblem] = []
     problems += _check_plugins(state)
@@ -87,7 +90,7 @@ def _check_plugins(state: DesiredState) -> list[ReferenceProblem]:
                     "duplicate-plugin",
                 )
             )
-        if (entry.type, entry.name) in RESERVED_BUILTINS:
+        if is_reserved_builtin(entry.type, entry.name):
             problems.append(
                 ReferenceProblem(
                     ("plugins", index, "name"),
@@ -202,34 +205,35 @@ def _reserved(
 
 def _check_resolution(
     state: DesiredState,
-    builtins: Collection[BuiltinKey],
+    builtins: BuiltinVersions | None,
     section: str,
     kind: MountKind,
     index: int,
     mount: Mount,
 ) -> list[ReferenceProblem]:
     """Version resolution (SPEC §1): pinned version, sole declared entry, or the built-in."""
-    name = mount.plugin
-    entries = [(i, e) for i, e in enumerate(state.plugins) if e.type == kind and e.name == name]
-    present = [e for _, e in entries if e.present]
-    is_builtin = (kind, name) in builtins
+    outcome = resolve_mount(kind, mount.plugin, mount.version, state.plugins, builtins or {})
+    if not isinstance(outcome, Unresolved):
+        return []
+    if builtins is None and outcome.depends_on_builtins:
+        return []
+    name, version = mount.plugin, mount.version
+    entries = [
+        (i, e) for i, e in enumerate(state.plugins) if (e.type, e.name) == (kind, mount.plugin)
+    ]
     at_plugin: Pointer = (section, index, "plugin")
     at_version: Pointer = (section, index, "version")
     noun = _KIND_NOUN[kind]
-
-    if (kind, name) in RESERVED_BUILTINS:
-        return [
-            ReferenceProblem(
-                at_plugin,
-                f"{name!r} is mounted by the server itself and cannot be mounted again",
-                "reserved-plugin",
-            )
-        ]
-    if mount.version is not None:
-        version = mount.version
-        if is_builtin_version(version):
-            if is_builtin:
-                return []
+    match outcome:
+        case Unresolved.RESERVED:
+            return [
+                ReferenceProblem(
+                    at_plugin,
+                    f"{name!r} is mounted by the server itself and cannot be mounted again",
+                    "reserved-plugin",
+                )
+            ]
+        case Unresolved.NOT_A_BUILTIN:
             return [
                 ReferenceProblem(
                     at_version,
@@ -237,48 +241,44 @@ def _check_resolution(
                     "unknown-version",
                 )
             ]
-        for number, entry in entries:
-            if entry.version == version:
-                if entry.present:
-                    return []
-                return [
-                    ReferenceProblem(
-                        at_version,
-                        f"{kind}/{name}/{version} is declared with state: absent "
-                        f"(plugins[{number}]): a mount cannot use an entry being removed",
-                        "absent",
-                    )
-                ]
-        declared = ", ".join(_shown(e.version) for _, e in entries)
-        return [
-            ReferenceProblem(
-                at_version,
-                f"no {kind} plugin {name!r} with version {_shown(version)} is declared"
-                + (f" (declared: {declared})" if declared else ""),
-                "unknown-version",
-            )
-        ]
-    if len(present) > 1:
-        versions = ", ".join(_shown(e.version) for e in present)
-        return [
-            ReferenceProblem(
-                at_plugin,
-                f"ambiguous: pin a version ({kind} plugin {name!r} is declared as {versions})",
-                "ambiguous",
-            )
-        ]
-    if present or is_builtin:
-        return []
-    if entries:
-        number = entries[0][0]
-        return [
-            ReferenceProblem(
-                at_plugin,
-                f"{kind} plugin {name!r} is declared only with state: absent (plugins[{number}]) "
-                "and is not a built-in",
-                "absent",
-            )
-        ]
+        case Unresolved.ABSENT_VERSION:
+            number = next(i for i, e in entries if e.version == version)
+            return [
+                ReferenceProblem(
+                    at_version,
+                    f"{kind}/{name}/{version} is declared with state: absent "
+                    f"(plugins[{number}]): a mount cannot use an entry being removed",
+                    "absent",
+                )
+            ]
+        case Unresolved.UNKNOWN_VERSION:
+            declared = ", ".join(_shown(e.version) for _, e in entries)
+            return [
+                ReferenceProblem(
+                    at_version,
+                    f"no {kind} plugin {name!r} with version {_shown(version or '')} is declared"
+                    + (f" (declared: {declared})" if declared else ""),
+                    "unknown-version",
+                )
+            ]
+        case Unresolved.AMBIGUOUS:
+            versions = ", ".join(_shown(e.version) for _, e in entries if e.present)
+            return [
+                ReferenceProblem(
+                    at_plugin,
+                    f"ambiguous: pin a version ({kind} plugin {name!r} is declared as {versions})",
+                    "ambiguous",
+                )
+            ]
+        case Unresolved.ONLY_ABSENT:
+            return [
+                ReferenceProblem(
+                    at_plugin,
+                    f"{kind} plugin {name!r} is declared only with state: absent "
+                    f"(plugins[{entries[0][0]}]) and is not a built-in",
+                    "absent",
+                )
+            ]
     hint = ""
     if (kind, name) in BUILTIN_ALIASES:
         hint = f" (the server stores it under another name: write {BUILTIN_ALIASES[kind, name]})"
