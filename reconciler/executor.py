@@ -23,7 +23,22 @@ from typing import Any, Protocol
 
 from reconciler.errors import ApiError, LockBusy, ReconcilerError, StaleState
 from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
-from reconciler.plan import Action, ActionKind, Plan, Stage, fingerprint
+from reconciler.plan import (
+    Action,
+    DeregisterAction,
+    DisableAction,
+    EnableAction,
+    EnableParams,
+    MoveAction,
+    Plan,
+    RegisterAction,
+    ReloadAction,
+    ReplaceAction,
+    Stage,
+    TuneAction,
+    UpdateAction,
+    fingerprint,
+)
 from reconciler.planner import HeldUpgrade, mount_target_name
 from reconciler.planner import plan as make_plan
 from reconciler.resolver import runs_builtin, split_api_path
@@ -189,41 +204,37 @@ class _Run:
         return True
 
     def _run(self, action: Action) -> None:
-        p = action.params
-        kind = action.kind
-        if kind in (ActionKind.REGISTER, ActionKind.UPDATE):
-            self._write(
-                self.api.register_plugin,
-                p["type"],
-                p["name"],
-                p["version"],
-                p["command"],
-                p["sha256"],
-                list(p["args"]),
-                self._env(p["type"], p["name"], p["version"]),
-            )
-        elif kind is ActionKind.DEREGISTER:
-            self._write(self.api.deregister_plugin, p["type"], p["name"], p["version"])
-        elif kind is ActionKind.REPLACE:
-            self._write(self.api.disable_mount, p["kind"], p["path"])
-            self._write(self.api.enable_mount, p["kind"], p["path"], enable_body(p))
-        elif kind is ActionKind.ENABLE:
-            self._write(self.api.enable_mount, p["kind"], p["path"], enable_body(p))
-        elif kind is ActionKind.MOVE:
-            self._write(self.api.remount, p["kind"], p["from"], p["to"])
-        elif kind is ActionKind.TUNE:
-            self._write(self.api.tune_mount, p["kind"], p["path"], dict(p["body"]))
-        elif kind is ActionKind.DISABLE:
-            self._write(self.api.disable_mount, p["kind"], p["path"])
-        elif kind is ActionKind.RELOAD:
-            self._write(
-                self.api.reload_backend,
-                mounts=p.get("mounts"),
-                plugin=p.get("plugin"),
-                scope=p.get("scope", ""),
-            )
-        else:  # pragma: no cover - every kind is handled above
-            raise AssertionError(kind)
+        match action:
+            case RegisterAction(params=p) | UpdateAction(params=p):
+                self._write(
+                    self.api.register_plugin,
+                    p.type,
+                    p.name,
+                    p.version,
+                    p.command,
+                    p.sha256,
+                    list(p.args),
+                    self._env(p.type, p.name, p.version),
+                )
+            case DeregisterAction(params=p):
+                self._write(self.api.deregister_plugin, p.type, p.name, p.version)
+            case ReplaceAction(params=p):
+                self._write(self.api.disable_mount, p.kind, p.path)
+                self._write(self.api.enable_mount, p.kind, p.path, enable_body(p))
+            case EnableAction(params=p):
+                self._write(self.api.enable_mount, p.kind, p.path, enable_body(p))
+            case MoveAction(params=p):
+                self._write(self.api.remount, p.kind, p.from_path, p.to)
+            case TuneAction(params=p):
+                self._write(self.api.tune_mount, p.kind, p.path, dict(p.body))
+            case DisableAction(params=p):
+                self._write(self.api.disable_mount, p.kind, p.path)
+            case ReloadAction(params=p):
+                self._write(
+                    self.api.reload_backend, mounts=p.mounts, plugin=p.plugin, scope=p.scope
+                )
+            case _:  # pragma: no cover - every kind is handled above
+                raise AssertionError(action.kind)
 
     def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         call(*args, **kwargs)
@@ -267,11 +278,11 @@ class _Run:
         return not problems
 
     def _not_converged(self, action: Action, live: LiveState) -> str:
-        if action.kind is ActionKind.RELOAD and "mounts" in action.params:
+        if isinstance(action, ReloadAction) and action.params.mounts is not None:
             mounts = {m.api_path: m for m in live.mounts}
             described = [
                 f"{path} runs {_running(mounts[path])}"
-                for path in action.params["mounts"]
+                for path in action.params.mounts
                 if path in mounts
             ]
             return "did not converge: " + "; ".join(described)
@@ -353,17 +364,19 @@ class _Run:
         return sorted(held)
 
 
-def enable_body(params: dict[str, Any]) -> dict[str, Any]:
+def enable_body(params: EnableParams) -> dict[str, Any]:
     """The sys/mounts (or sys/auth) enable request for an enable/replace action."""
-    body: dict[str, Any] = {"type": params["plugin"]}
-    for key in ("description", "options", "local", "seal_wrap"):
-        if key in params:
-            body[key] = params[key]
-    config = dict(params.get("config", {}))
-    if "plugin_version" in params:
+    body: dict[str, Any] = {"type": params.plugin}
+    body.update(
+        params.model_dump(
+            include={"description", "options", "local", "seal_wrap"}, exclude_none=True
+        )
+    )
+    config = dict(params.config or {})
+    if params.plugin_version is not None:
         # OpenBao 2.7 ignores a top-level plugin_version on enable (the mount is pinned to the
         # newest registered version); inside config it is honoured.
-        config["plugin_version"] = params["plugin_version"]
+        config["plugin_version"] = params.plugin_version
     if config:
         body["config"] = config
     return body
@@ -373,13 +386,15 @@ def touched_mounts(actions: list[Action]) -> list[tuple[MountKind, str]]:
     """Mounts an action wrote to or reloaded (disabled ones are gone, not touched)."""
     touched: set[tuple[MountKind, str]] = set()
     for action in actions:
-        p = action.params
-        if action.kind in (ActionKind.ENABLE, ActionKind.REPLACE, ActionKind.TUNE):
-            touched.add((p["kind"], p["path"]))
-        elif action.kind is ActionKind.MOVE:
-            touched.add((p["kind"], p["to"]))
-        elif action.kind is ActionKind.RELOAD:
-            touched.update(split_api_path(path) for path in p.get("mounts", []))
+        match action:
+            case EnableAction(params=p) | ReplaceAction(params=p):
+                touched.add((p.kind, p.path))
+            case TuneAction(params=tune):
+                touched.add((tune.kind, tune.path))
+            case MoveAction(params=move):
+                touched.add((move.kind, move.to))
+            case ReloadAction(params=reload):
+                touched.update(split_api_path(path) for path in reload.mounts or [])
     return sorted(touched)
 
 
@@ -387,14 +402,14 @@ def _version_tunes(actions: list[Action]) -> dict[tuple[MountKind, str], str]:
     """Mounts whose plugin_version the plan tuned → the version they had before."""
     tunes: dict[tuple[MountKind, str], str] = {}
     for action in actions:
-        if action.kind is ActionKind.TUNE and "plugin_version" in action.params["body"]:
+        if isinstance(action, TuneAction) and "plugin_version" in action.params.body:
             before = next(c.before for c in action.changes if c.field == "plugin_version")
-            tunes[(action.params["kind"], action.params["path"])] = before or ""
+            tunes[(action.params.kind, action.params.path)] = before or ""
     return tunes
 
 
 def _scope(actions: list[Action]) -> str:
-    return next((a.params.get("scope", "") for a in actions if a.kind is ActionKind.RELOAD), "")
+    return next((a.params.scope for a in actions if isinstance(a, ReloadAction)), "")
 
 
 def _running(mount: LiveMount) -> str:

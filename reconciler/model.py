@@ -330,10 +330,17 @@ SCHEMA_ID = "urn:reconciler:desired-state:1"
 
 
 def schema_document(
-    model: type[BaseModel], schema_id: str, title: str, description: str
+    model: type[BaseModel],
+    schema_id: str,
+    title: str,
+    description: str,
+    mode: Literal["validation", "serialization"] = "validation",
 ) -> dict[str, Any]:
-    """A model's JSON Schema (draft 2020-12) with a header and keys in a stable order."""
-    generated = model.model_json_schema(mode="validation")
+    """A model's JSON Schema (draft 2020-12) with a header and keys in a stable order.
+
+    `mode="serialization"` describes what the model writes (computed fields included).
+    """
+    generated = model.model_json_schema(mode=mode)
     body = {key: value for key, value in generated.items() if key not in {"title", "description"}}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

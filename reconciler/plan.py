@@ -9,15 +9,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    computed_field,
+    model_validator,
+)
 
 from reconciler import __version__
-from reconciler.model import LiveState, ServerIdentity, schema_document, schema_text
+from reconciler.model import (
+    LiveState,
+    MountKind,
+    PluginType,
+    ServerIdentity,
+    schema_document,
+    schema_text,
+)
 
-PLAN_FORMAT_VERSION = 1
+# MAJOR.MINOR: a minor version only adds fields to the plan and its actions, and a
+# reader of the same major ignores the ones it does not know; the parameters of an
+# action kind change only with a major version.
+PLAN_FORMAT_VERSION = "2.0"
+_PLAN_FORMAT_MAJOR = PLAN_FORMAT_VERSION.split(".", maxsplit=1)[0]
 
 
 class ActionKind(StrEnum):
@@ -45,34 +64,65 @@ class Stage(StrEnum):
     CLEANUP = "cleanup"
 
 
-SYMBOLS: dict[ActionKind, str] = {
-    ActionKind.REGISTER: "+",
-    ActionKind.ENABLE: "+",
-    ActionKind.UPDATE: "~",
-    ActionKind.TUNE: "~",
-    ActionKind.REPLACE: "±",
-    ActionKind.MOVE: "→",
-    ActionKind.RELOAD: "↻",
-    ActionKind.DISABLE: "-",
-    ActionKind.DEREGISTER: "-",
-}
+@dataclass(frozen=True)
+class KindRule:
+    """What follows from an action's kind alone."""
 
-# Position of each kind inside its stage; the executor runs actions in plan order.
-KIND_ORDER: dict[ActionKind, int] = {
-    ActionKind.REGISTER: 0,
-    ActionKind.UPDATE: 0,
-    ActionKind.REPLACE: 1,
-    ActionKind.MOVE: 2,
-    ActionKind.ENABLE: 3,
-    ActionKind.TUNE: 4,
-    ActionKind.DISABLE: 5,
-    ActionKind.DEREGISTER: 6,
-    ActionKind.RELOAD: 7,
+    symbol: str
+    safety: Safety
+    # The stages an action of this kind may run in; the first is its default.
+    stages: tuple[Stage, ...]
+    # Position inside its stage; the executor runs actions in plan order.
+    order: int
+
+
+_CONVERGE = (Stage.CONVERGE,)
+_CLEANUP = (Stage.CLEANUP,)
+KIND_RULES: dict[ActionKind, KindRule] = {
+    ActionKind.REGISTER: KindRule("+", Safety.SAFE, _CONVERGE, 0),
+    ActionKind.UPDATE: KindRule("~", Safety.SAFE, _CONVERGE, 0),
+    ActionKind.REPLACE: KindRule("±", Safety.DESTRUCTIVE, _CONVERGE, 1),
+    ActionKind.MOVE: KindRule("→", Safety.SAFE, _CONVERGE, 2),
+    ActionKind.ENABLE: KindRule("+", Safety.SAFE, _CONVERGE, 3),
+    ActionKind.TUNE: KindRule("~", Safety.SAFE, _CONVERGE, 4),
+    ActionKind.DISABLE: KindRule("-", Safety.DESTRUCTIVE, _CLEANUP, 5),
+    ActionKind.DEREGISTER: KindRule("-", Safety.SAFE, _CLEANUP, 6),
+    # A reload back to a built-in waits until cleanup has deregistered its shadow.
+    ActionKind.RELOAD: KindRule("↻", Safety.DISRUPTIVE, (Stage.CONVERGE, Stage.CLEANUP), 7),
 }
+SYMBOLS: dict[ActionKind, str] = {kind: rule.symbol for kind, rule in KIND_RULES.items()}
+KIND_ORDER: dict[ActionKind, int] = {kind: rule.order for kind, rule in KIND_RULES.items()}
+
+
+class ReasonCode(StrEnum):
+    """Why an action is planned, for machines; `reason` says it for people."""
+
+    NOT_REGISTERED = "not-registered"
+    REGISTRATION_DIFFERS = "registration-differs"
+    REPLACE_REQUESTED = "replace-requested"
+    DATABASE_PLUGIN_UPDATED = "database-plugin-updated"
+    NOT_MOUNTED = "not-mounted"
+    IMMUTABLE_FIELD_CHANGED = "immutable-field-changed"
+    MOVED_FROM = "moved-from"
+    TUNED_VALUES_DIFFER = "tuned-values-differ"
+    RUNNING_PLUGIN_DIFFERS = "running-plugin-differs"
+    BUILTIN_AFTER_CLEANUP = "builtin-after-cleanup"
+    UNMANAGED_MOUNT_PRUNED = "unmanaged-mount-pruned"
+    DECLARED_ABSENT = "declared-absent"
+    UNMANAGED_PLUGIN_PRUNED = "unmanaged-plugin-pruned"
 
 
 class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Readable(BaseModel):
+    """A part of the plan that a later 2.x may add fields to: unknown ones are ignored."""
+
+    # Every field is written (the schema describes the written document).
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, json_schema_serialization_defaults_required=True
+    )
 
 
 class FieldChange(_Data):
@@ -83,32 +133,184 @@ class FieldChange(_Data):
     after: Any = None
 
 
-class Action(_Data):
-    """One step of the plan.
+# --- parameters: what the executor sends, per kind ----------------------------------
 
-    `params` holds what the executor sends, per kind:
-    - register/update: type, name, version, command, sha256, args, has_env
-    - deregister: type, name, version
-    - enable: kind, path, plugin, plugin_version (absent = let the built-in run),
-      description, config, options, local, seal_wrap
-    - replace: the enable params (the live mount at `path` is disabled first)
-    - move: kind, from, to
-    - tune: kind, path, body (only the changed keys)
-    - reload: mounts (API paths, `auth/` prefixed) or plugin (database plugins), scope
-    - disable: kind, path
+
+class RegistrationParams(_Data):
+    """register/update: the catalog entry, minus env values (only whether there are any)."""
+
+    type: PluginType
+    name: str
+    version: str
+    command: str
+    sha256: str
+    args: list[str]
+    has_env: bool
+
+
+class DeregistrationParams(_Data):
+    type: PluginType
+    name: str
+    version: str
+
+
+class EnableParams(_Data):
+    """enable, and replace (the live mount at `path` is disabled first).
+
+    `plugin_version` None lets the server run the built-in; the other optional
+    fields are sent only when the file declares them.
     """
 
+    kind: MountKind
+    path: str
+    plugin: str
+    plugin_version: str | None = None
+    description: str | None = None
+    config: dict[str, Any] | None = None
+    options: dict[str, str] | None = None
+    local: bool | None = None
+    seal_wrap: bool | None = None
+
+
+class MoveParams(_Data):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    kind: MountKind
+    from_path: str = Field(alias="from")
+    to: str
+
+
+class TuneParams(_Data):
+    kind: MountKind
+    path: str
+    # Only the changed keys.
+    body: dict[str, Any]
+
+
+class MountParams(_Data):
+    """disable: the mount to remove."""
+
+    kind: MountKind
+    path: str
+
+
+class ReloadParams(_Data):
+    """Mounts by API path (`auth/` prefixed), or a database plugin by name."""
+
+    mounts: list[str] | None = None
+    plugin: str | None = None
+    # "global": every node of a cluster; "": this node.
+    scope: str = ""
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.mounts is None) == (self.plugin is None):
+            raise ValueError("a reload names either mounts or a plugin")
+        return self
+
+
+# --- actions --------------------------------------------------------------------------
+
+
+class _Action(_Readable):
     kind: ActionKind
     target: str
-    safety: Safety
     stage: Stage = Stage.CONVERGE
     reason: str
+    reason_code: ReasonCode
     changes: list[FieldChange] = []
-    params: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_stage(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "stage" not in data:
+            kind = data.get("kind", cls.model_fields["kind"].default)
+            if kind in KIND_RULES:
+                return {**data, "stage": KIND_RULES[ActionKind(kind)].stages[0]}
+        return data
+
+    @model_validator(mode="after")
+    def _stage_of_kind(self) -> Self:
+        if self.stage not in KIND_RULES[self.kind].stages:
+            raise ValueError(f"a {self.kind} action cannot run in the {self.stage} stage")
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def safety(self) -> Safety:
+        """Follows from the kind: a saved plan cannot relabel it."""
+        return KIND_RULES[self.kind].safety
 
     @property
     def symbol(self) -> str:
-        return SYMBOLS[self.kind]
+        return KIND_RULES[self.kind].symbol
+
+
+class RegisterAction(_Action):
+    kind: Literal[ActionKind.REGISTER] = ActionKind.REGISTER
+    params: RegistrationParams
+
+
+class UpdateAction(_Action):
+    kind: Literal[ActionKind.UPDATE] = ActionKind.UPDATE
+    params: RegistrationParams
+
+
+class DeregisterAction(_Action):
+    kind: Literal[ActionKind.DEREGISTER] = ActionKind.DEREGISTER
+    params: DeregistrationParams
+
+
+class EnableAction(_Action):
+    kind: Literal[ActionKind.ENABLE] = ActionKind.ENABLE
+    params: EnableParams
+
+
+class ReplaceAction(_Action):
+    kind: Literal[ActionKind.REPLACE] = ActionKind.REPLACE
+    params: EnableParams
+
+
+class MoveAction(_Action):
+    kind: Literal[ActionKind.MOVE] = ActionKind.MOVE
+    params: MoveParams
+
+
+class TuneAction(_Action):
+    kind: Literal[ActionKind.TUNE] = ActionKind.TUNE
+    params: TuneParams
+
+
+class DisableAction(_Action):
+    kind: Literal[ActionKind.DISABLE] = ActionKind.DISABLE
+    params: MountParams
+
+
+class ReloadAction(_Action):
+    kind: Literal[ActionKind.RELOAD] = ActionKind.RELOAD
+    params: ReloadParams
+
+
+Action = Annotated[
+    RegisterAction
+    | UpdateAction
+    | DeregisterAction
+    | EnableAction
+    | ReplaceAction
+    | MoveAction
+    | TuneAction
+    | DisableAction
+    | ReloadAction,
+    Field(discriminator="kind"),
+]
+"""One step of the plan: its kind decides the shape of `params`, its safety and stages."""
+
+_ACTION = TypeAdapter[Action](Action)
+
+
+def parse_action(data: Any) -> Action:
+    """An action from its JSON form (a mapping); ValidationError when params do not fit the kind."""
+    return _ACTION.validate_python(data)
 
 
 class Problem(_Data):
@@ -123,10 +325,10 @@ class DesiredSource(_Data):
     sha256: str = ""
 
 
-class Plan(_Data):
+class Plan(_Readable):
     """The result of `planner.plan`: pure data, serialisable, applied by the executor."""
 
-    format_version: int = PLAN_FORMAT_VERSION
+    format_version: str = PLAN_FORMAT_VERSION
     reconciler_version: str = __version__
     desired: DesiredSource = DesiredSource()
     server: ServerIdentity = ServerIdentity()
@@ -159,16 +361,26 @@ class Plan(_Data):
 
     def to_json(self) -> str:
         """The stable JSON document (`plan --json` and `plan --out`)."""
-        return self.model_dump_json(indent=2) + "\n"
+        return self.model_dump_json(indent=2, by_alias=True, exclude_none=True) + "\n"
+
+    def document(self) -> dict[str, Any]:
+        """The plan as the JSON document holds it (compare two plans with this)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
-        """Load a saved plan; a different format version is refused."""
+        """Load a saved plan; another major format version is refused."""
         raw = json.loads(text)
-        if not isinstance(raw, dict) or raw.get("format_version") != PLAN_FORMAT_VERSION:
+        found = raw.get("format_version") if isinstance(raw, dict) else None
+        if not isinstance(found, str) or found.split(".")[0] != _PLAN_FORMAT_MAJOR:
+            if found is None:
+                raise ValueError(
+                    f"not a reconciler plan (no format_version; expected {PLAN_FORMAT_VERSION})"
+                )
             raise ValueError(
-                f"not a reconciler plan of format version {PLAN_FORMAT_VERSION}"
-                f" (found {raw.get('format_version') if isinstance(raw, dict) else type(raw)})"
+                f"a plan of format version {found}, which this reconciler "
+                f"({__version__}, format {PLAN_FORMAT_VERSION}) cannot apply: make the plan "
+                "again with `reconciler plan --out`"
             )
         return cls.model_validate(raw)
 
@@ -190,7 +402,7 @@ def fingerprint(live: LiveState) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-PLAN_SCHEMA_ID = f"urn:reconciler:plan:{PLAN_FORMAT_VERSION}"
+PLAN_SCHEMA_ID = f"urn:reconciler:plan:{_PLAN_FORMAT_MAJOR}"
 
 
 def plan_schema_text() -> str:
@@ -202,5 +414,6 @@ def plan_schema_text() -> str:
             "reconciler plan",
             "The output of `reconciler plan --json` and `plan --out` (format version "
             f"{PLAN_FORMAT_VERSION}).",
+            mode="serialization",
         )
     )

@@ -28,12 +28,28 @@ from reconciler.plan import (
     KIND_ORDER,
     Action,
     ActionKind,
+    DeregisterAction,
+    DeregistrationParams,
     DesiredSource,
+    DisableAction,
+    EnableAction,
+    EnableParams,
     FieldChange,
+    MountParams,
+    MoveAction,
+    MoveParams,
     Plan,
     Problem,
-    Safety,
+    ReasonCode,
+    RegisterAction,
+    RegistrationParams,
+    ReloadAction,
+    ReloadParams,
+    ReplaceAction,
     Stage,
+    TuneAction,
+    TuneParams,
+    UpdateAction,
     fingerprint,
 )
 from reconciler.resolver import (
@@ -51,6 +67,11 @@ from reconciler.resolver import (
     runs_builtin,
     with_sha256,
 )
+
+_DEREGISTRATION_REASONS: dict[ReasonCode, str] = {
+    ReasonCode.DECLARED_ABSENT: "declared state: absent",
+    ReasonCode.UNMANAGED_PLUGIN_PRUNED: "not declared and prune_plugins is on",
+}
 
 # (type, name, version, sha256) of an upgrade the watcher has set aside after it failed.
 HeldUpgrade = tuple[str, str, str, str]
@@ -213,11 +234,10 @@ class _Planner:
             if live_entry is None:
                 self.changed_entries.add(key)
                 self.actions.append(
-                    Action(
-                        kind=ActionKind.REGISTER,
+                    RegisterAction(
                         target=target,
-                        safety=Safety.SAFE,
                         reason="not in the catalog",
+                        reason_code=ReasonCode.NOT_REGISTERED,
                         changes=_changes({}, _visible(wanted)),
                         params=wanted,
                     )
@@ -228,18 +248,21 @@ class _Planner:
                 "sha256": live_entry.sha256,
                 "args": list(live_entry.args),
             }
-            changes = _changes(have, {k: wanted[k] for k in have})
+            changes = _changes(have, {k: getattr(wanted, k) for k in have})
             if changes or key in self.replace:
                 self.changed_entries.add(key)
                 self.actions.append(
-                    Action(
-                        kind=ActionKind.UPDATE,
+                    UpdateAction(
                         target=target,
-                        safety=Safety.SAFE,
                         reason=(
                             "registered with a different " + ", ".join(c.field for c in changes)
                             if changes
                             else "re-register requested with --replace"
+                        ),
+                        reason_code=(
+                            ReasonCode.REGISTRATION_DIFFERS
+                            if changes
+                            else ReasonCode.REPLACE_REQUESTED
                         ),
                         changes=changes,
                         params=wanted,
@@ -248,12 +271,11 @@ class _Planner:
                 if entry.type == "database":
                     # Database plugins serve connections, not mounts: reload them by name.
                     self.actions.append(
-                        Action(
-                            kind=ActionKind.RELOAD,
+                        ReloadAction(
                             target=f"plugin {entry.name}",
-                            safety=Safety.DISRUPTIVE,
                             reason="database connections keep the old binary until reloaded",
-                            params={"plugin": entry.name, "scope": self._scope()},
+                            reason_code=ReasonCode.DATABASE_PLUGIN_UPDATED,
+                            params=ReloadParams(plugin=entry.name, scope=self._scope()),
                         )
                     )
 
@@ -422,13 +444,12 @@ class _Planner:
             return False
         self.moved[(kind, mount.path)] = source.model_copy(update={"path": mount.path})
         self.actions.append(
-            Action(
-                kind=ActionKind.MOVE,
+            MoveAction(
                 target=mount_target_name(kind, mount.path),
-                safety=Safety.SAFE,
                 reason=f"moved_from {mount.moved_from}: sys/remount keeps its data",
+                reason_code=ReasonCode.MOVED_FROM,
                 changes=[FieldChange(field="path", before=mount.moved_from, after=mount.path)],
-                params={"kind": kind, "from": mount.moved_from, "to": mount.path},
+                params=MoveParams(kind=kind, from_path=mount.moved_from, to=mount.path),
             )
         )
         return True
@@ -470,7 +491,6 @@ class _Planner:
         changes: list[FieldChange] | None = None,
     ) -> None:
         where = mount_target_name(kind, mount.path)
-        params: dict[str, Any] = {"kind": kind, "path": mount.path, "plugin": mount.plugin}
         version = self._enable_version(kind, mount, target)
         if version == "" and target.builtin:
             self._error(
@@ -479,31 +499,34 @@ class _Planner:
                 "the built-in's version to pin it: a new mount would run the newest of them",
             )
             return
-        if version is not None:
-            params["plugin_version"] = version
-        if mount.description is not None:
-            params["description"] = mount.description
-        if mount.config is not None:
-            params["config"] = mount.config.model_dump(exclude_none=True)
-        if mount.options is not None:
-            params["options"] = dict(mount.options)
-        for name in ("local", "seal_wrap"):
-            if getattr(mount, name) is not None:
-                params[name] = getattr(mount, name)
+        params = EnableParams(
+            kind=kind,
+            path=mount.path,
+            plugin=mount.plugin,
+            plugin_version=version,
+            description=mount.description,
+            config=None if mount.config is None else mount.config.model_dump(exclude_none=True),
+            options=None if mount.options is None else dict(mount.options),
+            local=mount.local,
+            seal_wrap=mount.seal_wrap,
+        )
         if self._shadowed_until_cleanup(kind, mount.plugin, target):
             # Enabled while the unversioned shadow still exists, it runs the shadow until the
             # shadow is deregistered and the mount reloaded.
             self.cleanup_reloads.append(api_path(kind, mount.path))
-        destructive = action_kind is ActionKind.REPLACE
         self.enabled.add((kind, mount.path))
+        shown = params.model_dump(exclude_none=True, exclude={"kind", "path"})
+        action_type = ReplaceAction if action_kind is ActionKind.REPLACE else EnableAction
         self.actions.append(
-            Action(
-                kind=action_kind,
+            action_type(
                 target=where,
-                safety=Safety.DESTRUCTIVE if destructive else Safety.SAFE,
                 reason=reason,
-                changes=changes
-                or _changes({}, {k: v for k, v in params.items() if k not in {"kind", "path"}}),
+                reason_code=(
+                    ReasonCode.IMMUTABLE_FIELD_CHANGED
+                    if action_kind is ActionKind.REPLACE
+                    else ReasonCode.NOT_MOUNTED
+                ),
+                changes=changes or _changes({}, shown),
                 params=params,
             )
         )
@@ -531,17 +554,16 @@ class _Planner:
         if not changes:
             return
         self.actions.append(
-            Action(
-                kind=ActionKind.TUNE,
+            TuneAction(
                 target=mount_target_name(kind, mount.path),
-                safety=Safety.SAFE,
                 reason="tuned values differ: " + ", ".join(c.field for c in changes),
+                reason_code=ReasonCode.TUNED_VALUES_DIFFER,
                 changes=changes,
-                params={
-                    "kind": kind,
-                    "path": mount.path,
-                    "body": {c.field: want[c.field] for c in changes},
-                },
+                params=TuneParams(
+                    kind=kind,
+                    path=mount.path,
+                    body={c.field: want[c.field] for c in changes},
+                ),
             )
         )
 
@@ -620,27 +642,25 @@ class _Planner:
                 continue
             self.disabled_paths.add((kind, path))
             self.actions.append(
-                Action(
-                    kind=ActionKind.DISABLE,
+                DisableAction(
                     target=where,
-                    safety=Safety.DESTRUCTIVE,
-                    stage=Stage.CLEANUP,
                     reason="not declared and prune_mounts is on: disabling destroys its data",
+                    reason_code=ReasonCode.UNMANAGED_MOUNT_PRUNED,
                     changes=[FieldChange(field="plugin", before=live_mount.plugin, after=None)],
-                    params={"kind": kind, "path": path},
+                    params=MountParams(kind=kind, path=path),
                 )
             )
 
     # --- deregistration -------------------------------------------------------
 
-    def _wanted_deregistrations(self) -> list[tuple[CatalogKey, str]]:
-        wanted: list[tuple[CatalogKey, str]] = []
+    def _wanted_deregistrations(self) -> list[tuple[CatalogKey, ReasonCode]]:
+        wanted: list[tuple[CatalogKey, ReasonCode]] = []
         for key in sorted(self.external):
             if key in self.absent:
-                wanted.append((key, "declared state: absent"))
+                wanted.append((key, ReasonCode.DECLARED_ABSENT))
             elif key not in self.present:
                 if self.desired.settings.prune_plugins:
-                    wanted.append((key, "not declared and prune_plugins is on"))
+                    wanted.append((key, ReasonCode.UNMANAGED_PLUGIN_PRUNED))
                 else:
                     self.warnings.append(
                         Problem(
@@ -652,14 +672,15 @@ class _Planner:
 
     def _plan_deregistrations(self, targets: dict[tuple[MountKind, str], Target]) -> None:
         remaining = self.entries_after
-        for key, reason in self.deregistrations:
+        for key, code in self.deregistrations:
             held = self.held_on.get(key)
             if held:
                 # Watch mode keeps these mounts on the entry until the file changes.
                 self.warnings.append(
                     Problem(
                         target=catalog_target_name(key),
-                        message=f"{reason}, but kept registered: {', '.join(sorted(held))} "
+                        message=f"{_DEREGISTRATION_REASONS[code]}, but kept registered: "
+                        f"{', '.join(sorted(held))} "
                         "stay on it while their upgrade is held",
                     )
                 )
@@ -674,14 +695,12 @@ class _Planner:
                 )
                 continue
             self.actions.append(
-                Action(
-                    kind=ActionKind.DEREGISTER,
+                DeregisterAction(
                     target=catalog_target_name(key),
-                    safety=Safety.SAFE,
-                    stage=Stage.CLEANUP,
-                    reason=reason,
+                    reason=_DEREGISTRATION_REASONS[code],
+                    reason_code=code,
                     changes=[FieldChange(field="sha256", before=self.external[key].sha256)],
-                    params={"type": key[0], "name": key[1], "version": key[2]},
+                    params=DeregistrationParams(type=key[0], name=key[1], version=key[2]),
                 )
             )
             followers = self._unmanaged_followers(key)
@@ -811,28 +830,29 @@ class _Planner:
     # --- reloads --------------------------------------------------------------
 
     def _add_reloads(self) -> None:
-        for stage, mounts, reason in (
+        for stage, mounts, code, reason in (
             (
                 Stage.CONVERGE,
                 self.converge_reloads,
+                ReasonCode.RUNNING_PLUGIN_DIFFERS,
                 "running plugin differs from its catalog entry",
             ),
             (
                 Stage.CLEANUP,
                 self.cleanup_reloads,
+                ReasonCode.BUILTIN_AFTER_CLEANUP,
                 "back to the built-in once the shadowing entry is deregistered",
             ),
         ):
             if not mounts:
                 continue
             self.actions.append(
-                Action(
-                    kind=ActionKind.RELOAD,
+                ReloadAction(
                     target="mounts " + ", ".join(sorted(mounts)),
-                    safety=Safety.DISRUPTIVE,
                     stage=stage,
                     reason=reason,
-                    params={"mounts": sorted(mounts), "scope": self._scope()},
+                    reason_code=code,
+                    params=ReloadParams(mounts=sorted(mounts), scope=self._scope()),
                 )
             )
 
@@ -845,22 +865,23 @@ class _Planner:
         self.errors.append(Problem(target=target, message=message))
 
 
-def _registration(entry: PluginEntry) -> dict[str, Any]:
+def _registration(entry: PluginEntry) -> RegistrationParams:
     """What register/update send, minus env values (only whether there are any)."""
-    return {
-        "type": entry.type,
-        "name": entry.name,
-        "version": entry.version,
-        "command": entry.effective_command,
-        "sha256": entry.sha256,
-        "args": list(entry.args or []),
-        "has_env": bool(entry.env),
-    }
+    assert entry.sha256 is not None  # an entry without one is a plan error, never registered
+    return RegistrationParams(
+        type=entry.type,
+        name=entry.name,
+        version=entry.version,
+        command=entry.effective_command,
+        sha256=entry.sha256,
+        args=list(entry.args or []),
+        has_env=bool(entry.env),
+    )
 
 
-def _visible(params: dict[str, Any]) -> dict[str, Any]:
-    shown = {k: v for k, v in params.items() if k not in {"type", "name", "version", "has_env"}}
-    if params.get("has_env"):
+def _visible(params: RegistrationParams) -> dict[str, Any]:
+    shown = params.model_dump(exclude={"type", "name", "version", "has_env"})
+    if params.has_env:
         shown["env"] = "(sensitive)"
     return shown
 

@@ -13,14 +13,31 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from reconciler.model import CatalogEntry, LiveMount, LiveState, MountKind
-from reconciler.plan import Action, ActionKind, Plan, Stage
+from reconciler.model import CatalogEntry, LiveMount, LiveState
+from reconciler.plan import (
+    Action,
+    DeregisterAction,
+    DisableAction,
+    EnableAction,
+    EnableParams,
+    MoveAction,
+    Plan,
+    RegisterAction,
+    RegistrationParams,
+    ReloadAction,
+    ReloadParams,
+    ReplaceAction,
+    Stage,
+    TuneAction,
+    UpdateAction,
+)
 from reconciler.resolver import (
     HARD_WIRED_BUILTINS,
     effective_entry,
     is_builtin_version,
     live_builtins,
     newest_version,
+    split_api_path,
 )
 
 BUILTIN_VERSION = "v2.7.2+builtin.bao"
@@ -143,41 +160,41 @@ class _Server:
         )
 
     def apply(self, action: Action) -> None:
-        p = action.params
-        if action.kind in (ActionKind.REGISTER, ActionKind.UPDATE):
-            self._register(p)
-        elif action.kind is ActionKind.DEREGISTER:
-            self.catalog.pop((p["type"], p["name"], p["version"]), None)
-        elif action.kind is ActionKind.ENABLE:
-            self._enable(p)
-        elif action.kind is ActionKind.REPLACE:
-            self._disable(p["kind"], p["path"])
-            self._enable(p)
-        elif action.kind is ActionKind.MOVE:
-            self._move(p["kind"], p["from"], p["to"])
-        elif action.kind is ActionKind.TUNE:
-            self._tune(p["kind"], p["path"], p["body"])
-        elif action.kind is ActionKind.DISABLE:
-            self._disable(p["kind"], p["path"])
-        elif action.kind is ActionKind.RELOAD:
-            self._reload(p)
-        else:  # pragma: no cover - every kind is handled above
-            raise AssertionError(action.kind)
+        match action:
+            case RegisterAction(params=p) | UpdateAction(params=p):
+                self._register(p)
+            case DeregisterAction(params=p):
+                self.catalog.pop((p.type, p.name, p.version), None)
+            case EnableAction(params=p):
+                self._enable(p)
+            case ReplaceAction(params=p):
+                self._disable(p.kind, p.path)
+                self._enable(p)
+            case MoveAction(params=p):
+                self._move(p.kind, p.from_path, p.to)
+            case TuneAction(params=p):
+                self._tune(p.kind, p.path, p.body)
+            case DisableAction(params=p):
+                self._disable(p.kind, p.path)
+            case ReloadAction(params=p):
+                self._reload(p)
+            case _:  # pragma: no cover - every kind is handled above
+                raise AssertionError(action.kind)
 
     # --- catalog ---------------------------------------------------------------
 
-    def _register(self, p: dict[str, Any]) -> None:
-        if not re.fullmatch(r"[0-9a-f]{64}", p["sha256"] or ""):
-            raise ServerRefused(f"register {p['name']}: invalid sha256")
-        if is_builtin_version(p["version"]):
-            raise ServerRefused(f"register {p['name']}: a built-in version cannot be registered")
+    def _register(self, p: RegistrationParams) -> None:
+        if not re.fullmatch(r"[0-9a-f]{64}", p.sha256):
+            raise ServerRefused(f"register {p.name}: invalid sha256")
+        if is_builtin_version(p.version):
+            raise ServerRefused(f"register {p.name}: a built-in version cannot be registered")
         entry = CatalogEntry(
-            type=p["type"],
-            name=p["name"],
-            version=p["version"],
-            sha256=p["sha256"],
-            command=p["command"],
-            args=list(p["args"]),
+            type=p.type,
+            name=p.name,
+            version=p.version,
+            sha256=p.sha256,
+            command=p.command,
+            args=list(p.args),
         )
         self.catalog[entry.key] = entry
 
@@ -194,13 +211,11 @@ class _Server:
             raise ServerRefused(f"no mount {kind} {path}")
         return mount
 
-    def _enable(self, p: dict[str, Any]) -> None:
-        kind: MountKind = p["kind"]
-        path: str = p["path"]
-        plugin: str = p["plugin"]
+    def _enable(self, p: EnableParams) -> None:
+        kind, path, plugin = p.kind, p.path, p.plugin
         if (kind, path) in self.mounts:
             raise ServerRefused(f"enable {path}: path is already in use")
-        pin = self._pin_on_enable(kind, plugin, p.get("plugin_version", ""))
+        pin = self._pin_on_enable(kind, plugin, p.plugin_version or "")
         running = resolve(self.catalog.values(), kind, plugin, pin)
         if running is None:
             raise ServerRefused(f"enable {path}: no plugin {plugin} {pin}")
@@ -211,11 +226,11 @@ class _Server:
             plugin_version=pin,
             running_plugin_version=running[0],
             running_sha256=running[1],
-            description=p.get("description", ""),
-            config=dict(p.get("config", {})),
-            options=dict(p.get("options", {})),
-            local=p.get("local", False),
-            seal_wrap=p.get("seal_wrap", False),
+            description=p.description or "",
+            config=dict(p.config or {}),
+            options=dict(p.options or {}),
+            local=bool(p.local),
+            seal_wrap=bool(p.seal_wrap),
         )
 
     def _pin_on_enable(self, kind: str, plugin: str, asked: str) -> str:
@@ -278,14 +293,13 @@ class _Server:
             raise ServerRefused(f"disable {path}: reserved mount")
         del self.mounts[(kind, path)]
 
-    def _reload(self, p: dict[str, Any]) -> None:
-        if "plugin" in p:
-            if not any(e.name == p["plugin"] for e in self.catalog.values()):
-                raise ServerRefused(f"reload: no plugin {p['plugin']}")
+    def _reload(self, p: ReloadParams) -> None:
+        if p.plugin is not None:
+            if not any(e.name == p.plugin for e in self.catalog.values()):
+                raise ServerRefused(f"reload: no plugin {p.plugin}")
             return
-        for api_path in p["mounts"]:
-            kind: MountKind = "auth" if api_path.startswith("auth/") else "secret"
-            path = api_path.removeprefix("auth/") if kind == "auth" else api_path
+        for api_path in p.mounts or []:
+            kind, path = split_api_path(api_path)
             mount = self._mount(kind, path)
             running = resolve(self.catalog.values(), kind, mount.plugin, mount.plugin_version)
             if running is None:

@@ -17,7 +17,7 @@ from reconciler.model import (
     ServerIdentity,
     parse_duration,
 )
-from reconciler.plan import KIND_ORDER, ActionKind, Plan, Safety, Stage
+from reconciler.plan import KIND_ORDER, Action, ActionKind, Plan, Safety, Stage
 from reconciler.planner import plan
 from reconciler.render import render_plan
 from reconciler.resolver import CatalogKey, api_path
@@ -421,7 +421,7 @@ def test_reloads_name_only_mounts_something_touched(
     written = set()
     moved_from: dict[str, str] = {}
     for action in the_plan.actions:
-        p = action.params
+        p = _params(action)
         if action.kind in (ActionKind.ENABLE, ActionKind.REPLACE) or (
             action.kind is ActionKind.TUNE and "plugin_version" in p["body"]
         ):
@@ -429,17 +429,18 @@ def test_reloads_name_only_mounts_something_touched(
         elif action.kind is ActionKind.MOVE:
             moved_from[api_path(p["kind"], p["to"])] = api_path(p["kind"], p["from"])
     rewritten = {
-        (a.params["type"], a.params["name"], a.params["version"])
+        (_params(a)["type"], _params(a)["name"], _params(a)["version"])
         for a in the_plan.actions
         if a.kind in (ActionKind.REGISTER, ActionKind.UPDATE)
     }
     for action in the_plan.actions:
         if action.kind is not ActionKind.RELOAD:
             continue
-        if "plugin" in action.params:
-            assert any(t == "database" and n == action.params["plugin"] for t, n, _ in rewritten)
+        p = _params(action)
+        if "plugin" in p:
+            assert any(t == "database" and n == p["plugin"] for t, n, _ in rewritten)
             continue
-        for reloaded in action.params["mounts"]:
+        for reloaded in p["mounts"]:
             after = final[reloaded]
             old = before.get(moved_from.get(reloaded, reloaded))
             justified = (
@@ -450,6 +451,11 @@ def test_reloads_name_only_mounts_something_touched(
                 or (after.kind, after.plugin, after.running_plugin_version) in rewritten
             )
             assert justified, f"{reloaded} reloaded for nothing\n" + _show(the_plan)
+
+
+def _params(action: Action) -> dict[str, Any]:
+    """An action's params as the plan's JSON holds them."""
+    return action.params.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def test_every_action_kind_is_classified() -> None:

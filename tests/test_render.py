@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from reconciler.model import DesiredState, LiveState, ServerIdentity
 from reconciler.plan import (
@@ -16,8 +17,11 @@ from reconciler.plan import (
     FieldChange,
     Plan,
     Problem,
+    ReasonCode,
+    RegisterAction,
     Safety,
     Stage,
+    parse_action,
 )
 from reconciler.planner import plan
 from reconciler.render import render_plan, summary
@@ -38,19 +42,35 @@ SYMBOLS = {
     ActionKind.DEREGISTER: "-",
     ActionKind.REPLACE: "±",
 }
-DESTRUCTIVE = {ActionKind.DISABLE, ActionKind.REPLACE}
+
+
+# One valid set of params per kind: rendering does not look at them.
+_MOUNT = {"kind": "secret", "path": "a/"}
+_ENTRY = {"type": "secret", "name": "a", "version": "v1.0.0"}
+_REGISTRATION = {**_ENTRY, "command": "a", "sha256": SHA, "args": [], "has_env": False}
+PARAMS: dict[ActionKind, dict[str, object]] = {
+    ActionKind.REGISTER: _REGISTRATION,
+    ActionKind.UPDATE: _REGISTRATION,
+    ActionKind.DEREGISTER: _ENTRY,
+    ActionKind.ENABLE: {**_MOUNT, "plugin": "kv"},
+    ActionKind.REPLACE: {**_MOUNT, "plugin": "kv"},
+    ActionKind.MOVE: {"kind": "secret", "from": "a/", "to": "b/"},
+    ActionKind.TUNE: {**_MOUNT, "body": {"description": "a"}},
+    ActionKind.DISABLE: _MOUNT,
+    ActionKind.RELOAD: {"mounts": ["a/"]},
+}
 
 
 def _action(kind: ActionKind, target: str, **extra: object) -> Action:
-    safety = (
-        Safety.DESTRUCTIVE
-        if kind in DESTRUCTIVE
-        else Safety.DISRUPTIVE
-        if kind is ActionKind.RELOAD
-        else Safety.SAFE
-    )
-    return Action.model_validate(
-        {"kind": kind, "target": target, "safety": safety, "reason": "because", **extra}
+    return parse_action(
+        {
+            "kind": kind,
+            "target": target,
+            "reason": "because",
+            "reason_code": ReasonCode.NOT_MOUNTED,
+            "params": PARAMS[kind],
+            **extra,
+        }
     )
 
 
@@ -214,21 +234,50 @@ def test_env_plan_round_trips_without_env() -> None:
     the_plan, _ = _plan_with_env()
     loaded = Plan.from_json(the_plan.to_json())
     assert loaded == the_plan
-    assert loaded.actions[0].params["has_env"] is True
+    [register] = [a for a in loaded.actions if isinstance(a, RegisterAction)]
+    assert register.params.has_env is True
 
 
 @pytest.mark.parametrize(
     "document",
     [
-        {"format_version": PLAN_FORMAT_VERSION + 1, "actions": []},
-        {"format_version": 0},
+        {"format_version": "3.0", "actions": []},
+        {"format_version": 1},
+        {"format_version": "1"},
         {"actions": []},
         [1, 2],
     ],
 )
 def test_other_format_versions_are_refused(document: object) -> None:
-    with pytest.raises(ValueError, match="format version"):
+    with pytest.raises(ValueError, match="format"):
         Plan.from_json(json.dumps(document))
+
+
+def test_a_plan_of_the_previous_format_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ValueError, match=r"format version 1, .* make the plan again"):
+        Plan.from_json(json.dumps({"format_version": 1, "actions": []}))
+
+
+def test_a_later_minor_version_may_add_fields() -> None:
+    document = json.loads(_plan(_action(ActionKind.ENABLE, "secrets/a/")).to_json())
+    document["format_version"] = "2.7"
+    document["added_later"] = True
+    document["actions"][0]["added_later"] = True
+    assert Plan.from_json(json.dumps(document)).actions[0].target == "secrets/a/"
+
+
+def test_safety_follows_from_the_kind_and_cannot_be_relabelled() -> None:
+    document = json.loads(_plan(_action(ActionKind.DISABLE, "secrets/a/")).to_json())
+    assert document["actions"][0]["safety"] == "destructive"
+    document["actions"][0]["safety"] = "safe"
+    assert Plan.from_json(json.dumps(document)).actions[0].safety is Safety.DESTRUCTIVE
+
+
+def test_params_must_fit_the_kind() -> None:
+    with pytest.raises(ValidationError):
+        _action(ActionKind.TUNE, "secrets/a/", params=PARAMS[ActionKind.DISABLE])
+    with pytest.raises(ValidationError):
+        _action(ActionKind.DISABLE, "secrets/a/", params=PARAMS[ActionKind.TUNE])
 
 
 def test_header_names_server_and_file(tmp_path: Path) -> None:
