@@ -1,0 +1,141 @@
+"""Phase 1, catalog writes: register what is missing, update what differs (SPEC §2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.model import PluginEntry
+from reconciler.plan import (
+    Action,
+    Problem,
+    ReasonCode,
+    RegisterAction,
+    RegistrationParams,
+    ReloadAction,
+    ReloadParams,
+    UpdateAction,
+)
+from reconciler.planner._context import (
+    Context,
+    Outcome,
+    catalog_target_name,
+    changes_between,
+    problem,
+)
+from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey
+
+
+@dataclass(frozen=True)
+class CatalogWrites(Outcome):
+    # The entries this plan registers or updates: their mounts need a reload.
+    changed: frozenset[CatalogKey] = frozenset()
+
+
+def plan_catalog_writes(context: Context) -> CatalogWrites:
+    """Register, update (and reload database plugins) so the catalog holds the file's entries."""
+    actions: list[Action] = []
+    errors: list[Problem] = []
+    warnings: list[Problem] = [
+        problem(
+            catalog_target_name(key),
+            "--replace names no present entry of the file: nothing re-registered",
+        )
+        for key in sorted(context.replace - set(context.present))
+    ]
+    changed: set[CatalogKey] = set()
+    for key, entry in sorted(context.present.items()):
+        target = catalog_target_name(key)
+        if (entry.type, entry.name) in HARD_WIRED_BUILTINS:
+            errors.append(
+                problem(
+                    target,
+                    f"the built-in {entry.type} plugin {entry.name!r} is hard-wired in the "
+                    "server and cannot be overridden by an external entry: rename the plugin",
+                )
+            )
+            continue
+        if entry.sha256 is None:
+            errors.append(problem(target, "sha256 is unknown: give it, or set plugin_directory"))
+            continue
+        if entry.env:
+            warnings.append(
+                problem(
+                    target,
+                    "env (sensitive) cannot be verified: the server never returns it, so a "
+                    f"change of env alone is not seen; use --replace {target} to re-register it",
+                )
+            )
+        written = _write(context, key, entry)
+        if written:
+            changed.add(key)
+            actions += written
+    return CatalogWrites(tuple(actions), tuple(errors), tuple(warnings), frozenset(changed))
+
+
+def _write(context: Context, key: CatalogKey, entry: PluginEntry) -> list[Action]:
+    """The register, or the update (with its reload), one present entry needs."""
+    target = catalog_target_name(key)
+    wanted = _registration(entry)
+    live_entry = context.external.get(key)
+    if live_entry is None:
+        return [
+            RegisterAction(
+                target=target,
+                reason="not in the catalog",
+                reason_code=ReasonCode.NOT_REGISTERED,
+                changes=changes_between({}, _visible(wanted)),
+                params=wanted,
+            )
+        ]
+    have = {"command": live_entry.command, "sha256": live_entry.sha256, "args": live_entry.args}
+    changes = changes_between(have, {name: getattr(wanted, name) for name in have})
+    if not changes and key not in context.replace:
+        return []
+    written: list[Action] = [
+        UpdateAction(
+            target=target,
+            reason=(
+                "registered with a different " + ", ".join(c.field for c in changes)
+                if changes
+                else "re-register requested with --replace"
+            ),
+            reason_code=(
+                ReasonCode.REGISTRATION_DIFFERS if changes else ReasonCode.REPLACE_REQUESTED
+            ),
+            changes=changes,
+            params=wanted,
+        )
+    ]
+    if entry.type == "database":
+        # Database plugins serve connections, not mounts: reload them by name.
+        written.append(
+            ReloadAction(
+                target=f"plugin {entry.name}",
+                reason="database connections keep the old binary until reloaded",
+                reason_code=ReasonCode.DATABASE_PLUGIN_UPDATED,
+                params=ReloadParams(plugin=entry.name, scope=context.scope),
+            )
+        )
+    return written
+
+
+def _registration(entry: PluginEntry) -> RegistrationParams:
+    """What register/update send, minus env values (only whether there are any)."""
+    assert entry.sha256 is not None  # an entry without one is a plan error, never registered
+    return RegistrationParams(
+        type=entry.type,
+        name=entry.name,
+        version=entry.version,
+        command=entry.effective_command,
+        sha256=entry.sha256,
+        args=list(entry.args or []),
+        has_env=bool(entry.env),
+    )
+
+
+def _visible(params: RegistrationParams) -> dict[str, Any]:
+    shown = params.model_dump(exclude={"type", "name", "version", "has_env"})
+    if params.has_env:
+        shown["env"] = "(sensitive)"
+    return shown

@@ -1,0 +1,170 @@
+"""What every phase of planning reads: the inputs, indexed once, and how plans name things."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from reconciler.model import (
+    CatalogEntry,
+    DesiredState,
+    LiveMount,
+    LiveState,
+    MountKind,
+    PluginEntry,
+)
+from reconciler.plan import Action, FieldChange, Problem, ReasonCode
+from reconciler.resolver import (
+    BuiltinKey,
+    CatalogKey,
+    Target,
+    effective_entry,
+    entry_target,
+    live_builtins,
+    normalize_version,
+    with_sha256,
+)
+
+# (type, name, version, sha256) of an upgrade the watcher has set aside after it failed.
+HeldUpgrade = tuple[str, str, str, str]
+MountKey = tuple[MountKind, str]
+
+
+def mount_target_name(kind: MountKind, path: str) -> str:
+    """How a mount is named in plans: the file's section and the path."""
+    return f"{'auth' if kind == 'auth' else 'secrets'}/{path}"
+
+
+def catalog_target_name(key: CatalogKey) -> str:
+    """How a catalog entry is named in plans and in `--replace TYPE/NAME/VERSION`."""
+    return "/".join(key)
+
+
+def parse_catalog_target(text: str) -> CatalogKey:
+    """The inverse of `catalog_target_name`; ValueError names the expected form."""
+    parts = text.split("/")
+    if len(parts) != 3 or parts[0] not in {"secret", "auth", "database"} or not parts[1]:
+        raise ValueError("expected TYPE/NAME/VERSION, e.g. secret/kv-plus/v1.4.0")
+    return (parts[0], parts[1], normalize_version(parts[2]))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a phase adds to the plan; each phase returns one (or a subclass)."""
+
+    actions: tuple[Action, ...] = ()
+    errors: tuple[Problem, ...] = ()
+    warnings: tuple[Problem, ...] = ()
+
+
+def problem(target: str, message: str) -> Problem:
+    return Problem(target=target, message=message)
+
+
+def changes_between(before: dict[str, Any], after: dict[str, Any]) -> list[FieldChange]:
+    """Field-level before/after of one entry; only the fields that differ, in key order."""
+    if before and before == after:
+        # Most entries of a plan are unchanged: DeepDiff only for those that differ.
+        return []
+    fields: Iterable[Any] = (
+        after if not before else DeepDiff(before, after, verbose_level=0).affected_root_keys
+    )
+    return [
+        FieldChange(field=str(name), before=before.get(name), after=after.get(name))
+        for name in sorted(fields, key=str)
+    ]
+
+
+@dataclass(frozen=True)
+class Context:
+    """The planner's inputs, indexed for the phases; nothing here changes while planning."""
+
+    desired: DesiredState
+    live: LiveState
+    replace: frozenset[CatalogKey]
+    held: frozenset[HeldUpgrade]
+    present: Mapping[CatalogKey, PluginEntry]
+    absent: Mapping[CatalogKey, PluginEntry]
+    external: Mapping[CatalogKey, CatalogEntry]
+    # (type, name) → the built-in's version; "" when the server does not list it.
+    builtins: Mapping[BuiltinKey, str]
+    live_mounts: Mapping[MountKey, LiveMount]
+    # Present entries by (type, name), versions in order.
+    present_by_name: Mapping[tuple[str, str], tuple[PluginEntry, ...]]
+    # External entries this plan means to deregister, and why (cleanup may still keep some).
+    deregistrations: tuple[tuple[CatalogKey, ReasonCode], ...]
+    # External catalog keys that exist once the plan is applied.
+    entries_after: frozenset[CatalogKey]
+    # The reload scope the file asks for ("global", or "" for this node).
+    scope: str
+
+    @classmethod
+    def of(
+        cls,
+        desired: DesiredState,
+        live: LiveState,
+        replace: frozenset[CatalogKey],
+        held: frozenset[HeldUpgrade],
+    ) -> Context:
+        present = {e.key: e for e in desired.plugins if e.present}
+        absent = {e.key: e for e in desired.plugins if not e.present}
+        external = {e.key: e for e in live.catalog if not e.builtin}
+        by_name: dict[tuple[str, str], list[PluginEntry]] = {}
+        for entry in sorted(present.values(), key=lambda e: e.version):
+            by_name.setdefault((entry.type, entry.name), []).append(entry)
+        deregistrations = tuple(
+            (
+                key,
+                ReasonCode.DECLARED_ABSENT if key in absent else ReasonCode.UNMANAGED_PLUGIN_PRUNED,
+            )
+            for key in sorted(external)
+            if key in absent or (key not in present and desired.settings.prune_plugins)
+        )
+        gone = {key for key, _ in deregistrations}
+        return cls(
+            desired=desired,
+            live=live,
+            replace=replace,
+            held=held,
+            present=present,
+            absent=absent,
+            external=external,
+            builtins=live_builtins(live.catalog),
+            live_mounts={(m.kind, m.path): m for m in live.mounts},
+            present_by_name={name: tuple(entries) for name, entries in by_name.items()},
+            deregistrations=deregistrations,
+            entries_after=frozenset((set(external) | set(present)) - gone),
+            scope="global" if desired.settings.reload_scope == "global" else "",
+        )
+
+    def live_resolution(self, mount: LiveMount, entries: frozenset[CatalogKey]) -> Target | None:
+        """What a live mount runs at its next reload, given the catalog `entries`."""
+        target = effective_entry(
+            mount.kind, mount.plugin, mount.plugin_version, entries, self.builtins
+        )
+        if target is None or target.key is None:
+            return target
+        return self.external_target(target.key)
+
+    def running_now(self, mount: LiveMount) -> Target | None:
+        """What a live mount runs at its next reload if this plan changed nothing."""
+        return self.live_resolution(mount, frozenset(self.external))
+
+    def external_target(self, key: CatalogKey) -> Target:
+        entry = self.present.get(key)
+        if entry is not None:
+            return entry_target(entry)
+        return with_sha256(
+            Target(*key[:2], builtin=False, version=key[2]), self.external[key].sha256
+        )
+
+    def unmanaged_mounts(
+        self, claimed: frozenset[MountKey], disabled: frozenset[MountKey] = frozenset()
+    ) -> Iterator[tuple[MountKey, LiveMount]]:
+        """Live mounts the file does not declare and the plan leaves in place, in order."""
+        for key, live_mount in sorted(self.live_mounts.items()):
+            if not live_mount.reserved and key not in claimed and key not in disabled:
+                yield key, live_mount

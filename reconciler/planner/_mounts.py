@@ -1,0 +1,534 @@
+"""Phase 2, mount changes: move, enable, replace, tune and reload each declared mount;
+phase 3, pruning: disable the undeclared ones when the file asks for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.model import CONFIG_DEFAULTS, RESERVED_PATHS, LiveMount, Mount, MountKind
+from reconciler.plan import (
+    Action,
+    DisableAction,
+    EnableAction,
+    EnableParams,
+    FieldChange,
+    MountParams,
+    MoveAction,
+    MoveParams,
+    Problem,
+    ReasonCode,
+    ReloadAction,
+    ReloadParams,
+    ReplaceAction,
+    Stage,
+    TuneAction,
+    TuneParams,
+)
+from reconciler.planner._context import (
+    Context,
+    MountKey,
+    Outcome,
+    changes_between,
+    mount_target_name,
+    problem,
+)
+from reconciler.resolver import (
+    HARD_WIRED_BUILTINS,
+    CatalogKey,
+    Target,
+    Unresolved,
+    api_path,
+    is_builtin_version,
+    resolve_mount,
+    runs_builtin,
+)
+
+
+@dataclass(frozen=True)
+class Reloads:
+    """Mounts (API paths) to reload: now, or once cleanup has deregistered their shadow."""
+
+    converge: frozenset[str] = frozenset()
+    cleanup: frozenset[str] = frozenset()
+
+    def __or__(self, other: Reloads) -> Reloads:
+        return Reloads(self.converge | other.converge, self.cleanup | other.cleanup)
+
+    @property
+    def paths(self) -> frozenset[str]:
+        return self.converge | self.cleanup
+
+
+@dataclass(frozen=True)
+class MountChanges(Outcome):
+    # Declared mount → what it runs once the plan is applied.
+    targets: Mapping[MountKey, Target] = field(default_factory=dict)
+    # Live paths the file declares, or moves away from: not unmanaged.
+    claimed: frozenset[MountKey] = frozenset()
+    # Paths this plan enables, fresh or as a replacement.
+    enabled: frozenset[MountKey] = frozenset()
+    # Entries that mounts stay on while their upgrade is held (kept registered).
+    held_on: Mapping[CatalogKey, tuple[str, ...]] = field(default_factory=dict)
+    reloads: Reloads = Reloads()
+
+
+@dataclass(frozen=True)
+class Pruning(Outcome):
+    # Unmanaged paths this plan disables.
+    disabled: frozenset[MountKey] = frozenset()
+
+
+def plan_declared_mounts(context: Context, changed: frozenset[CatalogKey]) -> MountChanges:
+    """Every declared mount, each planned on its own: `changed` entries need a reload."""
+    outcomes = [
+        _plan_mount(context, changed, kind, mount) for kind, mount in context.desired.mounts()
+    ]
+    held_on: dict[CatalogKey, list[str]] = {}
+    for outcome in outcomes:
+        for key, where in outcome.held_on.items():
+            held_on.setdefault(key, []).extend(where)
+    reloads = Reloads()
+    for outcome in outcomes:
+        reloads |= outcome.reloads
+    return MountChanges(
+        actions=_joined(o.actions for o in outcomes),
+        errors=_joined(o.errors for o in outcomes),
+        warnings=_joined(o.warnings for o in outcomes),
+        targets={key: t for o in outcomes for key, t in o.targets.items()},
+        claimed=frozenset().union(*(o.claimed for o in outcomes)),
+        enabled=frozenset().union(*(o.enabled for o in outcomes)),
+        held_on={key: tuple(where) for key, where in held_on.items()},
+        reloads=reloads,
+    )
+
+
+def plan_unmanaged_mounts(context: Context, claimed: frozenset[MountKey]) -> Pruning:
+    """Disable undeclared mounts when `prune_mounts` is on; otherwise name them."""
+    if not context.desired.settings.prune_mounts:
+        return Pruning(
+            warnings=tuple(
+                problem(
+                    mount_target_name(*key), f"unmanaged mount ({live_mount.plugin}): left alone"
+                )
+                for key, live_mount in context.unmanaged_mounts(claimed)
+            )
+        )
+    unmanaged = list(context.unmanaged_mounts(claimed))
+    return Pruning(
+        actions=tuple(
+            DisableAction(
+                target=mount_target_name(*key),
+                reason="not declared and prune_mounts is on: disabling destroys its data",
+                reason_code=ReasonCode.UNMANAGED_MOUNT_PRUNED,
+                changes=[FieldChange(field="plugin", before=live_mount.plugin, after=None)],
+                params=MountParams(kind=key[0], path=key[1]),
+            )
+            for key, live_mount in unmanaged
+        ),
+        disabled=frozenset(key for key, _ in unmanaged),
+    )
+
+
+def reload_actions(context: Context, reloads: Reloads) -> tuple[Action, ...]:
+    """One reload per stage, naming every mount it reloads."""
+    return tuple(
+        ReloadAction(
+            target="mounts " + ", ".join(sorted(paths)),
+            stage=stage,
+            reason=reason,
+            reason_code=code,
+            params=ReloadParams(mounts=sorted(paths), scope=context.scope),
+        )
+        for stage, paths, code, reason in (
+            (
+                Stage.CONVERGE,
+                reloads.converge,
+                ReasonCode.RUNNING_PLUGIN_DIFFERS,
+                "running plugin differs from its catalog entry",
+            ),
+            (
+                Stage.CLEANUP,
+                reloads.cleanup,
+                ReasonCode.BUILTIN_AFTER_CLEANUP,
+                "back to the built-in once the shadowing entry is deregistered",
+            ),
+        )
+        if paths
+    )
+
+
+# --- one declared mount ----------------------------------------------------------------
+
+
+def _plan_mount(
+    context: Context, changed: frozenset[CatalogKey], kind: MountKind, mount: Mount
+) -> MountChanges:
+    where = mount_target_name(kind, mount.path)
+    if mount.path in RESERVED_PATHS[kind]:
+        return MountChanges(
+            errors=(problem(where, "reserved mount: the server owns it and it cannot be declared"),)
+        )
+    claimed = frozenset({(kind, mount.path)})
+    resolved = _resolve(context, kind, mount)
+    if isinstance(resolved, Problem):
+        return MountChanges(errors=(resolved,), claimed=claimed)
+    shadowed = _builtin_cannot_run(context, kind, mount, resolved)
+    if shadowed is not None:
+        return MountChanges(errors=(shadowed,), claimed=claimed)
+    if not resolved.builtin and (kind, mount.plugin) in HARD_WIRED_BUILTINS:
+        # The entry is refused (an error already names it): nothing to plan on it.
+        return MountChanges(claimed=claimed)
+    held = _hold_back(context, kind, mount, resolved)
+    target = held.target
+    found = MountChanges(
+        warnings=held.warnings,
+        claimed=claimed,
+        targets={(kind, mount.path): target},
+        held_on=held.held_on,
+    )
+    live_mount = context.live_mounts.get((kind, mount.path))
+    if live_mount is None and mount.moved_from is not None:
+        move = _plan_move(context, kind, mount)
+        found = _merged(found, move.outcome)
+        if move.moved is None and move.outcome.errors:
+            return found
+        live_mount = move.moved
+    if live_mount is None:
+        return _merged(found, _plan_enable(context, kind, mount, target, replace=()))
+    immutable = _immutable_changes(mount, live_mount)
+    if immutable:
+        if mount.protect:
+            error = problem(
+                where,
+                "protected mount would be replaced (disable + enable destroys its data): "
+                + ", ".join(f"{c.field} {c.before!r} → {c.after!r}" for c in immutable),
+            )
+            return _merged(found, MountChanges(errors=(error,)))
+        return _merged(found, _plan_enable(context, kind, mount, target, replace=immutable))
+    tune = _plan_tune(context, kind, mount, live_mount, target)
+    found = _merged(found, tune)
+    if tune.errors:
+        # Without the pin it needs, a reload would not reach the target.
+        return found
+    return _merged(
+        found, MountChanges(reloads=_reload(context, changed, kind, mount, live_mount, target))
+    )
+
+
+def _resolve(context: Context, kind: MountKind, mount: Mount) -> Target | Problem:
+    """The declared mount's effective plugin, or why it has none."""
+    outcome = resolve_mount(
+        kind, mount.plugin, mount.version, context.desired.plugins, context.builtins
+    )
+    if isinstance(outcome, Target):
+        return outcome
+    name = mount.plugin
+    match outcome:
+        case Unresolved.NOT_A_BUILTIN:
+            message = f"{name!r} is not a built-in {kind} plugin"
+        case Unresolved.ABSENT_VERSION:
+            message = f"version {mount.version} of {name!r} is declared absent"
+        case Unresolved.UNKNOWN_VERSION:
+            message = f"no declared {kind} plugin {name!r} has version {mount.version}"
+        case Unresolved.AMBIGUOUS:
+            versions = ", ".join(e.version or '""' for e in context.present_by_name[(kind, name)])
+            message = f"ambiguous: {name!r} has versions {versions}; pin a version"
+        case Unresolved.RESERVED:
+            message = f"{name!r} is mounted by the server itself and cannot be mounted again"
+        case _:
+            message = (
+                f"{kind} plugin {name!r} is neither declared in the file "
+                "nor a built-in of this server"
+            )
+    return problem(mount_target_name(kind, mount.path), message)
+
+
+def _builtin_cannot_run(
+    context: Context, kind: MountKind, mount: Mount, target: Target
+) -> Problem | None:
+    """Why the built-in target cannot run: an unversioned shadow stays registered."""
+    if not target.builtin or (kind, mount.plugin) in HARD_WIRED_BUILTINS:
+        return None
+    if (kind, mount.plugin, "") not in context.entries_after:
+        return None
+    # An unpinned mount runs the shadow, and a pin to the built-in's version is stored
+    # as "" on enable: with the shadow registered, no request makes it run the built-in.
+    return problem(
+        mount_target_name(kind, mount.path),
+        f"an unversioned external {mount.plugin!r} stays registered and shadows the "
+        "built-in: a mount of it cannot run the built-in; declare that entry "
+        "state: absent (or set prune_plugins), or mount the external entry",
+    )
+
+
+@dataclass(frozen=True)
+class _Held:
+    target: Target
+    warnings: tuple[Problem, ...] = ()
+    held_on: Mapping[CatalogKey, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _hold_back(context: Context, kind: MountKind, mount: Mount, target: Target) -> _Held:
+    """Keep a mount on its current plugin when its target is a held (failed) upgrade."""
+    if target.builtin or (kind, mount.plugin, target.version, target.sha256) not in context.held:
+        return _Held(target)
+    where = mount_target_name(kind, mount.path)
+    warning = problem(
+        where,
+        f"upgrade to {mount.plugin} {target.version} failed before and is held until the "
+        "file changes",
+    )
+    live_mount = context.live_mounts.get((kind, mount.path))
+    current = None if live_mount is None else context.running_now(live_mount)
+    if current is None:
+        return _Held(target, (warning,))
+    held_on = {} if current.key is None else {current.key: (where,)}
+    return _Held(current, (warning,), held_on)
+
+
+@dataclass(frozen=True)
+class _Move:
+    outcome: MountChanges
+    # The live mount as it is once moved to the declared path; None when nothing moves.
+    moved: LiveMount | None = None
+
+
+def _plan_move(context: Context, kind: MountKind, mount: Mount) -> _Move:
+    """The move of `moved_from` to the declared path, or why it cannot move."""
+    assert mount.moved_from is not None
+    source = context.live_mounts.get((kind, mount.moved_from))
+    if source is None:
+        return _Move(MountChanges())
+    where = mount_target_name(kind, mount.path)
+    claimed = frozenset({(kind, mount.moved_from)})
+    if source.reserved:
+        error = problem(where, f"moved_from {mount.moved_from}: reserved mounts cannot be moved")
+        return _Move(MountChanges(errors=(error,), claimed=claimed))
+    immutable = _immutable_changes(mount, source)
+    if immutable:
+        # Replace runs before move, so a moved mount cannot also be replaced in one plan;
+        # and a replacement would destroy the data the move is asked to keep.
+        error = problem(
+            where,
+            f"moved_from {mount.moved_from}: a move keeps the mount as it is, but "
+            + ", ".join(f"{c.field} {c.before!r} → {c.after!r}" for c in immutable)
+            + " needs a new mount: move it first, or drop moved_from to start afresh",
+        )
+        return _Move(MountChanges(errors=(error,), claimed=claimed))
+    move = MoveAction(
+        target=where,
+        reason=f"moved_from {mount.moved_from}: sys/remount keeps its data",
+        reason_code=ReasonCode.MOVED_FROM,
+        changes=[FieldChange(field="path", before=mount.moved_from, after=mount.path)],
+        params=MoveParams(kind=kind, from_path=mount.moved_from, to=mount.path),
+    )
+    return _Move(
+        MountChanges(actions=(move,), claimed=claimed),
+        source.model_copy(update={"path": mount.path}),
+    )
+
+
+def _immutable_changes(mount: Mount, live_mount: LiveMount) -> list[FieldChange]:
+    changes = []
+    if mount.plugin != live_mount.plugin:
+        changes.append(FieldChange(field="plugin", before=live_mount.plugin, after=mount.plugin))
+    for name in ("local", "seal_wrap"):
+        wanted = getattr(mount, name)
+        if wanted is not None and wanted != getattr(live_mount, name):
+            changes.append(FieldChange(field=name, before=getattr(live_mount, name), after=wanted))
+    return changes
+
+
+def _enable_version(context: Context, kind: MountKind, mount: Mount, target: Target) -> str | None:
+    """The plugin_version to enable with; None lets the server run the built-in."""
+    if not target.builtin:
+        return target.version
+    # Left to choose, the server pins a new mount to the newest registered version,
+    # which silently picks an override: name the built-in whenever one exists.
+    # Entries deregistered by this plan still exist when the mount is enabled.
+    registered = set(context.external) | set(context.present)
+    if not any(k[0] == kind and k[1] == mount.plugin for k in registered):
+        return None
+    return context.builtins[(kind, mount.plugin)]
+
+
+def _plan_enable(
+    context: Context,
+    kind: MountKind,
+    mount: Mount,
+    target: Target,
+    replace: list[FieldChange] | tuple[()],
+) -> MountChanges:
+    """Enable the mount; with the `replace` changes, disable the live one first."""
+    where = mount_target_name(kind, mount.path)
+    version = _enable_version(context, kind, mount, target)
+    if version == "" and target.builtin:
+        error = problem(
+            where,
+            f"external entries named {mount.plugin!r} exist and the server does not list "
+            "the built-in's version to pin it: a new mount would run the newest of them",
+        )
+        return MountChanges(errors=(error,))
+    params = EnableParams(
+        kind=kind,
+        path=mount.path,
+        plugin=mount.plugin,
+        plugin_version=version,
+        description=mount.description,
+        config=None if mount.config is None else mount.config.model_dump(exclude_none=True),
+        options=None if mount.options is None else dict(mount.options),
+        local=mount.local,
+        seal_wrap=mount.seal_wrap,
+    )
+    action: Action
+    if replace:
+        action = ReplaceAction(
+            target=where,
+            reason="immutable field changed: " + ", ".join(c.field for c in replace),
+            reason_code=ReasonCode.IMMUTABLE_FIELD_CHANGED,
+            changes=list(replace),
+            params=params,
+        )
+    else:
+        action = EnableAction(
+            target=where,
+            reason="not mounted",
+            reason_code=ReasonCode.NOT_MOUNTED,
+            changes=changes_between(
+                {}, params.model_dump(exclude_none=True, exclude={"kind", "path"})
+            ),
+            params=params,
+        )
+    reloads = Reloads()
+    if _shadowed_until_cleanup(context, kind, mount.plugin, target):
+        # Enabled while the unversioned shadow still exists, it runs the shadow until the
+        # shadow is deregistered and the mount reloaded.
+        reloads = Reloads(cleanup=frozenset({api_path(kind, mount.path)}))
+    return MountChanges(actions=(action,), enabled=frozenset({(kind, mount.path)}), reloads=reloads)
+
+
+def _plan_tune(
+    context: Context, kind: MountKind, mount: Mount, live_mount: LiveMount, target: Target
+) -> MountChanges:
+    have: dict[str, Any] = {}
+    want: dict[str, Any] = {}
+    if mount.description is not None:
+        have["description"], want["description"] = live_mount.description, mount.description
+    if mount.config is not None:
+        for key, value in mount.config.model_dump(exclude_none=True).items():
+            have[key] = live_mount.config.get(key, CONFIG_DEFAULTS.get(key))
+            want[key] = value
+    if mount.options is not None:
+        # Only the declared option keys are managed.
+        have_options = {k: live_mount.options.get(k) for k in mount.options}
+        if have_options != mount.options:
+            have["options"], want["options"] = have_options, dict(mount.options)
+    pin = _pin_change(context, kind, mount, live_mount, target)
+    if isinstance(pin, Problem):
+        return MountChanges(errors=(pin,))
+    if pin is not None:
+        have["plugin_version"], want["plugin_version"] = live_mount.plugin_version, pin
+    changes = changes_between(have, want)
+    if not changes:
+        return MountChanges()
+    tune = TuneAction(
+        target=mount_target_name(kind, mount.path),
+        reason="tuned values differ: " + ", ".join(c.field for c in changes),
+        reason_code=ReasonCode.TUNED_VALUES_DIFFER,
+        changes=changes,
+        params=TuneParams(
+            kind=kind, path=mount.path, body={c.field: want[c.field] for c in changes}
+        ),
+    )
+    return MountChanges(actions=(tune,))
+
+
+def _pin_change(
+    context: Context, kind: MountKind, mount: Mount, live_mount: LiveMount, target: Target
+) -> str | Problem | None:
+    """The plugin_version to tune to, None when the pin is already right, or why it cannot."""
+    where = mount_target_name(kind, mount.path)
+    if target.builtin:
+        if not live_mount.plugin_version or is_builtin_version(live_mount.plugin_version):
+            return None
+        # A pin cannot be removed (tuning to "" is 400): pin the built-in's own version.
+        builtin_version = context.builtins[(kind, mount.plugin)]
+        if not builtin_version:
+            return problem(
+                where,
+                f"pinned to {live_mount.plugin_version}, and the server does not list the "
+                "built-in's version to pin it back",
+            )
+        return builtin_version
+    if live_mount.plugin_version == target.version:
+        return None
+    if target.version == "":
+        return problem(
+            where,
+            "cannot move a pinned mount to an unversioned entry: the server refuses to "
+            "clear plugin_version; declare a version",
+        )
+    return target.version
+
+
+def _reload(
+    context: Context,
+    changed: frozenset[CatalogKey],
+    kind: MountKind,
+    mount: Mount,
+    live_mount: LiveMount,
+    target: Target,
+) -> Reloads:
+    """The reload a live mount needs to run its target, if any."""
+    if target.builtin:
+        stale = not runs_builtin(live_mount)
+    else:
+        stale = (
+            live_mount.running_plugin_version != target.version
+            or live_mount.running_sha256 != target.sha256
+            or (kind, mount.plugin, target.version) in changed
+        )
+    if not stale:
+        return Reloads()
+    path = frozenset({api_path(kind, mount.path)})
+    if _shadowed_until_cleanup(context, kind, mount.plugin, target):
+        # Only once the unversioned shadow is deregistered does a reload bring the built-in
+        # back; before, an unpinned mount (tuning to the built-in's version may leave it
+        # unpinned) would reload onto the shadow again.
+        return Reloads(cleanup=path)
+    return Reloads(converge=path)
+
+
+def _shadowed_until_cleanup(context: Context, kind: MountKind, plugin: str, target: Target) -> bool:
+    """A built-in target that an unversioned shadow hides until cleanup deregisters it."""
+    return (
+        target.builtin
+        and (kind, plugin) not in HARD_WIRED_BUILTINS
+        and (kind, plugin, "") in context.external
+    )
+
+
+# --- combining results -------------------------------------------------------------------
+
+
+def _joined(parts: Iterable[tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(item for part in parts for item in part)
+
+
+def _merged(first: MountChanges, second: MountChanges) -> MountChanges:
+    """Two results for the same mount as one."""
+    held_on = dict(first.held_on)
+    for key, where in second.held_on.items():
+        held_on[key] = held_on.get(key, ()) + where
+    return MountChanges(
+        actions=first.actions + second.actions,
+        errors=first.errors + second.errors,
+        warnings=first.warnings + second.warnings,
+        targets={**first.targets, **second.targets},
+        claimed=first.claimed | second.claimed,
+        enabled=first.enabled | second.enabled,
+        held_on=held_on,
+        reloads=first.reloads | second.reloads,
+    )

@@ -1,0 +1,87 @@
+"""Warnings that name every mount an override of a built-in changes, managed or not."""
+
+from __future__ import annotations
+
+from reconciler.plan import Problem
+from reconciler.planner._context import (
+    Context,
+    MountKey,
+    catalog_target_name,
+    mount_target_name,
+    problem,
+)
+from reconciler.planner._mounts import MountChanges, Pruning
+from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey, api_path
+
+
+def override_warnings(
+    context: Context, changed: frozenset[CatalogKey], mounts: MountChanges, pruning: Pruning
+) -> tuple[Problem, ...]:
+    """One warning per present entry named like a built-in, listing the mounts it affects."""
+    warnings = []
+    for key in sorted(context.present):
+        plugin_type, name, version = key
+        if (plugin_type, name) not in context.builtins or (
+            plugin_type,
+            name,
+        ) in HARD_WIRED_BUILTINS:
+            continue
+        affected = [
+            f"{mount_target_name(*mount)} ({state})"
+            for mount, state in sorted(
+                _declared_on(key, mounts) | _unmanaged_on(context, key, changed, mounts, pruning)
+            )
+        ]
+        scope = "every unpinned mount of that name" if version == "" else "mounts pinned to it"
+        listing = "affected: " + ", ".join(affected) if affected else "no mount affected yet"
+        warnings.append(
+            problem(
+                catalog_target_name(key),
+                f"overrides the built-in {plugin_type} plugin {name!r} for {scope}; " + listing,
+            )
+        )
+    return tuple(warnings)
+
+
+def _declared_on(key: CatalogKey, mounts: MountChanges) -> set[tuple[MountKey, str]]:
+    """Declared mounts that run the override `key` once the plan is applied."""
+    reloading = mounts.reloads.paths
+    found = set()
+    for (kind, path), target in mounts.targets.items():
+        if target.key != key:
+            continue
+        if (kind, path) in mounts.enabled:
+            state = "enabled on it"
+        elif api_path(kind, path) in reloading:
+            state = "reloaded onto it now"
+        else:
+            state = "runs it"
+        found.add(((kind, path), state))
+    return found
+
+
+def _unmanaged_on(
+    context: Context,
+    key: CatalogKey,
+    changed: frozenset[CatalogKey],
+    mounts: MountChanges,
+    pruning: Pruning,
+) -> set[tuple[MountKey, str]]:
+    """Unmanaged mounts the override `key` takes over (they are never reloaded by a plan)."""
+    plugin_type, name, version = key
+    entry = context.present[key]
+    found = set()
+    for mount, live_mount in context.unmanaged_mounts(mounts.claimed, pruning.disabled):
+        if (mount[0], live_mount.plugin) != (plugin_type, name):
+            continue
+        pinned = live_mount.plugin_version == version != ""
+        shadowed = version == "" and not live_mount.plugin_version
+        if not (pinned or shadowed):
+            continue
+        running = (live_mount.running_plugin_version, live_mount.running_sha256)
+        if running == (version, entry.sha256) and key not in changed:
+            state = "unmanaged, runs it"
+        else:
+            state = "unmanaged, switches at its next reload"
+        found.add((mount, state))
+    return found
