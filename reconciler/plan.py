@@ -363,10 +363,6 @@ class Plan(_Readable):
         """The stable JSON document (`plan --json` and `plan --out`)."""
         return self.model_dump_json(indent=2, by_alias=True, exclude_none=True) + "\n"
 
-    def document(self) -> dict[str, Any]:
-        """The plan as the JSON document holds it (compare two plans with this)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
     @classmethod
     def from_json(cls, text: str) -> Plan:
         """Load a saved plan; another major format version is refused."""
