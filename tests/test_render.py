@@ -25,6 +25,7 @@ from reconciler.plan import (
 )
 from reconciler.planner import plan
 from reconciler.render import render_plan, summary
+from tests.helpers import CliRun
 from tests.planner_sim import builtin_catalog, reserved_mounts
 from tests.test_planner import CASES_DIR, load_case
 
@@ -256,6 +257,15 @@ def test_other_format_versions_are_refused(document: object) -> None:
 def test_a_plan_of_the_previous_format_is_refused_with_what_to_do() -> None:
     with pytest.raises(ValueError, match=r"format version 1, .* make the plan again"):
         Plan.from_json(json.dumps({"format_version": 1, "actions": []}))
+
+
+def test_apply_of_a_previous_format_plan_says_to_plan_again(tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    saved.write_text(json.dumps({"format_version": 1, "actions": []}, indent=2))
+    result = CliRun.invoke(["apply", str(saved), "--yes"])
+    assert result.exit_code == 1
+    assert "format version 1" in result.stderr
+    assert "make the plan again" in result.stderr
 
 
 def test_a_later_minor_version_may_add_fields() -> None:
