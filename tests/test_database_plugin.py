@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,12 @@ import pytest
 
 from reconciler.demo.devserver import DevServer
 from reconciler.demo.examples.plugins import demo_db
-from reconciler.demo.examples.plugins.build import BuiltPlugin, build_plugins
+from reconciler.demo.examples.plugins.build import (
+    BuiltPlugin,
+    build_plugins,
+    find_spec,
+    script_text,
+)
 from reconciler.demo.examples.plugins.database_runtime import Database, DatabaseError, NewUser
 
 ROOT_USER, ROOT_PASSWORD = "root", "root-password-never-shown"
@@ -139,6 +145,23 @@ class Bao:
             body["version"] = registered
         self.call("PUT", "sys/plugins/catalog/database/demo-db", 204, **body)
 
+    def rebuild(self, version: str) -> BuiltPlugin:
+        """Another binary of demo-db `version` (new file, new sha256), registered as that version."""
+        spec = find_spec("demo-db", version)
+        # The same interpreter by another path: the script differs, the plugin does not.
+        interpreter = Path(sys.executable)
+        other_path = interpreter.parent / ".." / interpreter.parent.name / interpreter.name
+        content = script_text(spec, str(other_path)).encode()
+        command = f"{spec.command}-rebuilt"
+        target = self.server.plugin_directory / command
+        target.write_bytes(content)
+        target.chmod(0o755)
+        sha256 = hashlib.sha256(content).hexdigest()
+        rebuilt = BuiltPlugin("database", "demo-db", version, command, sha256, target)
+        body = {"sha256": sha256, "command": command, **({"version": version} if version else {})}
+        self.call("PUT", "sys/plugins/catalog/database/demo-db", 204, **body)
+        return rebuilt
+
     def database_file(self, name: str) -> Path:
         path = self.data / f"{name}.json"
         demo_db.create_database(path, ROOT_USER, ROOT_PASSWORD)
@@ -209,6 +232,10 @@ def _gone(pid: int, timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def _command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def _serving_pid(bao: Bao, name: str) -> int:
@@ -413,6 +440,32 @@ def test_an_unversioned_entry_serves_only_unpinned_connections(bao: Bao) -> None
     bao.call("POST", "db/config/pinned", 204, plugin_version="")
     assert bao.config("pinned")["plugin_version"] == ""
     assert bao.sessions("pinned")[-2][:2] == ("initialize", "")
+
+
+def test_reset_picks_up_a_re_registered_binary_and_touches_nothing_else(bao: Bao) -> None:
+    bao.register("v1.0.0")
+    bao.connect("pinned", "v1.0.0")
+    bao.register("")
+    bao.connect("loose", None)
+    pinned, loose = _serving_pid(bao, "pinned"), _serving_pid(bao, "loose")
+
+    # Same version, new binary: registering it leaves the running process alone.
+    rebuilt = bao.rebuild("v1.0.0")
+    assert _running(pinned)
+    assert bao.creds("pinned")["data"]["username"].startswith("pinned-v1.0.0-")
+    assert _serving_pid(bao, "pinned") == pinned
+    bao.call("POST", "db/reset/pinned", 204)
+    restarted = _serving_pid(bao, "pinned")
+    assert rebuilt.command in _command_line(restarted)
+    assert _gone(pinned)
+    assert _serving_pid(bao, "loose") == loose  # another connection: untouched
+
+    # An unversioned override, re-registered with a new binary: the same.
+    override = bao.rebuild("")
+    assert _serving_pid(bao, "loose") == loose
+    bao.call("POST", "db/reset/loose", 204)
+    assert override.command in _command_line(_serving_pid(bao, "loose"))
+    assert _serving_pid(bao, "pinned") == restarted
 
 
 def test_database_plugins_reload_by_mount_not_by_name(bao: Bao) -> None:
