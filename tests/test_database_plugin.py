@@ -363,6 +363,32 @@ def test_a_pin_that_cannot_run_is_refused_and_changes_nothing(bao: Bao) -> None:
     assert bao.creds("orders")["data"]["username"].startswith("orders-v1.0.0-")
 
 
+def test_every_config_write_restarts_and_verify_connection_false_skips_the_check(
+    bao: Bao,
+) -> None:
+    bao.register("v1.0.0")
+    bao.register("v2.0.0")
+    bao.connect("orders", "v1.0.0")
+    first = _serving_pid(bao, "orders")
+
+    # Writing the pin it already has still replaces the process.
+    bao.call("POST", "db/config/orders", 204, plugin_version="v1.0.0")
+    second = _serving_pid(bao, "orders")
+    assert second != first
+    assert _gone(first)
+
+    # Without verification a re-pin is accepted while the database is away.
+    bao.data.rename(bao.data.with_name("moved"))
+    try:
+        bao.call("POST", "db/config/orders", 204, plugin_version="v2.0.0", verify_connection=False)
+    finally:
+        bao.data.with_name("moved").rename(bao.data)
+    assert bao.config("orders")["plugin_version"] == "v2.0.0"
+    assert "verify_connection" not in bao.config("orders")  # a per-write flag, not stored
+    assert _gone(second)
+    assert bao.creds("orders")["data"]["username"].startswith("orders-v2.0.0-")
+
+
 def test_reset_restarts_the_connection_on_what_the_catalog_names(bao: Bao) -> None:
     bao.register("v1.0.0")
     bao.connect("orders", "v1.0.0")
