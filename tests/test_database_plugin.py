@@ -433,6 +433,30 @@ def test_deregistering_the_running_version_leaves_the_connection_dead(bao: Bao) 
     assert bao.creds("orders")["data"]["username"].startswith("orders-v2.0.0-")
 
 
+def test_re_registering_a_version_with_a_binary_that_cannot_start(bao: Bao) -> None:
+    bao.register("v1.0.0")
+    bao.connect("orders", "v1.0.0")
+    pid = _serving_pid(bao, "orders")
+
+    # The catalog cannot read the broken binary's version, and registers it anyway.
+    broken = bao.built["v3.0.0"]
+    bao.call(
+        "PUT",
+        "sys/plugins/catalog/database/demo-db",
+        204,
+        sha256=broken.sha256,
+        command=broken.command,
+        version="v1.0.0",
+    )
+    assert _running(pid)  # still serving the old binary
+    assert "unable to create database instance" in bao.error("POST", "db/reset/orders", 500)
+    assert _gone(pid)
+    bao.call("GET", "db/creds/orders", 500)  # dead until the catalog names a binary that runs
+    bao.register("v1.0.0")
+    bao.call("POST", "db/reset/orders", 204)
+    assert bao.creds("orders")["data"]["username"].startswith("orders-v1.0.0-")
+
+
 def test_a_connection_without_a_version_is_pinned_to_the_newest(bao: Bao) -> None:
     bao.register("v1.0.0")
     bao.register("v2.0.0")
