@@ -50,6 +50,10 @@ def test_build_writes_one_executable_script_per_plugin_version(tmp_path: Path) -
         ("secret", "demo-kv", "v2.0.0", "demo-kv-2.0.0"),
         ("auth", "demo-auth", "v1.0.0", "demo-auth-1.0.0"),
         ("secret", "transit", "v1.0.0", "transit-1.0.0"),
+        ("database", "demo-db", "v1.0.0", "demo-db-1.0.0"),
+        ("database", "demo-db", "v2.0.0", "demo-db-2.0.0"),
+        ("database", "demo-db", "v3.0.0", "demo-db-3.0.0"),
+        ("database", "demo-db", "", "demo-db-unversioned"),
     ]
     assert [(s.type, s.name, s.version, s.command) for s in PLUGINS] == [
         (p.type, p.name, p.version, p.command) for p in built
@@ -61,7 +65,12 @@ def test_build_writes_one_executable_script_per_plugin_version(tmp_path: Path) -
         assert os.access(plugin.path, os.X_OK)
         text = plugin.path.read_text()
         assert text.startswith(f"#!{sys.executable}\n")
-        assert f'backend("{plugin.version}")' in text
+        spec = find_spec(plugin.name, plugin.version)
+        if spec.broken:
+            assert "raise SystemExit(1)" in text
+        else:
+            factory = "database" if plugin.type == "database" else "backend"
+            assert f'{factory}("{plugin.version}")' in text
     # Same inputs, same bytes: the catalog's sha256 stays valid across rebuilds.
     assert [p.sha256 for p in build_plugins(tmp_path / "again")] == [p.sha256 for p in built]
 
