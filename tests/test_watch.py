@@ -306,6 +306,7 @@ def test_failed_upgrade_is_held_until_the_file_changes(
 # --- a server of its own: killed and restarted ---------------------------------------------
 
 
+@pytest.mark.server
 def test_recovers_from_a_server_restart(tmp_path: Path, logs) -> None:
     port = free_port()
     token = "watch-restart-token"
