@@ -305,6 +305,8 @@ def test_control_characters_in_values_are_shown_escaped(server: DevServer, tmp_p
     result = run_cli(server, "plan", str(desired))
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    # Shown, not dropped: the reader sees both values, each character spelled out.
+    assert r"description: x\x1b[1A\x1b[2K → y\x1b]0;title\x07" in result.stdout, result.output
 
 
 def test_a_saved_plan_cannot_relabel_a_destructive_action(
