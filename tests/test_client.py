@@ -554,7 +554,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         yield f"https://127.0.0.1:{port}", ca
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        process.wait(timeout=SLACK)
         log.close()
 
 

@@ -144,14 +144,14 @@ def test_a_killed_holder_releases_the_lock(server: DevServer, tmp_path: Path) ->
         desired = write_desired(tmp_path, ONE_MOUNT)
         assert run_cli(server, "apply", str(desired), "--yes").exit_code == 1
         holder.kill()
-        holder.wait(timeout=10)
+        holder.wait(timeout=SLACK)
         # No stale lock file to clean up: the kernel dropped the flock with the process.
         result = run_cli(server, "apply", str(desired), "--yes")
         assert result.exit_code == 0, result.output
     finally:
         if holder.poll() is None:
             holder.kill()
-            holder.wait(timeout=10)
+            holder.wait(timeout=SLACK)
 
 
 def _run_two_together(server: DevServer, desired: Path, *extra: str) -> list[tuple[int, str, str]]:

@@ -170,7 +170,7 @@ def watch(tmp_path: Path) -> Iterator[_Watch]:
     finally:
         if the_watch.process is not None and the_watch.process.poll() is None:
             the_watch.process.kill()
-            the_watch.process.wait(timeout=10)
+            the_watch.process.wait(timeout=SLACK)
 
 
 def test_the_command_line_never_shows_a_secret(

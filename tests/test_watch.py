@@ -91,7 +91,7 @@ def running(watcher: Watcher) -> Iterator[Watcher]:
     finally:
         stop.set()
         watcher.stop()
-        thread.join(timeout=15)
+        thread.join(timeout=SLACK)
         assert not thread.is_alive(), "the watcher did not stop"
 
 
@@ -382,7 +382,7 @@ class _Daemon:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-        self.process.wait(timeout=10)
+        self.process.wait(timeout=SLACK)
         self._reader.join(timeout=5)
 
 
@@ -410,7 +410,7 @@ def test_sighup_forces_a_pass_and_sigterm_stops_between_actions(
         path.write_text(many_mounts(60))
         daemon.expect(lambda r: r.get("action") == "enable", SLACK)
         daemon.process.send_signal(signal.SIGTERM)
-        assert daemon.process.wait(timeout=15) == 0
+        assert daemon.process.wait(timeout=SLACK) == 0
         daemon._reader.join(timeout=5)
         log = "".join(daemon.lines)
         assert '"outcome": "stopped"' in log, log[-2000:]
