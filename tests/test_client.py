@@ -38,7 +38,7 @@ from reconciler.errors import (
     PermissionDenied,
     Sealed,
 )
-from tests.helpers import api
+from tests.helpers import SLACK, api
 
 NO_WAIT = RetryPolicy(attempts=4, base_delay=0.0, sleep=lambda _seconds: None)
 
@@ -521,7 +521,7 @@ def test_namespace_applies_to_mounts_not_to_the_catalog(server: DevServer) -> No
     assert namespaces["/v1/sys/seal-status"] is None
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = SLACK) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
@@ -596,7 +596,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         yield f"https://127.0.0.1:{port}", ca
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        process.wait(timeout=SLACK)
         log.close()
 
 

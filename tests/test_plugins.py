@@ -36,6 +36,7 @@ from reconciler.demo.examples.plugins.framework import (
     UnsupportedOperation,
     UnsupportedPath,
 )
+from tests.helpers import SLACK
 
 # --------------------------------------------------------------------------
 # Without a server
@@ -257,7 +258,7 @@ def _ok(answer: httpx.Response, status: int = 204) -> httpx.Response:
     return answer
 
 
-def _process_gone(pid: int, timeout: float = 5.0) -> bool:
+def _process_gone(pid: int, timeout: float = SLACK) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -284,10 +285,8 @@ def test_secrets_engine_enable_write_upgrade_by_tune_and_reload(bao: Bao) -> Non
     _ok(bao.register(v1))
     _ok(bao.register(v2))
 
-    started = time.monotonic()
     _ok(bao.enable("secret", "apps", "demo-kv", "v1.0.0"))
     first = _ok(bao.read("apps/info"), 200).json()["data"]
-    assert time.monotonic() - started < 1.0, "plugin start to first answer took a second or more"
 
     mount = bao.mount("secret", "apps")
     assert mount is not None
