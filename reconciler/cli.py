@@ -227,7 +227,8 @@ def apply_command(
     """Apply a desired-state file (or a saved plan) and verify the result."""
     import json
 
-    from reconciler.executor import ApplyOptions, server_lock
+    from reconciler.executor import ApplyOptions
+    from reconciler.lock import server_lock
     from reconciler.reconcile import apply
     from reconciler.render import render_plan, summary
 
@@ -241,7 +242,7 @@ def apply_command(
         loaded = _load(target, max_file_size)
     client = _client(address, namespace, token_file)
     identity = client.server_identity()
-    with server_lock(identity.address, identity.namespace, lock_timeout):
+    with server_lock(identity, lock_timeout):
         if saved is not None:
             from reconciler.reconcile import remake_saved_plan
 

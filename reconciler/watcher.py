@@ -28,9 +28,11 @@ from watchdog.observers import Observer
 
 from reconciler.backoff import backoff_delay
 from reconciler.errors import ApiError, LockBusy, PermissionDenied, ReconcilerError
-from reconciler.executor import ApplyOptions, ProgressEvent, server_lock
+from reconciler.executor import ApplyOptions, ProgressEvent
 from reconciler.loader import LoadedDesired, load_desired
+from reconciler.lock import server_lock
 from reconciler.metrics import Metrics
+from reconciler.model import ServerIdentity
 from reconciler.planner import HeldUpgrade
 from reconciler.reconcile import apply, plan_for
 
@@ -301,7 +303,7 @@ class Watcher:
         try:
             self._renew_token(client)
             identity = client.server_identity()
-            with self._locked(identity.address, identity.namespace):
+            with self._locked(identity):
                 self._reconcile(client, loaded, outcome)
         finally:
             close = getattr(client, "close", None)
@@ -462,13 +464,13 @@ class Watcher:
             log.warning("the token expires in %ds and is not renewable: provide a new one", ttl)
 
     @contextlib.contextmanager
-    def _locked(self, address: str, namespace: str) -> Iterator[None]:
+    def _locked(self, server: ServerIdentity) -> Iterator[None]:
         """The executor's per-server lock, waited for without blocking a stop request."""
         deadline = time.monotonic() + self.options.lock_timeout
         with contextlib.ExitStack() as stack:
             while True:
                 try:
-                    stack.enter_context(server_lock(address, namespace, 0.0))
+                    stack.enter_context(server_lock(server, 0.0))
                     break
                 except LockBusy:
                     if self._stopping():
