@@ -399,6 +399,11 @@ class CatalogEntry(_Strict):
     sha256: str = ""
     command: str = ""
     args: list[str] = []
+    # Registered from a `plugin` stanza of the server's configuration (OpenBao >= 2.6):
+    # the server re-registers or deletes it at every SIGHUP, so the configuration owns it.
+    declarative: bool = False
+    # Its binary came from an OCI image the server pulled into the plugin directory.
+    oci: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:

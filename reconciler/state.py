@@ -2,8 +2,9 @@
 
 The number of requests depends on the number of external catalog entries,
 never on the number of mounts: one catalog list, one read per external entry
-(for its sha256, command and args, which the list does not carry), the two
-mount tables and the server's identity. They run concurrently.
+(for its command, args and the `declarative` and `oci` flags, which the list
+does not carry), the two mount tables and the server's identity. They run
+concurrently.
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> Cata
         sha256=str(detail.get("sha256") or "").lower(),
         command=str(detail.get("command") or ""),
         args=[str(arg) for arg in detail.get("args") or []],
+        # Only a read carries these (the list does not); servers before them omit them.
+        declarative=detail.get("declarative") is True,
+        oci=detail.get("oci") is True,
     )
 
 
