@@ -123,3 +123,15 @@ def test_api_entries_on_a_plain_server_are_not_declarative(
     (entry,) = externals(read_live_state(client)).values()
 
     assert (entry.declarative, entry.oci) == (False, False)
+
+
+def test_a_database_stanza_is_read_as_declarative(declarative_server: DeclarativeServer) -> None:
+    server = declarative_server
+    kv = server.stanza("secret", "demo-kv", "v1.0.0")
+    auth = server.stanza("auth", "demo-auth", "v1.0.0")
+    database = server.stanza("database", "demo-db", "v1.0.0")
+
+    server.reconfigure_and_wait([kv, auth, database])
+
+    entry = externals(read(server))[database.key]
+    assert (entry.declarative, entry.oci, entry.sha256) == (True, False, database.sha256)
