@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from reconciler import __version__
+from reconciler import __version__, defaults
 
 if TYPE_CHECKING:
     from reconciler.client import Client
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
 _PLAN_HEAD_BYTES = 64
 
 
@@ -101,12 +100,13 @@ def _parse_replace(values: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float:
-    from reconciler.model import parse_duration
+    """Every duration flag: the one grammar of `reconciler.durations`; absent is 0."""
+    from reconciler.durations import parse_seconds
 
     if value is None:
         return 0.0
     try:
-        return float(parse_duration(value))
+        return parse_seconds(value)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
 
@@ -129,7 +129,7 @@ def cli(verbose: int) -> None:
 max_file_size_option = click.option(
     "--max-file-size",
     type=int,
-    default=DEFAULT_MAX_FILE_SIZE,
+    default=defaults.MAX_FILE_SIZE,
     show_default=True,
     help="Refuse desired-state files larger than this many bytes.",
 )
@@ -343,31 +343,22 @@ def _desired_of_saved_plan(saved: Plan, max_file_size: int) -> LoadedDesired:
     return loaded
 
 
-def _seconds(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
-    from reconciler.watcher import parse_seconds
-
-    try:
-        return parse_seconds(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
-
-
 @cli.command("watch")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--interval",
-    default="60s",
+    default=f"{defaults.WATCH_INTERVAL:g}s",
     show_default=True,
-    callback=_seconds,
+    callback=_duration,
     metavar="DURATION",
     help="Resync this often even when the file does not change (e.g. 30s, 5m).",
 )
 @click.option("--allow-destroy", is_flag=True, help="Apply disable/replace (up to max_destroy).")
 @click.option(
     "--debounce",
-    default="200ms",
+    default=f"{defaults.WATCH_DEBOUNCE * 1000:g}ms",
     show_default=True,
-    callback=_seconds,
+    callback=_duration,
     metavar="DURATION",
     help="Wait this long after the last file event before a pass.",
 )

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from reconciler import defaults
 from reconciler.backoff import backoff_delay
 from reconciler.errors import ApiError, LockBusy, PermissionDenied, ReconcilerError
 from reconciler.executor import ApplyOptions, ProgressEvent, server_lock
@@ -39,46 +39,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
 # The name Kubernetes swaps atomically when a ConfigMap volume is updated.
 CONFIGMAP_DATA_LINK = "..data"
 # Event types that never change content; the watcher's own reads cause them.
 _READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 ClientFactory = Callable[[], "Client"]
-
-
-def parse_seconds(text: str) -> float:
-    """Seconds from `200ms`, `1.5s`, `90s`, `15m`, `1h30m` or a plain number of seconds."""
-    value = text.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        parts = _DURATION.findall(value)
-        if not parts or "".join(number + unit for number, unit in parts) != value:
-            raise ValueError(
-                f"invalid duration {text!r} (expected seconds or e.g. 200ms, 90s, 15m, 1h)"
-            ) from None
-        seconds = float(sum(float(number) * _UNITS[unit] for number, unit in parts))
-    if seconds < 0:
-        raise ValueError(f"invalid duration {text!r}: cannot be negative")
-    return seconds
 
 
 @dataclass(frozen=True)
 class WatchOptions:
     """How the watcher runs; every duration is in seconds."""
 
-    interval: float = 60.0
+    interval: float = defaults.WATCH_INTERVAL
     allow_destroy: bool = False
-    debounce: float = 0.2
-    max_file_size: int = DEFAULT_MAX_FILE_SIZE
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    # How long a pass waits for another reconciler on this machine to release the server.
-    lock_timeout: float = 30.0
+    debounce: float = defaults.WATCH_DEBOUNCE
+    max_file_size: int = defaults.MAX_FILE_SIZE
+    backoff_initial: float = defaults.WATCH_BACKOFF_INITIAL
+    backoff_max: float = defaults.WATCH_BACKOFF_MAX
+    lock_timeout: float = defaults.WATCH_LOCK_TIMEOUT
     check_plugin_files: bool = True
 
 

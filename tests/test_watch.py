@@ -35,7 +35,6 @@ from reconciler.watcher import (
     JsonFormatter,
     Watcher,
     WatchOptions,
-    parse_seconds,
 )
 from tests.helpers import api, mount_config, mount_entry
 
@@ -426,20 +425,6 @@ def test_sighup_forces_a_pass_and_sigterm_stops_between_actions(
 
 
 # --- pure parts ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("200ms", 0.2), ("1s", 1.0), ("1.5s", 1.5), ("90", 90.0), ("15m", 900.0), ("1h30m", 5400.0)],
-)
-def test_parse_seconds(text: str, seconds: float) -> None:
-    assert parse_seconds(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "soon", "1x", "-1", "1h 30m", "ms"])
-def test_parse_seconds_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        parse_seconds(text)
 
 
 def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
