@@ -25,17 +25,19 @@ from typing import TYPE_CHECKING, Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from reconciler import defaults
+from reconciler import defaults, reconcile
 from reconciler.backoff import backoff_delay
 from reconciler.errors import ApiError, LockBusy, PermissionDenied, ReconcilerError
 from reconciler.executor import ApplyOptions, ProgressEvent, server_lock
 from reconciler.loader import LoadedDesired, load_desired
 from reconciler.metrics import Metrics
 from reconciler.planner import HeldUpgrade
-from reconciler.reconcile import apply, plan_for
+from reconciler.reconcile import PassHooks, PassInput, Verdict
+from reconciler.render import progress_line
 
 if TYPE_CHECKING:
     from reconciler.client import Client
+    from reconciler.model import ServerIdentity
 
 log = logging.getLogger(__name__)
 
@@ -279,48 +281,36 @@ class Watcher:
         client = self._client_factory()
         try:
             self._renew_token(client)
-            identity = client.server_identity()
-            with self._locked(identity.address, identity.namespace):
-                self._reconcile(client, loaded, outcome)
+            self._reconcile(client, loaded, outcome)
         finally:
             close = getattr(client, "close", None)
             if callable(close):
                 close()
 
     def _reconcile(self, client: Client, loaded: LoadedDesired, outcome: PassOutcome) -> None:
-        held = tuple(sorted(self._held))
-        the_plan = plan_for(client, loaded, held=held)
-        if the_plan.errors:
-            raise _PassFailed(
-                "the plan has errors, nothing was applied:\n"
-                + "\n".join(f"  {p.target}: {p.message}" for p in the_plan.errors)
-            )
-        refusals = the_plan.refusals(self.options.allow_destroy)
-        outcome.skipped = [
-            f"{the_plan.actions[i].kind.value} {the_plan.actions[i].target}: {why}"
-            for i, why in sorted(refusals.items())
-        ]
-        applicable = [a for i, a in enumerate(the_plan.actions) if i not in refusals]
-        outcome.drift = bool(applicable) and self._converged_hash == loaded.sha256
-        if outcome.drift:
-            log.warning(
-                "drift: %s needed although the file did not change",
-                _count(len(applicable), "action"),
-                extra={"fields": {"pass": outcome.number, "actions": len(applicable)}},
-            )
-        if not applicable:
-            return
         options = ApplyOptions(
             allow_destroy=self.options.allow_destroy,
             skip_refused=True,
             rollback_on_failure=True,
-            held=held,
+            held=tuple(sorted(self._held)),
         )
-        result = apply(client, the_plan, loaded, options, progress=self._progress(outcome))
-        outcome.failures.extend(result.failures)
+        hooks = PassHooks(progress=self._progress(outcome), lock=self._locked)
+        result = reconcile.run_pass(client, PassInput(loaded), options, hooks)
+        outcome.skipped = [str(refusal) for refusal in result.refused]
+        outcome.drift = bool(result.runnable) and self._converged_hash == loaded.sha256
+        if outcome.drift:
+            log.warning(
+                "drift: %s needed although the file did not change",
+                _count(len(result.runnable), "action"),
+                extra={"fields": {"pass": outcome.number, "actions": len(result.runnable)}},
+            )
+        if result.verdict is Verdict.PLAN_ERRORS:
+            raise _PassFailed(
+                "the plan has errors, nothing was applied:\n"
+                + "\n".join(f"  {line}" for line in result.problems())
+            )
+        outcome.failures.extend(result.problems())
         outcome.rolled_back.extend(result.rolled_back)
-        if not result.converged and not result.failures:
-            outcome.failures.append("the apply did not converge")
         new_held = [h for h in result.failed_upgrades if h not in self._held]
         if new_held:
             self._held.update(new_held)
@@ -330,14 +320,14 @@ class Watcher:
     def _progress(self, outcome: PassOutcome) -> Callable[[ProgressEvent], None]:
         def report(event: ProgressEvent) -> None:
             action = event.action
-            if action is None:
-                log.debug("pass %d: %s", outcome.number, event.status)
-                return
-            name = f"{action.kind.value} {action.target}"
-            if event.status == "start":
+            if event.status == "start" and self._stopping():
                 # The only safe place to stop: between two actions, never inside one.
-                if self._stopping():
-                    raise _Stopping
+                raise _Stopping
+            line = progress_line(event)
+            if line is None:
+                return
+            if action is None:
+                log.debug("pass %d: %s", outcome.number, line)
                 return
             fields = {
                 "pass": outcome.number,
@@ -346,23 +336,9 @@ class Watcher:
                 "duration": round(event.seconds, 3),
             }
             if event.status == "done":
-                outcome.applied.append(name)
-                log.info(
-                    "%s %s: done (%.2fs)",
-                    action.symbol,
-                    name,
-                    event.seconds,
-                    extra={"fields": fields},
-                )
-            else:
-                log.warning(
-                    "%s %s: %s: %s",
-                    action.symbol,
-                    name,
-                    event.status,
-                    event.message,
-                    extra={"fields": fields},
-                )
+                outcome.applied.append(f"{action.kind.value} {action.target}")
+            level = logging.INFO if event.status == "done" else logging.WARNING
+            log.log(level, "%s %s", action.symbol, line, extra={"fields": fields})
 
         return report
 
@@ -441,13 +417,13 @@ class Watcher:
             log.warning("the token expires in %ds and is not renewable: provide a new one", ttl)
 
     @contextlib.contextmanager
-    def _locked(self, address: str, namespace: str) -> Iterator[None]:
+    def _locked(self, identity: ServerIdentity) -> Iterator[None]:
         """The executor's per-server lock, waited for without blocking a stop request."""
         deadline = time.monotonic() + self.options.lock_timeout
         with contextlib.ExitStack() as stack:
             while True:
                 try:
-                    stack.enter_context(server_lock(address, namespace, 0.0))
+                    stack.enter_context(server_lock(identity.address, identity.namespace, 0.0))
                     break
                 except LockBusy:
                     if self._stopping():

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-import reconciler.watcher as watcher_module
+import reconciler.reconcile as reconcile_module
 from reconciler.backoff import backoff_delay
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer, free_port, start_dev_server
@@ -273,7 +273,7 @@ def test_failed_upgrade_is_held_until_the_file_changes(
     # watcher does with its report: hold the upgrade, pass it to every plan, drop it on edit.
     failed = ("secret", "kv-plus", "v1.4.0", "ab" * 32)
     seen_held: list[tuple[Any, ...]] = []
-    real_plan_for = watcher_module.plan_for
+    real_plan_for = reconcile_module.plan_for
 
     def spy_plan_for(*args: Any, **kwargs: Any) -> Any:
         seen_held.append(tuple(kwargs.get("held", ())))
@@ -287,8 +287,8 @@ def test_failed_upgrade_is_held_until_the_file_changes(
             failed_upgrades=[failed],
         )
 
-    monkeypatch.setattr(watcher_module, "plan_for", spy_plan_for)
-    monkeypatch.setattr(watcher_module, "apply", failing_apply)
+    monkeypatch.setattr(reconcile_module, "plan_for", spy_plan_for)
+    monkeypatch.setattr(reconcile_module, "apply_plan", failing_apply)
     path = tmp_path / "desired.yaml"
     path.write_text(desired("1h"))
     watcher = Watcher(path, factory(server), options())
