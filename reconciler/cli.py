@@ -337,8 +337,7 @@ def watch_command(
     import signal
     import threading
 
-    from reconciler.metrics import MetricsServer
-    from reconciler.watcher import Watcher, WatchOptions, configure_logging
+    from reconciler.watch import MetricsServer, Watcher, WatchOptions, configure_logging
 
     if interval <= 0:
         _fail("--interval must be more than 0")
@@ -378,7 +377,7 @@ def watch_command(
             watcher.run_forever()
         except BaseException as error:
             failed.append(error)
-            logging.getLogger("reconciler.watcher").exception("the watcher crashed")
+            logging.getLogger("reconciler.watch").exception("the watcher crashed")
 
     # Passes run on a worker so that signal handlers (main thread) never interrupt a lock holder.
     worker = threading.Thread(target=work, name="reconciler-watch")

@@ -17,7 +17,7 @@ from reconciler.executor import ApplyOptions, ProgressEvent
 from reconciler.loader import load_desired
 from reconciler.plan import ActionKind, Plan
 from reconciler.reconcile import PassHooks, PassInput, Verdict, load_target, run_pass
-from reconciler.watcher import Watcher, WatchOptions
+from reconciler.watch import Watcher, WatchOptions
 from tests.helpers import RequestLog, api, mount_config, mount_entry, run_cli, write_desired
 
 DESIRED = """\

@@ -30,11 +30,13 @@ from reconciler.backoff import backoff_delay
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer, free_port, start_dev_server
 from reconciler.executor import ApplyResult
-from reconciler.metrics import Metrics, MetricsServer
-from reconciler.watcher import (
+from reconciler.watch import (
     JsonFormatter,
+    Metrics,
+    MetricsServer,
     Watcher,
     WatchOptions,
+    concerns_file,
 )
 from tests.helpers import api, mount_config, mount_entry
 
@@ -462,15 +464,15 @@ def test_health_follows_failures_and_the_success_window() -> None:
 
 
 def test_file_events_that_concern_the_file(tmp_path: Path) -> None:
-    watcher = Watcher(tmp_path / "desired.yaml", lambda: pytest.fail("no client needed"))
-    assert watcher.concerns_file(str(tmp_path / "desired.yaml"))
-    assert watcher.concerns_file(str(tmp_path / "..data"))
-    assert not watcher.concerns_file(str(tmp_path / "other.yaml"))
-    assert not watcher.concerns_file(str(tmp_path / "..2024_01"))
+    path = tmp_path / "desired.yaml"
+    assert concerns_file(path, str(tmp_path / "desired.yaml"))
+    assert concerns_file(path, str(tmp_path / "..data"))
+    assert not concerns_file(path, str(tmp_path / "other.yaml"))
+    assert not concerns_file(path, str(tmp_path / "..2024_01"))
 
 
 def test_json_log_lines() -> None:
-    record = logging.LogRecord("reconciler.watcher", logging.INFO, "", 0, "pass %d", (3,), None)
+    record = logging.LogRecord("reconciler.watch", logging.INFO, "", 0, "pass %d", (3,), None)
     record.fields = {"pass": 3, "actions": 2, "duration": 0.25}
     line = json.loads(JsonFormatter().format(record))
     assert line["msg"] == "pass 3" and line["level"] == "info" and line["actions"] == 2
