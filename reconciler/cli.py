@@ -334,10 +334,13 @@ def watch_command(
     token_file: Path | None,
 ) -> None:
     """Reconcile on every change of FILE and every --interval, until SIGTERM/SIGINT."""
-    import signal
-    import threading
-
-    from reconciler.watch import MetricsServer, Watcher, WatchOptions, configure_logging
+    from reconciler.watch import (
+        MetricsServer,
+        Watcher,
+        WatchOptions,
+        configure_logging,
+        run_until_signalled,
+    )
 
     if interval <= 0:
         _fail("--interval must be more than 0")
@@ -362,33 +365,7 @@ def watch_command(
         except OSError as error:
             _fail(f"cannot serve metrics on {metrics_address}:{metrics_port}: {error.strerror}")
 
-    def on_stop(signum: int, _frame: object) -> None:
-        watcher.stop()
-        # A second signal ends the process at once, whatever is running.
-        signal.signal(signum, signal.SIG_DFL)
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: watcher.request_pass("signal"))
-    failed: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            watcher.run_forever()
-        except BaseException as error:
-            failed.append(error)
-            logging.getLogger("reconciler.watch").exception("the watcher crashed")
-
-    # Passes run on a worker so that signal handlers (main thread) never interrupt a lock holder.
-    worker = threading.Thread(target=work, name="reconciler-watch")
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(timeout=0.5)
-    finally:
-        if metrics_server is not None:
-            metrics_server.close()
-    if failed:
+    if not run_until_signalled(watcher, metrics_server):
         sys.exit(1)
 
 

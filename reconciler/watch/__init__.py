@@ -4,6 +4,7 @@
 - `_runner`: one watch pass around `reconcile.run_pass`, and what passes remember;
 - `_observer`: the file observer (watchdog);
 - `_watcher`: the worker loop tying them together;
+- `_service`: the process around it (signals, the worker thread);
 - `_metrics` and `_http`: prometheus_client metrics, /metrics and /healthz;
 - `_logging`: text or JSON log lines.
 
@@ -19,6 +20,7 @@ from reconciler.watch._metrics import Health, Metrics
 from reconciler.watch._observer import concerns_file
 from reconciler.watch._runner import PassOutcome, WatchOptions
 from reconciler.watch._schedule import Scheduler, Timing
+from reconciler.watch._service import run_until_signalled
 from reconciler.watch._watcher import Watcher
 
 __all__ = [
@@ -33,4 +35,5 @@ __all__ = [
     "Watcher",
     "concerns_file",
     "configure_logging",
+    "run_until_signalled",
 ]
