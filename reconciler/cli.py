@@ -344,10 +344,11 @@ def watch_command(
 
     if interval <= 0:
         _fail("--interval must be more than 0")
+    # Fail now on settings that no retry can fix (no address, unreadable token file),
+    # before the process's logging is taken over.
+    _client(address, namespace, token_file)
     verbose = click.get_current_context().find_root().params.get("verbose") or 0
     configure_logging(log_format, logging.DEBUG if verbose else logging.INFO)
-    # Fail now on settings that no retry can fix (no address, unreadable token file).
-    _client(address, namespace, token_file)
     watcher = Watcher(
         file,
         lambda: _client(address, namespace, token_file),

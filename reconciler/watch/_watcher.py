@@ -91,7 +91,7 @@ class Watcher:
                 if reason == "file" and not self._runner.desired.content_changed():
                     log.debug("file event without a content change: no pass")
                     continue
-                outcome = self._runner.run_pass(reason)
+                outcome = self.run_pass(reason)
                 if outcome.stopped:
                     break
                 self._scheduled(outcome)
