@@ -77,6 +77,15 @@ class ConnectionFailed(ApiError):
     """No HTTP answer: unreachable address, refused, reset, timeout, TLS failure."""
 
 
+class OutcomeUnknown(ConnectionFailed):
+    """A request that changes state may have reached the server, but no answer came back.
+
+    The transport does not send it again: re-sending a reload restarts every plugin a
+    second time while the first reload may still run. Whoever sent it reads the state
+    back and decides (the pass as a whole can be retried: it plans from what is live).
+    """
+
+
 class PermissionDenied(ApiError):
     """403: the token lacks a capability on a path."""
 

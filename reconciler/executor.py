@@ -8,20 +8,15 @@ because the next plan is computed from what the crash left behind.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import logging
 import os
 import signal
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.errors import ApiError, LockBusy, StaleState
+from reconciler.errors import ApiError, StaleState
 from reconciler.model import DesiredState, LiveMount, LiveState, MountKind, split_api_path
 from reconciler.plan import Action, ActionKind, Plan, Stage, fingerprint
 from reconciler.planner import HeldUpgrade, mount_target_name, runs_builtin
@@ -396,36 +391,3 @@ def _running(mount: LiveMount) -> str:
 
 def _since(started: float) -> float:
     return time.monotonic() - started
-
-
-# --- one writer at a time ------------------------------------------------------
-
-
-def lock_path(address: str, namespace: str) -> Path:
-    """The lock file for one server and namespace (per user, in the temp directory)."""
-    digest = hashlib.sha256(f"{address}|{namespace}".encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"reconciler-{os.getuid()}-{digest}.lock"
-
-
-@contextlib.contextmanager
-def server_lock(address: str, namespace: str, timeout: float = 0.0) -> Iterator[None]:
-    """Hold an exclusive flock for this server; the kernel drops it if the holder dies."""
-    path = lock_path(address, namespace)
-    handle = path.open("a+")
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockBusy(
-                        f"another reconciler is applying to {address}"
-                        + (f" (namespace {namespace})" if namespace else "")
-                        + f": lock {path} is held; retry later or pass --lock-timeout"
-                    ) from None
-                time.sleep(0.1)
-        yield
-    finally:
-        handle.close()

@@ -23,9 +23,9 @@ from reconciler.executor import (
     ApplyResult,
     Progress,
     apply_plan,
-    server_lock,
 )
 from reconciler.loader import LoadedDesired, load_desired
+from reconciler.lock import server_lock
 from reconciler.plan import Action, DesiredSource, Plan
 from reconciler.planner import CatalogKey, HeldUpgrade, parse_catalog_target, plan
 from reconciler.state import read_live_state
@@ -257,7 +257,7 @@ def run_pass(
             "--replace applies when planning; make a new plan with `plan --replace`"
         )
     identity = client.server_identity()
-    lock = hooks.lock or (lambda ident: server_lock(ident.address, ident.namespace, lock_timeout))
+    lock = hooks.lock or (lambda server: server_lock(server, lock_timeout))
     with lock(identity):
         if target.saved is not None:
             the_plan = remake_saved_plan(client, target.saved, target.loaded)

@@ -12,11 +12,15 @@ from reconciler.demo.devserver import DevServer, DevServerError, start_dev_serve
 from reconciler.demo.examples.plugins.build import build_plugins
 from tests.server_reset import reset_server
 
+# Fixtures that start an OpenBao server (or hand out the binary to start one). A test that
+# starts a server without any of them is marked by hand.
+SERVER_FIXTURES = frozenset({"bao_server", "bao", "tls_server", "sealed_server"})
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses the session server carries the `server` marker (-m 'not server')."""
+    """Every test that uses or starts a server carries the `server` marker (-m 'not server')."""
     for item in items:
-        if "bao_server" in getattr(item, "fixturenames", ()):
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from click.testing import CliRunner
@@ -19,6 +19,12 @@ from reconciler.cli import cli
 from reconciler.demo.devserver import DevServer
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+# The longest a test lets anything take before it calls it hung, in seconds. Generous on
+# purpose: a loaded two-core machine must never fail a test. No test asserts a time tighter
+# than this; "not retried" and "at once" are proven by counting requests, and the figures
+# that matter are measured in benchmarks/.
+SLACK = 30.0
 
 
 def api(server: DevServer) -> httpx.Client:
@@ -80,10 +86,16 @@ def run_cli(server: DevServer, *args: str) -> CliResult:
     return CliRun.invoke(args, env={"BAO_ADDR": server.address, "BAO_TOKEN": server.token})
 
 
-class RequestLog:
-    """Records every HTTP request sent through httpx's transport while active."""
+class HasAddress(Protocol):
+    @property
+    def address(self) -> str: ...
 
-    def __init__(self, server: DevServer | None = None) -> None:
+
+class RequestLog:
+    """Records every HTTP request sent through httpx's transport while active (attempts that
+    get no answer too: a refused connection or a failed TLS handshake counts)."""
+
+    def __init__(self, server: HasAddress | None = None) -> None:
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._original: Any = None
@@ -118,6 +130,10 @@ class RequestLog:
 
     def matching(self, method: str, path_fragment: str) -> list[tuple[str, str]]:
         return [r for r in self.requests if r[0] == method and path_fragment in r[1]]
+
+    def repeated(self) -> list[tuple[str, str]]:
+        """Requests sent more than once: a retry shows up here."""
+        return sorted({r for r in self.requests if self.requests.count(r) > 1})
 
 
 class TrapServer:

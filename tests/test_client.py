@@ -34,10 +34,11 @@ from reconciler.errors import (
     ApiError,
     ClientSettingsError,
     ConnectionFailed,
+    OutcomeUnknown,
     PermissionDenied,
     Sealed,
 )
-from tests.helpers import api
+from tests.helpers import SLACK, api
 
 NO_WAIT = RetryPolicy(attempts=4, base_delay=0.0, sleep=lambda _seconds: None)
 
@@ -342,6 +343,47 @@ def test_an_enable_that_timed_out_after_reaching_the_server_is_not_an_error(
     assert "late/" in client.list_mounts("secret")
 
 
+def _lost_answer(request: httpx.Request) -> httpx.Response:
+    raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+def _read_timeout(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("timed out", request=request)
+
+
+@pytest.mark.parametrize("fault", [_lost_answer, _read_timeout])
+def test_a_reload_that_may_have_reached_the_server_is_not_sent_again(
+    server: DevServer, client: Client, fault: Callable[[httpx.Request], httpx.Response]
+) -> None:
+    client.enable_mount("secret", "once/", {"type": "kv"})
+    real = httpx.HTTPTransport()
+    reloads = 0
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal reloads
+        response = real.handle_request(request)
+        if request.url.path.endswith("/reload/backend"):
+            reloads += 1
+            response.read()  # the server reloaded; its answer is lost on the way back
+            return fault(request)
+        return response
+
+    counter = Counter()
+    lossy = client_for(server, transport=httpx.MockTransport(handle), event_hooks=counter.hooks)
+    with pytest.raises(OutcomeUnknown, match="may have been carried out, so it was not sent again"):
+        lossy.reload_backend(mounts=["once/"])
+    assert reloads == 1
+    assert len(counter) == 1
+
+
+def test_a_reload_refused_before_it_was_sent_is_retried(server: DevServer, client: Client) -> None:
+    client.enable_mount("secret", "refused/", {"type": "kv"})
+    counter = Counter()
+    flaky = client_for(server, transport=faulty([refused]), event_hooks=counter.hooks)
+    flaky.reload_backend(mounts=["refused/"])
+    assert len(counter) == 2
+
+
 # --- the calls ------------------------------------------------------------------------
 
 
@@ -479,7 +521,7 @@ def test_namespace_applies_to_mounts_not_to_the_catalog(server: DevServer) -> No
     assert namespaces["/v1/sys/seal-status"] is None
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = SLACK) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
@@ -554,7 +596,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         yield f"https://127.0.0.1:{port}", ca
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        process.wait(timeout=SLACK)
         log.close()
 
 

@@ -37,7 +37,8 @@ def bao() -> str:
     try:
         return find_bao()
     except DevServerError as error:
-        pytest.skip(str(error))
+        # A missing `bao` must fail the run, never skip the end-to-end tests.
+        pytest.fail(f"the demo needs the OpenBao binary: {error}", pytrace=False)
 
 
 @dataclass
@@ -232,8 +233,7 @@ def test_wheel_ships_what_the_demo_needs(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    if result.returncode != 0 and "No module named" in result.stderr:
-        pytest.skip(f"cannot build a wheel offline here: {result.stderr.strip()[-200:]}")
+    # setuptools and wheel come with the dev extra: a missing one is a broken setup.
     assert result.returncode == 0, result.stderr
     (wheel,) = (tmp_path / "dist").glob("reconciler-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -14,15 +14,25 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
+from reconciler.client import RetryPolicy
 from reconciler.demo.devserver import DevServer, start_dev_server
 from reconciler.demo.examples.plugins.build import build_plugins
-from tests.helpers import CliResult, CliRun, api, mount_config, mount_entry, write_desired
+from tests.helpers import (
+    CliResult,
+    CliRun,
+    RequestLog,
+    api,
+    mount_config,
+    mount_entry,
+    write_desired,
+)
 
 # A fault: an HTTP status to answer instead of the server, or one of these.
 RESET = "reset"  # the connection is reset before the request reaches the server
@@ -283,12 +293,11 @@ def test_answers_that_never_come_time_out_and_are_retried(
     )
     proxy.fail("GET", "/v1/sys/mounts", HANG)
     proxy.fail("POST", "/v1/sys/mounts/slow", HANG, 502)
-    started = time.monotonic()
     result = via(proxy, server, "apply", str(desired), "--yes", BAO_CLIENT_TIMEOUT="1s")
     assert result.exit_code == 0, result.output
+    assert proxy.count("GET", "/v1/sys/mounts") >= 2
     assert proxy.count("POST", "/v1/sys/mounts/slow") == 3
     assert mount_entry(server, "secret", "slow/")["description"] == "patient"
-    assert time.monotonic() - started < 15
 
 
 def test_a_fault_that_outlasts_the_retries_is_reported_with_the_attempts(
@@ -388,13 +397,21 @@ def test_a_sealed_server_is_reported_with_the_fix(
     args = {"plan": ["plan", str(desired)], "apply": ["apply", str(desired), "--yes"]}.get(
         command, [command]
     )
-    started = time.monotonic()
-    result = CliRun.invoke(
-        args, env={"BAO_ADDR": sealed_server.address, "BAO_TOKEN": sealed_server.token}
-    )
+    with RequestLog(sealed_server) as requests:
+        result = CliRun.invoke(
+            args, env={"BAO_ADDR": sealed_server.address, "BAO_TOKEN": sealed_server.token}
+        )
     assert_clean_failure(result, sealed_server, "is sealed", "bao operator unseal")
-    # An operator has to act: no retries.
-    assert time.monotonic() - started < 2.0
+    # An operator has to act: no request is sent twice.
+    assert requests.requests and requests.repeated() == [], requests.requests
+
+
+@dataclass(frozen=True)
+class _Address:
+    address: str
+
+
+RETRY_ATTEMPTS = RetryPolicy().attempts
 
 
 @pytest.mark.parametrize("command", ["apply", "export"])
@@ -404,11 +421,13 @@ def test_an_unreachable_address_is_reported_with_the_fix(tmp_path: Path, command
         address = f"http://127.0.0.1:{sock.getsockname()[1]}"
     desired = write_desired(tmp_path, TWO_STEPS)
     args = ["apply", str(desired), "--yes"] if command == "apply" else [command]
-    started = time.monotonic()
-    result = CliRun.invoke(args, env={"BAO_ADDR": address, "BAO_TOKEN": "some-token-value"})
+    with RequestLog(_Address(address)) as requests:
+        result = CliRun.invoke(args, env={"BAO_ADDR": address, "BAO_TOKEN": "some-token-value"})
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     assert f"cannot reach the server at {address}" in result.stderr
     assert "BAO_ADDR" in result.stderr
     assert "some-token-value" not in result.output
-    assert time.monotonic() - started < 5.0
+    # Nothing listens: retrying is worth it (a server may be starting), but only a few times.
+    sent = [requests.requests.count(r) for r in set(requests.requests)]
+    assert sent and max(sent) == RETRY_ATTEMPTS, requests.requests

@@ -21,13 +21,12 @@ import pytest
 
 from reconciler.demo.devserver import DevServer
 from reconciler.loader import DEFAULT_MAX_FILE_SIZE, MAX_PROBLEMS
-from tests.helpers import CliRun, TrapServer, api, run_cli, write_desired
+from tests.helpers import SLACK, CliRun, TrapServer, api, run_cli, write_desired
 from tests.test_loader import read_case
 
 CORPUS = Path(__file__).parent / "data" / "invalid"
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 TOKEN = "hostile-input-test-token"
-TIME_BOUND = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +237,8 @@ def test_hostile_file_is_refused_positioned_fast_and_offline(
         path, case = generated_dir / f"{name}.yaml", GENERATED[name]
     assert case.expected, f"{name} declares no expectation"
     stderr, elapsed = _invoke(command, path, case.options, trap)
-    assert elapsed < TIME_BOUND, f"{command} {name} took {elapsed:.2f}s"
+    # No case runs away; the time a refusal takes is measured in benchmarks/.
+    assert elapsed < SLACK, f"{command} {name} took {elapsed:.2f}s"
     positioned = [
         line.removeprefix("error: ")
         for line in stderr.splitlines()
@@ -260,7 +260,7 @@ def test_hostile_file_is_refused_positioned_fast_and_offline(
 def test_a_device_is_read_no_further_than_the_size_limit(trap: TrapServer, command: str) -> None:
     stderr, elapsed = _invoke(command, Path("/dev/zero"), [], trap)
     assert "/dev/zero:1:1: the file is 4194305 bytes, over the limit" in stderr
-    assert elapsed < TIME_BOUND
+    assert elapsed < SLACK
     assert trap.connections == 0
 
 
@@ -305,6 +305,8 @@ def test_control_characters_in_values_are_shown_escaped(server: DevServer, tmp_p
     result = run_cli(server, "plan", str(desired))
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    # Shown, not dropped: the reader sees both values, each character spelled out.
+    assert r"description: x\x1b[1A\x1b[2K → y\x1b]0;title\x07" in result.stdout, result.output
 
 
 def test_a_saved_plan_cannot_relabel_a_destructive_action(

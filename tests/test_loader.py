@@ -21,6 +21,7 @@ from reconciler.loader import (
     load_desired_text,
 )
 from reconciler.model import CatalogEntry, DesiredState
+from tests.helpers import SLACK
 
 DATA = Path(__file__).parent / "data"
 INVALID = sorted(p for p in (DATA / "invalid").iterdir() if p.suffix == ".yaml")
@@ -233,7 +234,7 @@ def test_hostile_input_is_rejected_in_bounded_time(name: str) -> None:
     started = time.perf_counter()
     with pytest.raises(DesiredStateError) as caught:
         load_desired_text(HOSTILE[name], "hostile.yaml")
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < SLACK
     assert caught.value.problems
 
 
@@ -242,7 +243,7 @@ def test_oversize_file_is_refused_before_reading(tmp_path: Path) -> None:
     path.write_bytes(b"version: 1\n" + b"#" * (4 * 1024 * 1024))
     started = time.perf_counter()
     [(row, column, message)] = problems_of(path)
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < SLACK
     assert (row, column) == (1, 1)
     assert "over the limit of 4194304 bytes" in message
 
@@ -252,7 +253,7 @@ def test_missing_file_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
     assert "cannot read the file" in message
 
 
-# --- performance (a sanity bound; the benchmark measures) -----------------------------------
+# --- size (a sanity bound; benchmarks/files.py measures the time) -----------------------------------
 
 
 def thousand_mounts() -> str:
@@ -280,7 +281,8 @@ def test_a_thousand_mounts_load_fast() -> None:
         state = load_desired_text(text).state
         timings.append(time.perf_counter() - started)
     assert len(state.secrets) == 1000
-    assert min(timings) < 0.3
+    # Only that it does not run away: benchmarks/files.py measures the parse time.
+    assert min(timings) < SLACK
 
 
 def test_a_thousand_mounts_with_an_error_are_positioned() -> None:

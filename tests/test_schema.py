@@ -12,6 +12,8 @@ from jsonschema import Draft202012Validator
 from ruamel.yaml import YAML
 
 from reconciler.cli import cli
+from reconciler.errors import DesiredStateError
+from reconciler.loader import load_desired_text
 from reconciler.model import json_schema, json_schema_text
 
 ROOT = Path(__file__).parent.parent
@@ -81,4 +83,6 @@ def test_valid_documents_satisfy_the_schema(path: Path) -> None:
     ],
 )
 def test_the_schema_rejects_what_the_loader_rejects(document: dict[str, Any]) -> None:
+    with pytest.raises(DesiredStateError):
+        load_desired_text(json.dumps(document), "rejected.yaml", check_plugin_files=False)
     assert list(validator().iter_errors(document))

@@ -31,7 +31,7 @@ from reconciler.errors import ApiError
 from reconciler.executor import ApplyOptions
 from reconciler.loader import load_desired
 from reconciler.reconcile import apply, plan_for
-from tests.helpers import CliResult, CliRun, api, write_desired
+from tests.helpers import SLACK, CliResult, CliRun, api, write_desired
 
 _SUFFIX = secrets.token_hex(4)
 TOKEN = f'tok"en/Se+cret=&<x>-{_SUFFIX}'
@@ -148,7 +148,7 @@ class _Watch:
                 text=True,
             )
 
-    def wait_for(self, fragment: str, timeout: float = 30.0) -> None:
+    def wait_for(self, fragment: str, timeout: float = SLACK) -> None:
         assert self.process is not None
         deadline = time.monotonic() + timeout
         while fragment not in self.log.read_text():
@@ -170,7 +170,7 @@ def watch(tmp_path: Path) -> Iterator[_Watch]:
     finally:
         if the_watch.process is not None and the_watch.process.poll() is None:
             the_watch.process.kill()
-            the_watch.process.wait(timeout=10)
+            the_watch.process.wait(timeout=SLACK)
 
 
 def test_the_command_line_never_shows_a_secret(

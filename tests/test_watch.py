@@ -38,7 +38,7 @@ from reconciler.watch import (
     WatchOptions,
     concerns_file,
 )
-from tests.helpers import api, mount_config, mount_entry
+from tests.helpers import SLACK, api, mount_config, mount_entry
 
 DESIRED = """\
 version: 1
@@ -59,14 +59,14 @@ def desired(ttl: str = "1h", prune: bool = False) -> str:
     return DESIRED.format(ttl=ttl, prune=str(prune).lower())
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until `predicate()` holds; return the seconds it took."""
-    started = time.monotonic()
-    deadline = started + timeout
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = SLACK) -> None:
+    """Poll until `predicate()` holds. How fast the watcher reacts is measured in
+    benchmarks/watch.py; here only that it does."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError, KeyError):
             if predicate():
-                return time.monotonic() - started
+                return
         time.sleep(0.02)
     raise AssertionError(f"not within {timeout}s: {what}")
 
@@ -92,7 +92,7 @@ def running(watcher: Watcher) -> Iterator[Watcher]:
     finally:
         stop.set()
         watcher.stop()
-        thread.join(timeout=15)
+        thread.join(timeout=SLACK)
         assert not thread.is_alive(), "the watcher did not stop"
 
 
@@ -117,25 +117,24 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 # --- against the shared server --------------------------------------------------------
 
 
-def test_saved_edits_are_applied_within_3s(server: DevServer, tmp_path: Path, logs) -> None:
+def test_saved_edits_are_applied(server: DevServer, tmp_path: Path, logs) -> None:
     path = tmp_path / "desired.yaml"
     path.write_text(desired("1h"))
     watcher = Watcher(path, factory(server), options())
     with running(watcher):
-        wait_for(lambda: ttl_of(server) == 3600, 5, "first pass applied")
+        wait_for(lambda: ttl_of(server) == 3600, "first pass applied")
 
         path.write_text(desired("2h"))
-        took = wait_for(lambda: ttl_of(server) == 7200, 3, "in-place save applied")
-        assert took < 3
+        wait_for(lambda: ttl_of(server) == 7200, "in-place save applied")
 
         # Editors write a temporary file and rename it over the original.
         temporary = tmp_path / ".desired.yaml.swp"
         temporary.write_text(desired("3h"))
         os.replace(temporary, path)
-        wait_for(lambda: ttl_of(server) == 10800, 3, "atomic rename applied")
+        wait_for(lambda: ttl_of(server) == 10800, "atomic rename applied")
 
         # Touching the file without changing it is no reason for a pass.
-        wait_for(lambda: metric(watcher.metrics, "reconciler_passes_total") == 3, 3, "3 passes")
+        wait_for(lambda: metric(watcher.metrics, "reconciler_passes_total") == 3, "3 passes")
         os.utime(path)
         time.sleep(0.5)
         assert metric(watcher.metrics, "reconciler_passes_total") == 3
@@ -155,14 +154,13 @@ def test_configmap_symlink_swap_is_noticed(server: DevServer, tmp_path: Path) ->
 
     watcher = Watcher(volume / "desired.yaml", factory(server), options())
     with running(watcher):
-        wait_for(lambda: ttl_of(server) == 3600, 5, "first pass applied")
+        wait_for(lambda: ttl_of(server) == 3600, "first pass applied")
         (volume / "..2024_02").mkdir()
         (volume / "..2024_02" / "desired.yaml").write_text(desired("4h"))
         (volume / "..data_tmp").symlink_to("..2024_02")
         os.replace(volume / "..data_tmp", volume / "..data")
         shutil.rmtree(volume / "..2024_01")
-        took = wait_for(lambda: ttl_of(server) == 14400, 3, "ConfigMap update applied")
-    assert took < 3
+        wait_for(lambda: ttl_of(server) == 14400, "ConfigMap update applied")
 
 
 def test_invalid_edit_keeps_the_last_good_state(server: DevServer, tmp_path: Path, logs) -> None:
@@ -170,13 +168,13 @@ def test_invalid_edit_keeps_the_last_good_state(server: DevServer, tmp_path: Pat
     path.write_text(desired("1h"))
     watcher = Watcher(path, factory(server), options())
     with running(watcher):
-        wait_for(lambda: ttl_of(server) == 3600, 5, "first pass applied")
+        wait_for(lambda: ttl_of(server) == 3600, "first pass applied")
         logs.clear()
 
         broken = desired("1h").replace("default_lease_ttl: 1h", "default_lease_ttl: soon")
         path.write_text(broken)
         line = broken.splitlines().index(next(x for x in broken.splitlines() if "soon" in x))
-        wait_for(lambda: f"{path}:{line + 1}:" in logs.text, 3, "the problem logged with its line")
+        wait_for(lambda: f"{path}:{line + 1}:" in logs.text, "the problem logged with its line")
         assert re.search(rf"{re.escape(str(path))}:{line + 1}:\d+: ", logs.text)
         assert metric(watcher.metrics, "reconciler_desired_file_valid") == 0
         assert ttl_of(server) == 3600
@@ -184,10 +182,10 @@ def test_invalid_edit_keeps_the_last_good_state(server: DevServer, tmp_path: Pat
         # The last good state is still enforced: drift is corrected from it.
         api(server).post("/v1/sys/mounts/app/tune", json={"default_lease_ttl": "5h"})
         watcher.request_pass("test")
-        wait_for(lambda: ttl_of(server) == 3600, 3, "drift corrected from the last good state")
+        wait_for(lambda: ttl_of(server) == 3600, "drift corrected from the last good state")
 
         path.write_text(desired("2h"))
-        wait_for(lambda: ttl_of(server) == 7200, 3, "the next valid edit applied")
+        wait_for(lambda: ttl_of(server) == 7200, "the next valid edit applied")
         assert metric(watcher.metrics, "reconciler_desired_file_valid") == 1
         assert metric(watcher.metrics, "reconciler_pass_failures_total") == 0
     assert server.token not in logs.text
@@ -200,13 +198,12 @@ def test_out_of_band_change_is_corrected_at_the_resync(
     path.write_text(desired("1h"))
     watcher = Watcher(path, factory(server), options(interval=1.0))
     with running(watcher):
-        wait_for(lambda: ttl_of(server) == 3600, 5, "first pass applied")
+        wait_for(lambda: ttl_of(server) == 3600, "first pass applied")
         api(server).post("/v1/sys/mounts/app/tune", json={"default_lease_ttl": "5h"})
         assert ttl_of(server) == 5 * 3600
-        wait_for(lambda: ttl_of(server) == 3600, 4, "drift corrected by the resync")
+        wait_for(lambda: ttl_of(server) == 3600, "drift corrected by the resync")
         wait_for(
             lambda: metric(watcher.metrics, "reconciler_drift_detected_total") >= 1,
-            2,
             "drift counted",
         )
     assert "drift" in logs.text
@@ -310,6 +307,7 @@ def test_failed_upgrade_is_held_until_the_file_changes(
 # --- a server of its own: killed and restarted ---------------------------------------------
 
 
+@pytest.mark.server
 def test_recovers_from_a_server_restart(tmp_path: Path, logs) -> None:
     port = free_port()
     token = "watch-restart-token"
@@ -324,17 +322,17 @@ def test_recovers_from_a_server_restart(tmp_path: Path, logs) -> None:
     try:
         with MetricsServer(watcher.metrics, "127.0.0.1", 0) as metrics_server, running(watcher):
             health = f"http://127.0.0.1:{metrics_server.port}/healthz"
-            wait_for(lambda: ttl_of(own) == 3600, 5, "first pass applied")
+            wait_for(lambda: ttl_of(own) == 3600, "first pass applied")
             assert httpx.get(health).status_code == 200
 
             own.stop()
-            wait_for(lambda: httpx.get(health).status_code == 503, 15, "healthz turns 503")
+            wait_for(lambda: httpx.get(health).status_code == 503, "healthz turns 503")
             # 503 by three failures in a row or by two intervals without success, whichever first.
             assert metric(watcher.metrics, "reconciler_consecutive_failures") >= 1
 
             # Dev mode keeps nothing: the restarted server is empty until the watcher acts.
             own = start_dev_server(port=port, token=token, workdir=tmp_path / "bao-2")
-            wait_for(lambda: httpx.get(health).status_code == 200, 10, "healthz back to 200")
+            wait_for(lambda: httpx.get(health).status_code == 200, "healthz back to 200")
             assert ttl_of(own) == 3600
             assert mount_entry(own, "auth", "robots/")["type"] == "approle"
             assert metric(watcher.metrics, "reconciler_consecutive_failures") == 0
@@ -385,7 +383,7 @@ class _Daemon:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-        self.process.wait(timeout=10)
+        self.process.wait(timeout=SLACK)
         self._reader.join(timeout=5)
 
 
@@ -401,19 +399,19 @@ def test_sighup_forces_a_pass_and_sigterm_stops_between_actions(
     path.write_text(desired("1h"))
     daemon = _Daemon(server, str(path), "--interval", "1h", "--debounce", "50ms")
     try:
-        converged = daemon.expect(lambda r: r.get("outcome") == "converged", 20)
+        converged = daemon.expect(lambda r: r.get("outcome") == "converged", SLACK)
         assert converged["pass"] == 1 and converged["actions"] >= 2
         assert {"ts", "level", "msg", "duration"} <= converged.keys()
 
         daemon.process.send_signal(signal.SIGHUP)
-        forced = daemon.expect(lambda r: r.get("outcome") == "converged", 5)
+        forced = daemon.expect(lambda r: r.get("outcome") == "converged", SLACK)
         assert forced["reason"] == "signal" and forced["actions"] == 0
 
         # A pass long enough to be caught in the middle.
         path.write_text(many_mounts(60))
-        daemon.expect(lambda r: r.get("action") == "enable", 5)
+        daemon.expect(lambda r: r.get("action") == "enable", SLACK)
         daemon.process.send_signal(signal.SIGTERM)
-        assert daemon.process.wait(timeout=15) == 0
+        assert daemon.process.wait(timeout=SLACK) == 0
         daemon._reader.join(timeout=5)
         log = "".join(daemon.lines)
         assert '"outcome": "stopped"' in log, log[-2000:]

@@ -310,6 +310,9 @@ class Client:
     ) -> dict[str, Any]:
         """Reload mounts (auth ones as `auth/<path>`) or every mount of a plugin.
 
+        Raises OutcomeUnknown when the request may have reached the server but no
+        answer came back: the caller reads the mounts back instead of reloading again.
+
         Sent in the client's namespace: the server resolves both `mounts` and `plugin`
         there, and a root-namespace reload naming `ns/path/` answers 200 but reloads
         nothing.
@@ -322,9 +325,14 @@ class Client:
         if scope:
             body["scope"] = scope
         # The server restarts every named mount's plugin before it answers: with many
-        # external mounts that takes longer than an ordinary request may.
+        # external mounts that takes longer than an ordinary request may. Sent once: a
+        # second reload would restart every plugin again while the first may still run.
         answer = self._transport.send(
-            "POST", "sys/plugins/reload/backend", json=body, read_timeout=_RELOAD_TIMEOUT
+            "POST",
+            "sys/plugins/reload/backend",
+            json=body,
+            read_timeout=_RELOAD_TIMEOUT,
+            send_once=True,
         )
         for warning in answer.get("warnings") or []:
             log.warning("reload: %s", redact(str(warning)))

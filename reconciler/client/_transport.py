@@ -22,6 +22,7 @@ from reconciler.errors import (
     ApiError,
     ClientSettingsError,
     ConnectionFailed,
+    OutcomeUnknown,
     PermissionDenied,
     Sealed,
 )
@@ -95,11 +96,15 @@ class Transport:
         params: Mapping[str, str] | None = None,
         done_if: Callable[[ApiError], bool] | None = None,
         read_timeout: float | None = None,
+        send_once: bool = False,
     ) -> dict[str, Any]:
         """`METHOD /v1/<path>`; the JSON answer ({} for 204). Retryable failures retry.
 
         `namespace=False` sends the request to the root namespace. `done_if` recognises
         the error a retry meets when the attempt that timed out had in fact succeeded.
+        `send_once` is for requests that must not run twice: once the request may have
+        reached the server, a missing answer raises OutcomeUnknown instead of a retry
+        (a refused connection, which proves nothing was sent, is still retried).
         """
         timeout = self.http.timeout
         if read_timeout is not None and (timeout.read is None or read_timeout > timeout.read):
@@ -121,6 +126,12 @@ class Transport:
                 )
             except httpx.TransportError as exc:
                 error = self._transport_error(exc, method, path)
+                if send_once and error.retryable and _may_have_been_sent(exc):
+                    raise OutcomeUnknown(
+                        f"{error}; {method} /v1/{path} may have been carried out, so it was "
+                        "not sent again",
+                        path=path,
+                    ) from None
             except httpx.TooManyRedirects:
                 raise ConnectionFailed(
                     f"{method} /v1/{path} on {self.address} was redirected too often: "
@@ -287,6 +298,11 @@ def exception_reason(exc: BaseException) -> str:
             return cause.strerror
     text = str(exc).strip()
     return text or type(exc).__name__
+
+
+def _may_have_been_sent(exc: httpx.TransportError) -> bool:
+    """False only when no connection was made, so the server cannot have seen the request."""
+    return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

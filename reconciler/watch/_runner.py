@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import defaults, reconcile
 from reconciler.errors import ApiError, LockBusy, PermissionDenied, ReconcilerError
-from reconciler.executor import ApplyOptions, ProgressEvent, server_lock
+from reconciler.executor import ApplyOptions, ProgressEvent
 from reconciler.loader import LoadedDesired, load_desired
+from reconciler.lock import server_lock
 from reconciler.planner import HeldUpgrade
 from reconciler.reconcile import PassHooks, PassInput, Verdict
 from reconciler.render import progress_line
@@ -305,7 +306,7 @@ class PassRunner:
         with contextlib.ExitStack() as stack:
             while True:
                 try:
-                    stack.enter_context(server_lock(identity.address, identity.namespace, 0.0))
+                    stack.enter_context(server_lock(identity, 0.0))
                     break
                 except LockBusy:
                     if self._stopping():

@@ -28,16 +28,22 @@ from pathlib import Path
 class PluginSpec:
     """One example plugin, described without building it."""
 
-    type: str  # catalog type: "secret" or "auth"
+    type: str  # catalog type: "secret", "auth" or "database"
     name: str
-    version: str  # as registered and as the plugin reports it ("v" prefix)
-    module: str  # module under reconciler.demo.examples.plugins with `backend(version)`
+    # As registered and as the plugin reports it ("v" prefix); "" for an
+    # unversioned build, which reports no version.
+    version: str
+    # Module under reconciler.demo.examples.plugins with `backend(version)`,
+    # or `database(version)` for a database plugin.
+    module: str
     description: str
+    # The file exits before the go-plugin handshake: a binary that cannot start.
+    broken: bool = False
 
     @property
     def command(self) -> str:
         """File name inside the plugin directory."""
-        return f"{self.name}-{self.version.removeprefix('v')}"
+        return f"{self.name}-{self.version.removeprefix('v') or 'unversioned'}"
 
 
 @dataclass(frozen=True)
@@ -65,16 +71,39 @@ PLUGINS: tuple[PluginSpec, ...] = (
     PluginSpec(
         "secret", "transit", "v1.0.0", "transit", "external plugin overriding built-in transit"
     ),
+    PluginSpec("database", "demo-db", "v1.0.0", "demo_db", "database plugin, users in a file"),
+    PluginSpec(
+        "database",
+        "demo-db",
+        "v2.0.0",
+        "demo_db",
+        "same; its usernames and records say v2.0.0",
+    ),
+    PluginSpec(
+        "database",
+        "demo-db",
+        "v3.0.0",
+        "demo_db",
+        "cannot start: exits before the handshake",
+        broken=True,
+    ),
+    PluginSpec(
+        "database",
+        "demo-db",
+        "",
+        "demo_db",
+        "reports no version: registers unversioned, overrides demo-db",
+    ),
 )
 
 
 def find_spec(name: str, version: str) -> PluginSpec:
-    """The example plugin `name` at `version` (leading "v" optional)."""
-    wanted = "v" + version.removeprefix("v")
+    """The example plugin `name` at `version` (leading "v" optional; "" for unversioned)."""
+    wanted = version and "v" + version.removeprefix("v")
     for spec in PLUGINS:
         if spec.name == name and spec.version == wanted:
             return spec
-    known = ", ".join(f"{s.name} {s.version}" for s in PLUGINS)
+    known = ", ".join(f"{s.name} {s.version or '(unversioned)'}" for s in PLUGINS)
     raise KeyError(f"no example plugin {name} {version}; known: {known}")
 
 
@@ -90,14 +119,25 @@ def script_text(spec: PluginSpec, python: str = sys.executable) -> str:
         # Valid as sh and as Python: sh runs the exec line, Python reads it
         # as a harmless string expression.
         head = f'#!/bin/sh\n"exec" {shlex.quote(python)} "$0" "$@"\n'
+    title = f"# {spec.name} {spec.version or '(unversioned)'}: example external OpenBao/Vault"
+    if spec.broken:
+        return (
+            f"{head}{title} {spec.type} plugin that cannot start.\n"
+            "import sys\n"
+            "\n"
+            f'sys.stderr.write("{spec.name} {spec.version}: broken on purpose, exits before '
+            'the plugin handshake\\n")\n'
+            "raise SystemExit(1)\n"
+        )
+    database = spec.type == "database"
+    factory, runtime = ("database", "database_runtime") if database else ("backend", "runtime")
     return (
-        f"{head}"
-        f"# {spec.name} {spec.version}: example external OpenBao/Vault {spec.type} plugin.\n"
+        f"{head}{title} {spec.type} plugin.\n"
         "# The server runs this file; running it by hand only prints why not.\n"
-        f"from reconciler.demo.examples.plugins.{spec.module} import backend\n"
-        "from reconciler.demo.examples.plugins.runtime import serve\n"
+        f"from reconciler.demo.examples.plugins.{spec.module} import {factory}\n"
+        f"from reconciler.demo.examples.plugins.{runtime} import serve\n"
         "\n"
-        f'raise SystemExit(serve(backend("{spec.version}")))\n'
+        f'raise SystemExit(serve({factory}("{spec.version}")))\n'
     )
 
 

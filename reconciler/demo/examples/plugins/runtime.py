@@ -1,16 +1,11 @@
 """Run a `Backend` as an OpenBao/Vault plugin process (go-plugin, gRPC, protocol 5).
 
-The server starts the plugin with a magic-cookie environment variable and
-the certificate it will present; the plugin starts a TLS gRPC server on a
-loopback port, prints one handshake line on stdout and then answers:
+Besides go-plugin's own services (`_goplugin`), the process answers:
 
 - `pb.Backend`: Setup, Type, SpecialPaths, Initialize, HandleRequest,
   HandleExistenceCheck, InvalidateKey, Cleanup;
 - `logical.PluginVersion/Version`: the server records the version the
-  binary reports (and refuses a registration that claims another one);
-- go-plugin's `GRPCBroker` (the server announces its storage listener on
-  this stream), `GRPCController/Shutdown`, `GRPCStdio` and the gRPC health
-  check.
+  binary reports (and refuses a registration that claims another one).
 
 The mount's storage lives in the server, reached through the broker, so data
 survives reloads and upgrades. The process exits when told to, when its
@@ -23,20 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import signal
-import sys
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent import futures
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
 import grpc
 
-from reconciler.demo.examples.plugins import _tls, _tunnel
+from reconciler.demo.examples.plugins import _goplugin, _tunnel
+from reconciler.demo.examples.plugins._goplugin import unary
 from reconciler.demo.examples.plugins.framework import (
     Auth,
     Backend,
@@ -48,19 +37,13 @@ from reconciler.demo.examples.plugins.framework import (
     UnsupportedPath,
 )
 from reconciler.demo.examples.plugins.proto import backend_pb2 as pb
-from reconciler.demo.examples.plugins.proto import grpc_broker_pb2 as broker_pb
-from reconciler.demo.examples.plugins.proto import grpc_controller_pb2 as controller_pb
-from reconciler.demo.examples.plugins.proto import grpc_stdio_pb2 as stdio_pb
 from reconciler.demo.examples.plugins.proto import version_pb2
 
 log = logging.getLogger("plugin")
 
 # The value is fixed by the server's plugin SDK; without it the file was run
 # by hand, not by a server.
-MAGIC_COOKIE_KEY = "VAULT_BACKEND_PLUGIN"
-MAGIC_COOKIE_VALUE = "6669da05-b1c8-4f49-97d9-c8e5bed98e20"
-PROTOCOL_VERSION = 5
-CORE_PROTOCOL_VERSION = 1
+HANDSHAKE = _goplugin.Handshake("VAULT_BACKEND_PLUGIN", "6669da05-b1c8-4f49-97d9-c8e5bed98e20")
 
 SETUP_TIMEOUT = 5.0
 _BROKER_WAIT = 5.0
@@ -83,43 +66,14 @@ _BACKEND_TYPES = {"secret": 1, "auth": 2}
 _SERVER_OPERATIONS = frozenset({"resolve-path", "rollback", "alias-lookahead", "help"})
 
 
-def environment_problem(env: Mapping[str, str]) -> str | None:
-    """Why this environment is not a plugin host's, or None when it is."""
-    if env.get(MAGIC_COOKIE_KEY) != MAGIC_COOKIE_VALUE:
-        return (
-            "This program is an OpenBao/Vault plugin: the server runs it, not a person. "
-            "Register it in the plugin catalog (sys/plugins/catalog) and enable a mount "
-            "that uses it."
-        )
-    offered = {v.strip() for v in env.get("PLUGIN_PROTOCOL_VERSIONS", "").split(",")}
-    if str(PROTOCOL_VERSION) not in offered:
-        return (
-            f"the server offers plugin protocol versions {sorted(offered)}, "
-            f"this plugin speaks only {PROTOCOL_VERSION}"
-        )
-    if not env.get("PLUGIN_CLIENT_CERT"):
-        return (
-            "the server did not send PLUGIN_CLIENT_CERT: this plugin needs go-plugin's "
-            "automatic mutual TLS"
-        )
-    return None
-
-
 def serve(backend: Backend, env: Mapping[str, str] | None = None) -> int:
     """Run `backend` as a plugin until the server stops it; returns the exit status."""
-    env = os.environ if env is None else env
-    problem = environment_problem(env)
-    if problem is not None:
-        sys.stderr.write(f"{backend.name} {backend.version}: {problem}\n")
-        return 1
-    _configure_logging()
-    # go-plugin hosts own the plugin's lifetime; a Ctrl-C in the server's
-    # terminal reaches the whole process group and must not kill plugins first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    process = _PluginProcess(
-        backend, env["PLUGIN_CLIENT_CERT"].encode(), env.get("PLUGIN_UNIX_SOCKET_DIR", "")
+    host = _goplugin.start(
+        f"{backend.name} {backend.version}", os.environ if env is None else env, HANDSHAKE
     )
-    return process.run()
+    if isinstance(host, int):
+        return host
+    _PluginProcess(backend, host).run()
 
 
 class _BrokerStorage:
@@ -172,67 +126,21 @@ def _raise_storage_error(err: str, operation: str, key: str) -> None:
 
 
 class _PluginProcess:
-    def __init__(self, backend: Backend, server_cert_pem: bytes, socket_dir: str = "") -> None:
+    def __init__(self, backend: Backend, host: _goplugin.Host) -> None:
         self.backend = backend
-        self.server_cert_pem = server_cert_pem
-        self.identity = _tls.generate_identity()
-        self._done = threading.Event()
-        self._exit_status = 0
+        self.host = host
         self._setup_called = threading.Event()
-        self._conn_info: dict[int, broker_pb.ConnInfo] = {}
-        self._conn_info_changed = threading.Condition()
         self._tunnels: list[_tunnel.Tunnel] = []
         self._channels: list[grpc.Channel] = []
-        # mkdtemp makes it 0700: the sockets in it are reachable by this user only.
-        self.workdir = tempfile.mkdtemp(prefix="bao-plugin-", dir=socket_dir or None)
+        host.on_exit(self._close_storage)
 
-    # -- process lifetime -------------------------------------------------
+    def run(self) -> NoReturn:
+        def no_setup(elapsed: float) -> str | None:
+            if not self._setup_called.is_set() and elapsed > SETUP_TIMEOUT:
+                return "no Setup call from the server"
+            return None
 
-    def run(self) -> int:
-        parent = os.getppid()
-        started = time.monotonic()
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-        server.add_generic_rpc_handlers(self._handlers())
-        # The server authenticates the plugin by the certificate sent in the
-        # handshake. The other direction cannot be mutual TLS here: the
-        # server's client certificate is P-521, which grpcio's TLS does not
-        # negotiate (the server then sends no certificate at all). A unix
-        # socket in a 0700 directory, go-plugin's own default transport,
-        # keeps other users out instead.
-        address = os.path.join(self.workdir, "plugin.sock")
-        credentials = grpc.ssl_server_credentials([(self.identity.key_pem, self.identity.cert_pem)])
-        server.add_secure_port(f"unix:{address}", credentials)
-        server.start()
-        handshake = "|".join(
-            [
-                str(CORE_PROTOCOL_VERSION),
-                str(PROTOCOL_VERSION),
-                "unix",
-                address,
-                "grpc",
-                self.identity.handshake_cert(),
-            ]
-        )
-        sys.stdout.write(handshake + "\n")
-        sys.stdout.flush()
-        log.debug("%s %s serving on %s", self.backend.name, self.backend.version, address)
-        while not self._done.wait(0.2):
-            if os.getppid() != parent:
-                self.finish(0, "the server process is gone")
-            elif not self._setup_called.is_set() and time.monotonic() - started > SETUP_TIMEOUT:
-                self.finish(0, "no Setup call from the server")
-        server.stop(grace=0.2)
-        self._close_storage()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        logging.shutdown()
-        # grpc's and asyncio's threads would keep a normal exit waiting.
-        os._exit(self._exit_status)
-
-    def finish(self, status: int, reason: str) -> None:
-        if not self._done.is_set():
-            log.info("exiting: %s", reason)
-            self._exit_status = status
-            self._done.set()
+        self.host.run(self._handlers(), no_setup)
 
     def _close_storage(self) -> None:
         for channel in self._channels:
@@ -243,13 +151,6 @@ class _PluginProcess:
     # -- gRPC services ----------------------------------------------------
 
     def _handlers(self) -> list[Any]:
-        def unary(method: Callable[[Any, Any], Any], request_type: Any) -> Any:
-            return grpc.unary_unary_rpc_method_handler(
-                method,
-                request_deserializer=request_type.FromString,
-                response_serializer=lambda message: message.SerializeToString(),
-            )
-
         return [
             grpc.method_handlers_generic_handler(
                 "pb.Backend",
@@ -268,41 +169,6 @@ class _PluginProcess:
             ),
             grpc.method_handlers_generic_handler(
                 "logical.PluginVersion", {"Version": unary(self._version, version_pb2.Empty)}
-            ),
-            grpc.method_handlers_generic_handler(
-                "plugin.GRPCBroker",
-                {
-                    "StartStream": grpc.stream_stream_rpc_method_handler(
-                        self._broker_stream,
-                        request_deserializer=broker_pb.ConnInfo.FromString,
-                        response_serializer=lambda message: message.SerializeToString(),
-                    )
-                },
-            ),
-            grpc.method_handlers_generic_handler(
-                "plugin.GRPCController", {"Shutdown": unary(self._shutdown, controller_pb.Empty)}
-            ),
-            grpc.method_handlers_generic_handler(
-                "plugin.GRPCStdio",
-                {
-                    "StreamStdio": grpc.unary_stream_rpc_method_handler(
-                        self._stdio,
-                        request_deserializer=lambda raw: raw,
-                        response_serializer=lambda message: message.SerializeToString(),
-                    )
-                },
-            ),
-            grpc.method_handlers_generic_handler(
-                "grpc.health.v1.Health",
-                {
-                    "Check": grpc.unary_unary_rpc_method_handler(
-                        lambda request, context: b"",
-                        request_deserializer=lambda raw: raw,
-                        # HealthCheckResponse{status: SERVING}, encoded by hand
-                        # to spare a generated module.
-                        response_serializer=lambda _: b"\x08\x01",
-                    )
-                },
             ),
         ]
 
@@ -328,49 +194,14 @@ class _PluginProcess:
         # No existence checks: every write arrives as "update".
         return pb.HandleExistenceCheckReply(check_found=False)
 
-    def _shutdown(self, request: Any, context: Any) -> controller_pb.Empty:
-        # Exit after the reply is on its way; the host waits for the process.
-        threading.Timer(0.05, self.finish, args=(0, "shutdown requested")).start()
-        return controller_pb.Empty()
-
-    def _stdio(self, request: Any, context: Any) -> Iterator[stdio_pb.StdioData]:
-        # Logs go to stderr, which the host reads anyway; the stream only has
-        # to stay open so the host does not report it as broken.
-        while not self._done.wait(1.0) and context.is_active():
-            pass
-        yield from ()
-
-    def _broker_stream(
-        self, requests: Iterator[broker_pb.ConnInfo], context: Any
-    ) -> Iterator[broker_pb.ConnInfo]:
-        # The host announces its listeners here; the stream must be read
-        # continuously or the host blocks (reloads hang), and kept open.
-        ended = threading.Event()
-
-        def drain() -> None:
-            try:
-                for info in requests:
-                    with self._conn_info_changed:
-                        self._conn_info[info.service_id] = info
-                        self._conn_info_changed.notify_all()
-            except grpc.RpcError:
-                pass
-            finally:
-                ended.set()
-
-        threading.Thread(target=drain, name="broker-drain", daemon=True).start()
-        while not ended.wait(1.0) and not self._done.is_set():
-            pass
-        yield from ()
-
     def _setup(self, request: pb.SetupArgs, context: Any) -> pb.SetupReply:
         self._setup_called.set()
         try:
-            info = self._wait_for_listener(request.broker_id)
+            info = self.host.wait_for_listener(request.broker_id)
             context_tls = _tunnel.client_context(
-                self.identity.cert_pem, self.identity.key_pem, self.server_cert_pem
+                self.host.identity.cert_pem, self.host.identity.key_pem, self.host.server_cert_pem
             )
-            local = os.path.join(self.workdir, f"storage-{request.broker_id}.sock")
+            local = os.path.join(self.host.workdir, f"storage-{request.broker_id}.sock")
             tunnel = _tunnel.Tunnel(info.network, info.address, context_tls, local)
             self._tunnels.append(tunnel)
             channel = grpc.insecure_channel(tunnel.start())
@@ -383,15 +214,6 @@ class _PluginProcess:
             )
         self.backend.attach(_BrokerStorage(channel))
         return pb.SetupReply()
-
-    def _wait_for_listener(self, broker_id: int) -> broker_pb.ConnInfo:
-        with self._conn_info_changed:
-            found = self._conn_info_changed.wait_for(
-                lambda: broker_id in self._conn_info, timeout=_BROKER_WAIT
-            )
-            if not found:
-                raise TimeoutError(f"the server announced no listener for broker id {broker_id}")
-            return self._conn_info.pop(broker_id)
 
     def _handle_request(self, args: pb.HandleRequestArgs, context: Any) -> pb.HandleRequestReply:
         message = args.request
@@ -498,31 +320,3 @@ def _response_to_pb(response: Response) -> pb.Response:
     if response.auth is not None:
         message.auth.CopyFrom(_auth_to_pb(response.auth))
     return message
-
-
-class _HclogFormatter(logging.Formatter):
-    """JSON lines in hclog's shape, so the server logs them at their own level."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "@level": {"WARNING": "warn", "CRITICAL": "error"}.get(
-                record.levelname, record.levelname.lower()
-            ),
-            "@message": record.getMessage(),
-            # go-plugin drops lines whose timestamp is not in exactly this layout.
-            "@timestamp": datetime.fromtimestamp(record.created, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%S.%fZ"
-            ),
-        }
-        if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line)
-
-
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_HclogFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    # The server filters by its own log level.
-    root.setLevel(logging.DEBUG)

@@ -15,6 +15,6 @@ rel=reconciler/demo/examples/plugins/proto
 rm -f "$rel"/*_pb2.py "$rel"/*_pb2.pyi "$rel"/*_pb2_grpc.py
 "$PYTHON" -m grpc_tools.protoc -I . \
     --python_out=. --pyi_out=. --grpc_python_out=. \
-    "$rel"/backend.proto "$rel"/version.proto \
+    "$rel"/backend.proto "$rel"/version.proto "$rel"/database.proto \
     "$rel"/grpc_broker.proto "$rel"/grpc_controller.proto "$rel"/grpc_stdio.proto
 echo "regenerated: $(cd "$rel" && ls ./*_pb2*.py* | tr '\n' ' ')"
