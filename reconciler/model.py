@@ -24,6 +24,9 @@ from pydantic import (
     field_validator,
 )
 
+from reconciler.defaults import MAX_DESTROY
+from reconciler.durations import SCHEMA_PATTERN, whole_seconds
+
 PluginType = Literal["secret", "auth", "database"]
 MountKind = Literal["secret", "auth"]
 
@@ -43,8 +46,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A command is exec'd by the server, never by a shell; refusing shell syntax
 # keeps a file that looks like it runs a pipeline from being accepted.
 _COMMAND = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_DURATION_UNITS = (86400, 3600, 60, 1)
 
 
 def normalize_version(value: str) -> str:
@@ -54,28 +55,6 @@ def normalize_version(value: str) -> str:
     if not _SEMVER.match(value):
         raise ValueError(f"invalid semantic version {value!r} (expected e.g. v1.4.0)")
     return value if value.startswith("v") else "v" + value
-
-
-def parse_duration(value: Any) -> int:
-    """Seconds from `3600`, `"3600"`, `"90s"`, `"15m"`, `"1h"`, `"7d"` or `"1h30m"`."""
-    if isinstance(value, bool):
-        raise ValueError("a duration must be a number of seconds or a string like 1h")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit():
-            return int(text)
-        match = _DURATION.match(text)
-        if text and match:
-            return sum(
-                int(part) * unit
-                for part, unit in zip(match.groups(), _DURATION_UNITS, strict=True)
-                if part
-            )
-    raise ValueError(f"invalid duration {value!r} (expected seconds or e.g. 90s, 15m, 1h, 7d)")
 
 
 def _version(value: Any) -> str:
@@ -121,14 +100,14 @@ Version = Annotated[
 ]
 Duration = Annotated[
     int,
-    BeforeValidator(parse_duration),
+    BeforeValidator(whole_seconds),
     WithJsonSchema(
         {
             "anyOf": [
                 {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^(\d+|(\d+d)?(\d+h)?(\d+m)?(\d+s)?)$"},
+                {"type": "string", "pattern": SCHEMA_PATTERN},
             ],
-            "description": "Seconds, or a duration such as 90s, 15m, 1h, 7d.",
+            "description": "Whole seconds, or a duration such as 90s, 15m, 1h30m, 7d.",
         }
     ),
 ]
@@ -172,7 +151,7 @@ class Settings(_Strict):
         default="local", description="global: reload on every node of a cluster."
     )
     max_destroy: StrictInt = Field(
-        default=3,
+        default=MAX_DESTROY,
         ge=0,
         description="More destructive actions than this are refused even with --allow-destroy.",
     )

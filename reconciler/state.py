@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, get_args
 
 from reconciler.client import Client
+from reconciler.durations import whole_seconds
 from reconciler.errors import ApiError
 from reconciler.model import (
     CatalogEntry,
@@ -23,7 +24,6 @@ from reconciler.model import (
     MountConfig,
     MountKind,
     PluginType,
-    parse_duration,
 )
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def normalise_config(raw: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if key in _DURATION_KEYS:
             try:
-                config[key] = parse_duration(value)
+                config[key] = whole_seconds(value)
             except ValueError:
                 log.warning("ignoring unreadable %s %r in a mount's config", key, value)
         elif key in _LIST_KEYS:
