@@ -18,7 +18,7 @@ import httpx
 from benchmarks.common import say, summary
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer
-from reconciler.watcher import PassOutcome, Watcher, WatchOptions
+from reconciler.watch import PassOutcome, Watcher, WatchOptions
 
 _PASS_TIMEOUT = 15.0
 

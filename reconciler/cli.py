@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from reconciler import __version__
+from reconciler import __version__, defaults
 
 if TYPE_CHECKING:
     from reconciler.client import Client
@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from reconciler.plan import Plan
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
-_PLAN_HEAD_BYTES = 64
 
 
 class UsageFailure(click.ClickException):
@@ -101,12 +98,13 @@ def _parse_replace(values: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float:
-    from reconciler.model import parse_duration
+    """Every duration flag: the one grammar of `reconciler.durations`; absent is 0."""
+    from reconciler.durations import parse_seconds
 
     if value is None:
         return 0.0
     try:
-        return float(parse_duration(value))
+        return parse_seconds(value)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
 
@@ -129,7 +127,7 @@ def cli(verbose: int) -> None:
 max_file_size_option = click.option(
     "--max-file-size",
     type=int,
-    default=DEFAULT_MAX_FILE_SIZE,
+    default=defaults.MAX_FILE_SIZE,
     show_default=True,
     help="Refuse desired-state files larger than this many bytes.",
 )
@@ -160,9 +158,11 @@ def plan_command(
     token_file: Path | None,
 ) -> None:
     """Show what apply would change on the server."""
+    from reconciler.reconcile import plan_for
+
     loaded = _load(file, max_file_size)
     client = _client(address, namespace, token_file)
-    the_plan = _make_plan(client, loaded, _parse_replace(replace))
+    the_plan = plan_for(client, loaded, replace=_parse_replace(replace))
     if out is not None:
         out.write_text(the_plan.to_json())
     if as_json:
@@ -177,14 +177,6 @@ def plan_command(
         sys.exit(1)
     if detailed_exitcode and the_plan.actions:
         sys.exit(2)
-
-
-def _make_plan(
-    client: Client, loaded: LoadedDesired, replace: tuple[tuple[str, str, str], ...]
-) -> Plan:
-    from reconciler.reconcile import plan_for
-
-    return plan_for(client, loaded, replace=replace)
 
 
 @cli.command("apply")
@@ -228,147 +220,81 @@ def apply_command(
     import json
 
     from reconciler.executor import ApplyOptions
-    from reconciler.lock import server_lock
-    from reconciler.reconcile import apply
+    from reconciler.reconcile import PassHooks, Verdict, load_target, run_pass
     from reconciler.render import render_plan, summary
 
     replace_keys = _parse_replace(replace)
-    saved = _read_saved_plan(target)
-    if saved is not None:
-        if replace_keys:
-            _fail("--replace applies when planning; make a new plan with `plan --replace`")
-        loaded = _desired_of_saved_plan(saved, max_file_size)
-    else:
-        loaded = _load(target, max_file_size)
+    target_input = load_target(target, max_file_size)
     client = _client(address, namespace, token_file)
-    identity = client.server_identity()
-    with server_lock(identity, lock_timeout):
-        if saved is not None:
-            from reconciler.reconcile import remake_saved_plan
+    out = sys.stderr if as_json else sys.stdout
 
-            the_plan = remake_saved_plan(client, saved, loaded)
-        else:
-            the_plan = _make_plan(client, loaded, replace_keys)
-        out = sys.stderr if as_json else sys.stdout
-        if not as_json or saved is None:
-            click.echo(
-                render_plan(the_plan, allow_destroy=allow_destroy, colour=out.isatty()),
-                nl=False,
-                file=out,
-            )
-        if the_plan.errors:
-            _fail("the plan has errors: nothing was changed")
-        if the_plan.refusals(allow_destroy):
-            _fail(
-                "refused actions (marked !): nothing was changed"
-                + ("" if allow_destroy else "; pass --allow-destroy to allow disable/replace")
-            )
-        if not the_plan.actions:
-            if as_json:
-                click.echo(json.dumps({"converged": True, "applied": [], "writes": 0}))
-            return
-        if not yes:
-            if not sys.stdin.isatty():
-                _fail("not a terminal: pass --yes to apply without a prompt")
-            if not click.confirm(
-                f"Apply {summary(the_plan, allow_destroy)} to {identity.address}?", default=False
-            ):
-                _fail("apply declined: nothing was changed")
-        options = ApplyOptions(
-            allow_destroy=allow_destroy,
-            rollback_on_failure=rollback_on_failure,
-            replace=replace_keys,
+    def show(the_plan: Plan) -> None:
+        # A saved plan asked for as JSON was shown when it was made.
+        if not as_json or target_input.saved is None:
+            text = render_plan(the_plan, allow_destroy=allow_destroy, colour=out.isatty())
+            click.echo(text, nl=False, file=out)
+
+    def confirm(the_plan: Plan, server: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            _fail("not a terminal: pass --yes to apply without a prompt")
+        return click.confirm(
+            f"Apply {summary(the_plan, allow_destroy)} to {server}?", default=False
         )
-        result = apply(client, the_plan, loaded, options, progress=_print_progress)
+
+    options = ApplyOptions(
+        allow_destroy=allow_destroy, rollback_on_failure=rollback_on_failure, replace=replace_keys
+    )
+    hooks = PassHooks(on_plan=show, confirm=confirm, progress=_print_progress)
+    result = run_pass(client, target_input, options, hooks, lock_timeout=lock_timeout)
+    if result.verdict is Verdict.PLAN_ERRORS:
+        _fail("the plan has errors: nothing was changed")
+    if result.verdict is Verdict.REFUSED:
+        _fail(
+            "refused actions (marked !): nothing was changed"
+            + ("" if allow_destroy else "; pass --allow-destroy to allow disable/replace")
+        )
+    if result.verdict is Verdict.DECLINED:
+        _fail("apply declined: nothing was changed")
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     for line in result.rolled_back:
         click.echo(f"rolled back: {line}", err=True)
     if not result.converged:
-        _fail(
-            "apply did not converge:\n" + "\n".join(f"  {failure}" for failure in result.failures)
-        )
-    if not as_json:
+        _fail("apply did not converge:\n" + "\n".join(f"  {p}" for p in result.problems()))
+    if result.applied and not as_json:
         click.echo(
             click.style("Applied and verified: ", fg="green", bold=_colour())
-            + summary(the_plan, allow_destroy)
+            + summary(result.plan, allow_destroy)
             + "."
         )
 
 
 def _print_progress(event: ProgressEvent) -> None:
-    if event.action is None:
-        click.echo(f"  verifying: {event.status}…", err=True)
-        return
-    prefix = f"[{event.index}/{event.total}] {event.action.kind.value} {event.action.target}"
-    if event.status == "start":
-        return
-    if event.status == "done":
-        click.echo(f"{prefix}: done ({event.seconds:.2f}s)", err=True)
-    else:
-        click.echo(f"{prefix}: {event.status}: {event.message}", err=True)
+    from reconciler.render import progress_line
 
-
-def _read_saved_plan(path: Path) -> Plan | None:
-    """A saved plan (JSON) or None for a desired-state file (YAML)."""
-    from reconciler.errors import PlanFileError
-    from reconciler.plan import Plan
-
-    # Only the head is read: the desired-state file is size-checked by the loader, and
-    # a device or a huge file must not be read whole here. A YAML flow mapping or a
-    # desired-state file written as JSON also starts with "{"; a plan starts with its
-    # format_version (Plan.to_json), which a desired-state file never has.
-    try:
-        with path.open("rb") as stream:
-            head = stream.read(_PLAN_HEAD_BYTES).lstrip()
-    except OSError:
-        return None  # the loader reports it, positioned
-    if not (head.startswith(b"{") and head[1:].lstrip().startswith(b'"format_version"')):
-        return None
-    try:
-        return Plan.from_json(path.read_text())
-    except ValueError as error:
-        raise PlanFileError(f"{path}: not a usable plan: {error}") from None
-
-
-def _desired_of_saved_plan(saved: Plan, max_file_size: int) -> LoadedDesired:
-    from reconciler.errors import PlanFileError
-
-    if not saved.desired.path:
-        raise PlanFileError("the plan names no desired-state file")
-    loaded = _load(Path(saved.desired.path), max_file_size)
-    if loaded.sha256 != saved.desired.sha256:
-        raise PlanFileError(
-            f"{saved.desired.path} changed since the plan was made: make a new plan"
-        )
-    return loaded
-
-
-def _seconds(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
-    from reconciler.watcher import parse_seconds
-
-    try:
-        return parse_seconds(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
+    line = progress_line(event)
+    if line is not None:
+        click.echo(f"  {line}…" if event.action is None else line, err=True)
 
 
 @cli.command("watch")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--interval",
-    default="60s",
+    default=f"{defaults.WATCH_INTERVAL:g}s",
     show_default=True,
-    callback=_seconds,
+    callback=_duration,
     metavar="DURATION",
     help="Resync this often even when the file does not change (e.g. 30s, 5m).",
 )
 @click.option("--allow-destroy", is_flag=True, help="Apply disable/replace (up to max_destroy).")
 @click.option(
     "--debounce",
-    default="200ms",
+    default=f"{defaults.WATCH_DEBOUNCE * 1000:g}ms",
     show_default=True,
-    callback=_seconds,
+    callback=_duration,
     metavar="DURATION",
     help="Wait this long after the last file event before a pass.",
 )
@@ -408,18 +334,21 @@ def watch_command(
     token_file: Path | None,
 ) -> None:
     """Reconcile on every change of FILE and every --interval, until SIGTERM/SIGINT."""
-    import signal
-    import threading
-
-    from reconciler.metrics import MetricsServer
-    from reconciler.watcher import Watcher, WatchOptions, configure_logging
+    from reconciler.watch import (
+        MetricsServer,
+        Watcher,
+        WatchOptions,
+        configure_logging,
+        run_until_signalled,
+    )
 
     if interval <= 0:
         _fail("--interval must be more than 0")
+    # Fail now on settings that no retry can fix (no address, unreadable token file),
+    # before the process's logging is taken over.
+    _client(address, namespace, token_file)
     verbose = click.get_current_context().find_root().params.get("verbose") or 0
     configure_logging(log_format, logging.DEBUG if verbose else logging.INFO)
-    # Fail now on settings that no retry can fix (no address, unreadable token file).
-    _client(address, namespace, token_file)
     watcher = Watcher(
         file,
         lambda: _client(address, namespace, token_file),
@@ -437,33 +366,7 @@ def watch_command(
         except OSError as error:
             _fail(f"cannot serve metrics on {metrics_address}:{metrics_port}: {error.strerror}")
 
-    def on_stop(signum: int, _frame: object) -> None:
-        watcher.stop()
-        # A second signal ends the process at once, whatever is running.
-        signal.signal(signum, signal.SIG_DFL)
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: watcher.request_pass("signal"))
-    failed: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            watcher.run_forever()
-        except BaseException as error:
-            failed.append(error)
-            logging.getLogger("reconciler.watcher").exception("the watcher crashed")
-
-    # Passes run on a worker so that signal handlers (main thread) never interrupt a lock holder.
-    worker = threading.Thread(target=work, name="reconciler-watch")
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(timeout=0.5)
-    finally:
-        if metrics_server is not None:
-            metrics_server.close()
-    if failed:
+    if not run_until_signalled(watcher, metrics_server):
         sys.exit(1)
 
 

@@ -52,6 +52,10 @@ class PlanFileError(ReconcilerError):
     """A saved plan cannot be used (unreadable, other format, desired file changed)."""
 
 
+class PlanRefused(ReconcilerError):
+    """The plan has errors or refused actions: nothing was applied."""
+
+
 class ApiError(ReconcilerError):
     """The server answered with an error or could not be reached."""
 

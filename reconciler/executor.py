@@ -12,11 +12,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from reconciler.errors import ApiError, ReconcilerError, StaleState
+from reconciler.errors import ApiError, StaleState
 from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
 from reconciler.plan import (
     Action,
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 
 # Test-only: SIGKILL the process right after its k-th write, to prove re-runs converge.
 KILL_AFTER_WRITES_ENV = "RECONCILER_TEST_KILL_AFTER_WRITES"
-
-
-class PlanRefused(ReconcilerError):
-    """The plan has errors or refused actions: nothing was applied."""
 
 
 class ServerApi(Protocol):
@@ -77,8 +73,10 @@ ReadState = Callable[[], LiveState]
 
 @dataclass(frozen=True)
 class ApplyOptions:
+    # The apply policy's inputs (reconcile.py decides with them; the executor runs what
+    # it is given): destructive actions allowed, and watch mode's skipping of refused
+    # destructive actions so that the safe rest is applied.
     allow_destroy: bool = False
-    # Watch mode: refused destructive actions are skipped, the safe rest applied.
     skip_refused: bool = False
     rollback_on_failure: bool = False
     replace: tuple[tuple[str, str, str], ...] = ()
@@ -132,26 +130,20 @@ def apply_plan(
     desired: DesiredState,
     options: ApplyOptions = ApplyOptions(),
     progress: Progress | None = None,
+    skipped: Sequence[Action] = (),
 ) -> ApplyResult:
-    """Run `plan` against the server, then verify. Raises before the first write on refusal."""
-    if plan.errors:
-        raise PlanRefused(
-            "the plan has errors and cannot be applied:\n"
-            + "\n".join(f"  {p.target}: {p.message}" for p in plan.errors)
-        )
-    refusals = plan.refusals(options.allow_destroy)
-    if refusals and not options.skip_refused:
-        raise PlanRefused(
-            "refused, nothing was changed:\n"
-            + "\n".join(f"  {plan.actions[i].target}: {why}" for i, why in sorted(refusals.items()))
-        )
+    """Run the plan's actions but `skipped` against the server, then verify.
+
+    Which actions may run is the caller's decision (reconcile.py's policy); this only
+    refuses to write when the server is no longer in the state the plan was made from.
+    Verification does not count the skipped actions as missing.
+    """
     live = read_state()
     if fingerprint(live) != plan.fingerprint:
         raise StaleState()
     run = _Run(api, read_state, desired, options, progress or (lambda _e: None))
-    run.result.skipped = [plan.actions[i] for i in sorted(refusals)]
-    actions = [a for i, a in enumerate(plan.actions) if i not in refusals]
-    run.execute(actions, live)
+    run.result.skipped = list(skipped)
+    run.execute([a for a in plan.actions if a not in skipped], live)
     return run.result
 
 

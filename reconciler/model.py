@@ -24,6 +24,8 @@ from pydantic import (
     field_validator,
 )
 
+from reconciler.defaults import MAX_DESTROY
+from reconciler.durations import SCHEMA_PATTERN, whole_seconds
 from reconciler.resolver import api_path, live_builtins, normalize_version
 
 PluginType = Literal["secret", "auth", "database"]
@@ -40,30 +42,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A command is exec'd by the server, never by a shell; refusing shell syntax
 # keeps a file that looks like it runs a pipeline from being accepted.
 _COMMAND = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_DURATION_UNITS = (86400, 3600, 60, 1)
-
-
-def parse_duration(value: Any) -> int:
-    """Seconds from `3600`, `"3600"`, `"90s"`, `"15m"`, `"1h"`, `"7d"` or `"1h30m"`."""
-    if isinstance(value, bool):
-        raise ValueError("a duration must be a number of seconds or a string like 1h")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit():
-            return int(text)
-        match = _DURATION.match(text)
-        if text and match:
-            return sum(
-                int(part) * unit
-                for part, unit in zip(match.groups(), _DURATION_UNITS, strict=True)
-                if part
-            )
-    raise ValueError(f"invalid duration {value!r} (expected seconds or e.g. 90s, 15m, 1h, 7d)")
 
 
 def _version(value: Any) -> str:
@@ -109,14 +87,14 @@ Version = Annotated[
 ]
 Duration = Annotated[
     int,
-    BeforeValidator(parse_duration),
+    BeforeValidator(whole_seconds),
     WithJsonSchema(
         {
             "anyOf": [
                 {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^(\d+|(\d+d)?(\d+h)?(\d+m)?(\d+s)?)$"},
+                {"type": "string", "pattern": SCHEMA_PATTERN},
             ],
-            "description": "Seconds, or a duration such as 90s, 15m, 1h, 7d.",
+            "description": "Whole seconds, or a duration such as 90s, 15m, 1h30m, 7d.",
         }
     ),
 ]
@@ -160,7 +138,7 @@ class Settings(_Strict):
         default="local", description="global: reload on every node of a cluster."
     )
     max_destroy: StrictInt = Field(
-        default=3,
+        default=MAX_DESTROY,
         ge=0,
         description="More destructive actions than this are refused even with --allow-destroy.",
     )
@@ -394,6 +372,11 @@ class CatalogEntry(_Strict):
     sha256: str = ""
     command: str = ""
     args: list[str] = []
+    # Registered from a `plugin` stanza of the server's configuration (OpenBao >= 2.6):
+    # the server re-registers or deletes it at every SIGHUP, so the configuration owns it.
+    declarative: bool = False
+    # Its binary came from an OCI image the server pulled into the plugin directory.
+    oci: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:

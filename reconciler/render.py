@@ -1,14 +1,17 @@
-"""Plan → human text. Pure: returns strings; the CLI decides where they go."""
+"""Plan and progress → human text. Pure: returns strings; the front ends decide where they go."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from reconciler.plan import Action, ActionKind, Plan, Problem, Safety, Stage
+
+if TYPE_CHECKING:
+    from reconciler.executor import ProgressEvent
 
 _COLOURS: dict[str, str] = {
     "+": "green",
@@ -154,3 +157,15 @@ class _Styler:
 
     def dim(self, text: str) -> str:
         return click.style(text, dim=True) if self.enabled else text
+
+
+def progress_line(event: ProgressEvent) -> str | None:
+    """One line for an executor progress event; None for an action's start (its end tells)."""
+    if event.action is None:
+        return f"verifying: {event.status}"
+    if event.status == "start":
+        return None
+    prefix = f"[{event.index}/{event.total}] {event.action.kind.value} {event.action.target}"
+    if event.status == "done":
+        return f"{prefix}: done ({event.seconds:.2f}s)"
+    return f"{prefix}: {event.status}: {event.message}"

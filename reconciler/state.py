@@ -2,8 +2,9 @@
 
 The number of requests depends on the number of external catalog entries,
 never on the number of mounts: one catalog list, one read per external entry
-(for its sha256, command and args, which the list does not carry), the two
-mount tables and the server's identity. They run concurrently.
+(for its command, args and the `declarative` and `oci` flags, which the list
+does not carry), the two mount tables and the server's identity. They run
+concurrently.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, get_args
 
 from reconciler.client import Client
+from reconciler.durations import whole_seconds
 from reconciler.errors import ApiError
 from reconciler.model import (
     CatalogEntry,
@@ -22,7 +24,6 @@ from reconciler.model import (
     MountConfig,
     MountKind,
     PluginType,
-    parse_duration,
 )
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> Cata
         sha256=str(detail.get("sha256") or "").lower(),
         command=str(detail.get("command") or ""),
         args=[str(arg) for arg in detail.get("args") or []],
+        # Only a read carries these (the list does not); servers before them omit them.
+        declarative=detail.get("declarative") is True,
+        oci=detail.get("oci") is True,
     )
 
 
@@ -132,7 +136,7 @@ def normalise_config(raw: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if key in _DURATION_KEYS:
             try:
-                config[key] = parse_duration(value)
+                config[key] = whole_seconds(value)
             except ValueError:
                 log.warning("ignoring unreadable %s %r in a mount's config", key, value)
         elif key in _LIST_KEYS:

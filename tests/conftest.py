@@ -10,11 +10,20 @@ import pytest
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer, DevServerError, start_dev_server
 from reconciler.demo.examples.plugins.build import build_plugins
+from tests.declarative_server import (
+    DeclarativeServer,
+    start_declarative_server,
+)
 from tests.server_reset import reset_server
 
 # Fixtures that start an OpenBao server (or hand out the binary to start one). A test that
 # starts a server without any of them is marked by hand.
-SERVER_FIXTURES = frozenset({"bao_server", "bao", "tls_server", "sealed_server"})
+SERVER_FIXTURES = frozenset(
+    {"bao_server", "bao", "tls_server", "sealed_server", "declarative_bao_server"}
+)
+
+# What the declarative server's configuration declares at the start of every test.
+DECLARED_AT_START = (("secret", "demo-kv", "v1.0.0"), ("auth", "demo-auth", "v1.0.0"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,3 +72,27 @@ def plugins(bao_server: DevServer) -> Path:
     """The example plugins, built once into the session server's plugin directory."""
     build_plugins(bao_server.plugin_directory)
     return bao_server.plugin_directory
+
+
+@pytest.fixture(scope="session")
+def declarative_bao_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DeclarativeServer]:
+    """A second dev server whose configuration declares plugins; started only when asked for."""
+    try:
+        server = start_declarative_server(
+            tmp_path_factory.mktemp("bao-declarative"), DECLARED_AT_START
+        )
+    except DevServerError as error:
+        pytest.fail(f"cannot start the declarative OpenBao dev server: {error}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def declarative_server(declarative_bao_server: DeclarativeServer) -> DeclarativeServer:
+    """The declarative server, back to no mounts and the stanzas of `DECLARED_AT_START`."""
+    declarative_bao_server.reset([declarative_bao_server.stanza(*key) for key in DECLARED_AT_START])
+    return declarative_bao_server

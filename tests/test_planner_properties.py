@@ -9,13 +9,13 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from reconciler.durations import whole_seconds as parse_duration
 from reconciler.model import (
     CatalogEntry,
     DesiredState,
     LiveMount,
     LiveState,
     ServerIdentity,
-    parse_duration,
 )
 from reconciler.plan import KIND_ORDER, Action, ActionKind, Plan, Safety, Stage
 from reconciler.planner import plan

@@ -25,17 +25,18 @@ from typing import Any
 import httpx
 import pytest
 
-import reconciler.watcher as watcher_module
+import reconciler.reconcile as reconcile_module
 from reconciler.backoff import backoff_delay
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer, free_port, start_dev_server
 from reconciler.executor import ApplyResult
-from reconciler.metrics import Metrics, MetricsServer
-from reconciler.watcher import (
+from reconciler.watch import (
     JsonFormatter,
+    Metrics,
+    MetricsServer,
     Watcher,
     WatchOptions,
-    parse_seconds,
+    concerns_file,
 )
 from tests.helpers import SLACK, api, mount_config, mount_entry
 
@@ -271,7 +272,7 @@ def test_failed_upgrade_is_held_until_the_file_changes(
     # watcher does with its report: hold the upgrade, pass it to every plan, drop it on edit.
     failed = ("secret", "kv-plus", "v1.4.0", "ab" * 32)
     seen_held: list[tuple[Any, ...]] = []
-    real_plan_for = watcher_module.plan_for
+    real_plan_for = reconcile_module.plan_for
 
     def spy_plan_for(*args: Any, **kwargs: Any) -> Any:
         seen_held.append(tuple(kwargs.get("held", ())))
@@ -285,8 +286,8 @@ def test_failed_upgrade_is_held_until_the_file_changes(
             failed_upgrades=[failed],
         )
 
-    monkeypatch.setattr(watcher_module, "plan_for", spy_plan_for)
-    monkeypatch.setattr(watcher_module, "apply", failing_apply)
+    monkeypatch.setattr(reconcile_module, "plan_for", spy_plan_for)
+    monkeypatch.setattr(reconcile_module, "apply_plan", failing_apply)
     path = tmp_path / "desired.yaml"
     path.write_text(desired("1h"))
     watcher = Watcher(path, factory(server), options())
@@ -426,20 +427,6 @@ def test_sighup_forces_a_pass_and_sigterm_stops_between_actions(
 # --- pure parts ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("200ms", 0.2), ("1s", 1.0), ("1.5s", 1.5), ("90", 90.0), ("15m", 900.0), ("1h30m", 5400.0)],
-)
-def test_parse_seconds(text: str, seconds: float) -> None:
-    assert parse_seconds(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "soon", "1x", "-1", "1h 30m", "ms"])
-def test_parse_seconds_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        parse_seconds(text)
-
-
 def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
     low = [backoff_delay(n, initial=1.0, cap=60.0, rng=lambda: 0.0) for n in range(1, 9)]
     high = [backoff_delay(n, initial=1.0, cap=60.0, rng=lambda: 1.0) for n in range(1, 9)]
@@ -475,15 +462,15 @@ def test_health_follows_failures_and_the_success_window() -> None:
 
 
 def test_file_events_that_concern_the_file(tmp_path: Path) -> None:
-    watcher = Watcher(tmp_path / "desired.yaml", lambda: pytest.fail("no client needed"))
-    assert watcher.concerns_file(str(tmp_path / "desired.yaml"))
-    assert watcher.concerns_file(str(tmp_path / "..data"))
-    assert not watcher.concerns_file(str(tmp_path / "other.yaml"))
-    assert not watcher.concerns_file(str(tmp_path / "..2024_01"))
+    path = tmp_path / "desired.yaml"
+    assert concerns_file(path, str(tmp_path / "desired.yaml"))
+    assert concerns_file(path, str(tmp_path / "..data"))
+    assert not concerns_file(path, str(tmp_path / "other.yaml"))
+    assert not concerns_file(path, str(tmp_path / "..2024_01"))
 
 
 def test_json_log_lines() -> None:
-    record = logging.LogRecord("reconciler.watcher", logging.INFO, "", 0, "pass %d", (3,), None)
+    record = logging.LogRecord("reconciler.watch", logging.INFO, "", 0, "pass %d", (3,), None)
     record.fields = {"pass": 3, "actions": 2, "duration": 0.25}
     line = json.loads(JsonFormatter().format(record))
     assert line["msg"] == "pass 3" and line["level"] == "info" and line["actions"] == 2

@@ -19,13 +19,14 @@ from pathlib import Path
 import httpx
 
 from reconciler.client._transport import RetryPolicy, exception_reason
+from reconciler.defaults import CLIENT_TIMEOUT
+from reconciler.durations import parse_seconds
 from reconciler.errors import ClientSettingsError
-from reconciler.model import parse_duration
 
 log = logging.getLogger("reconciler.client")
 
 DEFAULT_ADDRESS = "https://127.0.0.1:8200"
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = CLIENT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -140,12 +141,12 @@ def _timeout_setting(env: Mapping[str, str]) -> float:
     if value is None:
         return DEFAULT_TIMEOUT
     try:
-        seconds = parse_duration(value)
+        seconds = parse_seconds(value)
     except ValueError as error:
         raise ClientSettingsError(f"BAO_CLIENT_TIMEOUT: {error}") from None
     if seconds <= 0:
         raise ClientSettingsError("BAO_CLIENT_TIMEOUT must be more than 0")
-    return float(seconds)
+    return seconds
 
 
 def _max_retries(value: str) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 import click
 import httpx
 
+from reconciler import reconcile
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer, find_bao, start_dev_server
 from reconciler.demo.examples.plugins.build import build_plugins
@@ -38,8 +39,8 @@ from reconciler.loader import LoadedDesired, load_desired
 from reconciler.model import LiveState
 from reconciler.plan import Plan
 from reconciler.planner import mount_target_name
-from reconciler.reconcile import apply, plan_for
-from reconciler.render import render_plan, summary
+from reconciler.reconcile import PassHooks, PassInput, plan_for
+from reconciler.render import progress_line, render_plan, summary
 from reconciler.resolver import runs_builtin
 from reconciler.state import read_live_state
 
@@ -399,36 +400,32 @@ class _Demo:
 
     def _apply(self, name: str) -> None:
         self.say.command(f"reconciler apply {name} --yes")
-        loaded = self._load(name)
-        plan = self._plan(name)
-        self.say.output(f"Plan: {summary(plan)}.")
         self.verifying = False
-        result = apply(self._client(), plan, loaded, progress=self._progress)
+        hooks = PassHooks(
+            on_plan=lambda plan: self.say.output(f"Plan: {summary(plan)}."),
+            progress=self._progress,
+        )
+        result = reconcile.run_pass(self._client(), PassInput(self._load(name)), hooks=hooks)
         if not result.converged:
             raise DemoFailed(
-                "apply did not converge:\n" + "\n".join(f"  {f}" for f in result.failures)
+                f"apply {name}: {result.verdict}:\n"
+                + "\n".join(f"  {line}" for line in result.problems())
             )
-        self.say.ok(f"applied and verified: {summary(plan)}")
+        self.say.ok(f"applied and verified: {summary(result.plan)}")
 
     def _progress(self, event: ProgressEvent) -> None:
+        line = progress_line(event)
         if event.action is None:
             if self.verifying:
                 return
+            # Said once, in full, instead of one line per verification step.
             self.verifying = True
-            self.say.output(
+            line = (
                 "verifying: re-read and re-plan (must be empty), running versions and sha256, "
                 "every touched mount answers"
             )
-        elif event.status == "done":
-            self.say.output(
-                f"[{event.index}/{event.total}] {event.action.kind.value} {event.action.target}"
-                f": done ({event.seconds:.2f}s)"
-            )
-        elif event.status != "start":
-            self.say.output(
-                f"[{event.index}/{event.total}] {event.action.kind.value} {event.action.target}"
-                f": {event.status}: {event.message}"
-            )
+        if line is not None:
+            self.say.output(line)
 
     def _info(self, path: str) -> dict[str, Any]:
         self.say.command(f"bao read {path}")

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from reconciler.defaults import MAX_FILE_SIZE
 from reconciler.errors import DesiredStateError, Located
 from reconciler.loader._plugin_files import hash_plugin_files
 from reconciler.loader._references import (
@@ -34,7 +35,7 @@ from reconciler.loader._yaml import (
 from reconciler.model import DesiredState, Mount, PluginEntry
 from reconciler.resolver import BuiltinVersions
 
-DEFAULT_MAX_FILE_SIZE = 4 * 1024 * 1024
+DEFAULT_MAX_FILE_SIZE = MAX_FILE_SIZE
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,22 @@
+"""Every default that more than one module (or a module and its docs) relies on, once.
+
+Durations are in seconds.
+"""
+
+from __future__ import annotations
+
+# Desired-state files larger than this are refused before parsing.
+MAX_FILE_SIZE = 4 * 1024 * 1024
+# More destructive actions than this in one plan are refused, even with --allow-destroy.
+MAX_DESTROY = 3
+
+# One HTTP request to the server, when BAO_CLIENT_TIMEOUT does not say.
+CLIENT_TIMEOUT = 30.0
+
+# Watch mode.
+WATCH_INTERVAL = 60.0
+WATCH_DEBOUNCE = 0.2
+WATCH_BACKOFF_INITIAL = 1.0
+WATCH_BACKOFF_MAX = 60.0
+# How long a watch pass waits for another reconciler on this machine to release the server.
+WATCH_LOCK_TIMEOUT = 30.0
