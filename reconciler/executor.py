@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ApiError, StaleState
 from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
@@ -38,34 +38,13 @@ from reconciler.planner import HeldUpgrade, mount_target_name
 from reconciler.planner import plan as make_plan
 from reconciler.resolver import runs_builtin, split_api_path
 
+if TYPE_CHECKING:
+    from reconciler.client import Client
+
 log = logging.getLogger(__name__)
 
 # Test-only: SIGKILL the process right after its k-th write, to prove re-runs converge.
 KILL_AFTER_WRITES_ENV = "RECONCILER_TEST_KILL_AFTER_WRITES"
-
-
-class ServerApi(Protocol):
-    """The client calls the executor needs (see client.Client)."""
-
-    def register_plugin(
-        self,
-        type: str,
-        name: str,
-        version: str,
-        command: str,
-        sha256: str,
-        args: list[str],
-        env: dict[str, str],
-    ) -> None: ...
-    def deregister_plugin(self, type: str, name: str, version: str) -> None: ...
-    def enable_mount(self, kind: MountKind, path: str, body: dict[str, Any]) -> None: ...
-    def tune_mount(self, kind: MountKind, path: str, body: dict[str, Any]) -> None: ...
-    def disable_mount(self, kind: MountKind, path: str) -> None: ...
-    def remount(self, kind: MountKind, from_path: str, to_path: str) -> None: ...
-    def reload_backend(
-        self, mounts: list[str] | None = None, plugin: str | None = None, scope: str = ""
-    ) -> dict[str, Any]: ...
-    def probe_mount(self, kind: MountKind, path: str) -> None: ...
 
 
 ReadState = Callable[[], LiveState]
@@ -124,7 +103,7 @@ def _action_ref(action: Action) -> dict[str, str]:
 
 
 def apply_plan(
-    api: ServerApi,
+    api: Client,
     read_state: ReadState,
     plan: Plan,
     desired: DesiredState,
@@ -149,7 +128,7 @@ def apply_plan(
 
 @dataclass
 class _Run:
-    api: ServerApi
+    api: Client
     read_state: ReadState
     desired: DesiredState
     options: ApplyOptions

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from reconciler import __version__
+from reconciler.defaults import MAX_DESTROY
 from reconciler.model import (
     LiveState,
     MountKind,
@@ -333,7 +334,7 @@ class Plan(_Readable):
     desired: DesiredSource = DesiredSource()
     server: ServerIdentity = ServerIdentity()
     fingerprint: str = ""
-    max_destroy: int = 3
+    max_destroy: int = MAX_DESTROY
     # `--replace TYPE/NAME/VERSION` the plan was made with, so it can be made again.
     replace: list[str] = []
     actions: list[Action] = []
