@@ -187,9 +187,11 @@ def plan_command(
 @click.option("--allow-destroy", is_flag=True, help="Allow disable/replace (up to max_destroy).")
 @click.option("--replace", multiple=True, metavar="TYPE/NAME/VERSION", help="Force re-register.")
 @click.option(
-    "--rollback-on-failure",
-    is_flag=True,
-    help="Tune a mount whose upgrade fails verification back to its previous version.",
+    "--rollback-on-failure/--no-rollback",
+    default=True,
+    show_default=True,
+    help="Tune a mount whose upgrade fails verification back to its previous version "
+    "and reload it (--no-rollback leaves it as the failure left it).",
 )
 @click.option(
     "--lock-timeout",

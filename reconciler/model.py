@@ -398,6 +398,10 @@ class LiveMount(_Strict):
     local: bool = False
     seal_wrap: bool = False
     accessor: str = ""
+    # Whether a request through the mount reached its plugin: None when not probed
+    # (built-ins are not), False for a mount whose backend failed to start, which
+    # `sys/mounts` does not show (its `running_*` values stay stale).
+    backend_answers: bool | None = None
 
     @property
     def api_path(self) -> str:

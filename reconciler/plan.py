@@ -107,6 +107,8 @@ class ReasonCode(StrEnum):
     MOVED_FROM = "moved-from"
     TUNED_VALUES_DIFFER = "tuned-values-differ"
     RUNNING_PLUGIN_DIFFERS = "running-plugin-differs"
+    BACKEND_NOT_ANSWERING = "backend-not-answering"
+    PLUGIN_VERSION_PINNED = "plugin-version-pinned"
     BUILTIN_AFTER_CLEANUP = "builtin-after-cleanup"
     UNMANAGED_MOUNT_PRUNED = "unmanaged-mount-pruned"
     DECLARED_ABSENT = "declared-absent"
@@ -391,7 +393,9 @@ def fingerprint(live: LiveState) -> str:
             key=lambda e: (e["type"], e["name"], e["version"]),
         ),
         "mounts": sorted(
-            (m.model_dump(exclude={"accessor"}) for m in live.mounts),
+            # Whether a backend answers is what a plan reacts to, not a state to pin:
+            # a plan made while a mount was dead still applies once it answers again.
+            (m.model_dump(exclude={"accessor", "backend_answers"}) for m in live.mounts),
             key=lambda m: (m["kind"], m["path"]),
         ),
     }

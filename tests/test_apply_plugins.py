@@ -293,15 +293,15 @@ def _broken_upgrade(server: DevServer, plugins: Path, tmp_path: Path) -> Path:
 
 def test_broken_binary_fails_naming_the_mount(server, plugins, tmp_path: Path) -> None:
     upgrade = _broken_upgrade(server, plugins, tmp_path)
-    result = run_cli(server, "apply", str(upgrade), "--yes")
+    result = run_cli(server, "apply", str(upgrade), "--yes", "--no-rollback")
     assert result.exit_code == 1
     assert "fragile/" in result.stderr
     assert "did not converge" in result.stderr
 
 
-def test_broken_binary_rolls_back_with_rollback_on_failure(server, plugins, tmp_path: Path) -> None:
+def test_broken_binary_rolls_back_by_default(server, plugins, tmp_path: Path) -> None:
     upgrade = _broken_upgrade(server, plugins, tmp_path)
-    result = run_cli(server, "apply", str(upgrade), "--yes", "--rollback-on-failure")
+    result = run_cli(server, "apply", str(upgrade), "--yes")
     assert result.exit_code == 1
     assert "rolled back: secrets/fragile/" in result.stderr, result.output
     entry = mount_entry(server, "secret", "fragile/")

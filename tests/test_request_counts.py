@@ -162,3 +162,26 @@ def test_upgrade_of_a_plugin_used_by_3_mounts(
     body = sent.body(*reload)
     assert isinstance(body, dict)
     assert sorted(body["mounts"]) == ["app-0/", "app-1/", "app-2/"]
+
+
+def test_plan_probes_each_external_plugin_mount_once_and_no_builtin(
+    server: DevServer, client: Client, plugins: Path, tmp_path: Path
+) -> None:
+    desired = write_desired(tmp_path, DESIRED_V1.format(plugins=plugins, mounts=external_mounts(3)))
+    loaded = load_desired(desired)
+    assert apply(client, plan_for(client, loaded), loaded).converged
+    enable_builtin_mounts(client, 0, 6)
+
+    sent = Sent()
+    with sent.client(server) as counted:
+        the_plan = plan_for(counted, loaded)
+    assert the_plan.errors == []
+    mount_paths = {"/v1/app-0", "/v1/app-1", "/v1/app-2"}
+    probes = [path for method, path in sent.calls() if method == "GET" and path in mount_paths]
+    assert sorted(probes) == sorted(mount_paths)
+    # Built-in mounts, declared or not, cost no request of their own.
+    assert not [
+        path
+        for _, path in sent.calls()
+        if any(name in path for name in ("/cache", "/crypto", "/robots", "scale-"))
+    ]

@@ -48,13 +48,24 @@ from reconciler.resolver import (
 
 @dataclass(frozen=True)
 class Reloads:
-    """Mounts (API paths) to reload: now, or once cleanup has deregistered their shadow."""
+    """Mounts (API paths) to reload: now, or once cleanup has deregistered their shadow.
+
+    `dead` and `repinned` say why some of them are reloaded (their backend does not
+    answer; their plugin_version is tuned), for the reason the plan shows.
+    """
 
     converge: frozenset[str] = frozenset()
     cleanup: frozenset[str] = frozenset()
+    dead: frozenset[str] = frozenset()
+    repinned: frozenset[str] = frozenset()
 
     def __or__(self, other: Reloads) -> Reloads:
-        return Reloads(self.converge | other.converge, self.cleanup | other.cleanup)
+        return Reloads(
+            self.converge | other.converge,
+            self.cleanup | other.cleanup,
+            self.dead | other.dead,
+            self.repinned | other.repinned,
+        )
 
     @property
     def paths(self) -> frozenset[str]:
@@ -109,9 +120,7 @@ def plan_unmanaged_mounts(context: Context, claimed: frozenset[MountKey]) -> Pru
     if not context.desired.settings.prune_mounts:
         return Pruning(
             warnings=tuple(
-                problem(
-                    mount_target_name(*key), f"unmanaged mount ({live_mount.plugin}): left alone"
-                )
+                problem(mount_target_name(*key), _unmanaged_warning(live_mount))
                 for key, live_mount in context.unmanaged_mounts(claimed)
             )
         )
@@ -131,31 +140,69 @@ def plan_unmanaged_mounts(context: Context, claimed: frozenset[MountKey]) -> Pru
     )
 
 
+def _unmanaged_warning(live_mount: LiveMount) -> str:
+    if live_mount.backend_answers is False:
+        return (
+            f"unmanaged mount ({live_mount.plugin}): left alone, and its backend does not "
+            "answer (its plugin failed to start): reload it (sys/plugins/reload/backend) "
+            "or declare it"
+        )
+    return f"unmanaged mount ({live_mount.plugin}): left alone"
+
+
 def reload_actions(context: Context, reloads: Reloads) -> tuple[Action, ...]:
-    """One reload per stage, naming every mount it reloads."""
-    return tuple(
-        ReloadAction(
-            target="mounts " + ", ".join(sorted(paths)),
-            stage=stage,
-            reason=reason,
-            reason_code=code,
-            params=ReloadParams(mounts=sorted(paths), scope=context.scope),
+    """One reload per stage, naming every mount it reloads and why.
+
+    One call restarts every mount it names at once; the reason code is the most
+    urgent of its mounts' reasons (a dead backend, then a tuned pin).
+    """
+    actions: list[Action] = []
+    if reloads.converge:
+        actions.append(_converge_reload(context, reloads))
+    if reloads.cleanup:
+        actions.append(
+            ReloadAction(
+                target="mounts " + ", ".join(sorted(reloads.cleanup)),
+                stage=Stage.CLEANUP,
+                reason="back to the built-in once the shadowing entry is deregistered",
+                reason_code=ReasonCode.BUILTIN_AFTER_CLEANUP,
+                params=ReloadParams(mounts=sorted(reloads.cleanup), scope=context.scope),
+            )
         )
-        for stage, paths, code, reason in (
-            (
-                Stage.CONVERGE,
-                reloads.converge,
-                ReasonCode.RUNNING_PLUGIN_DIFFERS,
-                "running plugin differs from its catalog entry",
-            ),
-            (
-                Stage.CLEANUP,
-                reloads.cleanup,
-                ReasonCode.BUILTIN_AFTER_CLEANUP,
-                "back to the built-in once the shadowing entry is deregistered",
-            ),
+    return tuple(actions)
+
+
+def _converge_reload(context: Context, reloads: Reloads) -> ReloadAction:
+    paths = reloads.converge
+    dead = sorted(paths & reloads.dead)
+    repinned = sorted((paths & reloads.repinned) - reloads.dead)
+    differs = sorted(paths - reloads.dead - reloads.repinned)
+    reasons = []
+    if dead:
+        reasons.append(
+            "backend does not answer (its plugin failed to start; sys/mounts still reports "
+            "it running): " + ", ".join(dead)
         )
-        if paths
+    if repinned:
+        reasons.append("plugin_version is tuned: " + ", ".join(repinned))
+    if differs:
+        reasons.append("running plugin differs from its catalog entry: " + ", ".join(differs))
+    code = (
+        ReasonCode.BACKEND_NOT_ANSWERING
+        if dead
+        else ReasonCode.PLUGIN_VERSION_PINNED
+        if repinned
+        else ReasonCode.RUNNING_PLUGIN_DIFFERS
+    )
+    if len(reasons) == 1:
+        # One reason for every mount: the target names them already.
+        reasons = [reasons[0].rsplit(": ", 1)[0]]
+    return ReloadAction(
+        target="mounts " + ", ".join(sorted(paths)),
+        stage=Stage.CONVERGE,
+        reason="; ".join(reasons),
+        reason_code=code,
+        params=ReloadParams(mounts=sorted(paths), scope=context.scope),
     )
 
 
@@ -490,15 +537,21 @@ def _reload(
             or live_mount.running_sha256 != target.sha256
             or (kind, mount.plugin, target.version) in changed
         )
-    if not stale:
+    # The running_* values of a mount whose plugin failed to start stay as they were, and
+    # so do they when a tune moves the pin back to what they report: neither can be
+    # trusted to say a reload is not needed.
+    dead = live_mount.backend_answers is False
+    repinned = isinstance(_pin_change(context, kind, mount, live_mount, target), str)
+    if not (stale or dead or repinned):
         return Reloads()
     path = frozenset({api_path(kind, mount.path)})
+    why = Reloads(dead=path if dead else frozenset(), repinned=path if repinned else frozenset())
     if _shadowed_until_cleanup(context, kind, mount.plugin, target):
         # Only once the unversioned shadow is deregistered does a reload bring the built-in
         # back; before, an unpinned mount (tuning to the built-in's version may leave it
         # unpinned) would reload onto the shadow again.
-        return Reloads(cleanup=path)
-    return Reloads(converge=path)
+        return why | Reloads(cleanup=path)
+    return why | Reloads(converge=path)
 
 
 def _shadowed_until_cleanup(context: Context, kind: MountKind, plugin: str, target: Target) -> bool:
