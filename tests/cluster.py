@@ -262,6 +262,10 @@ class Cluster:
         return sum(node.memory_bytes() for node in self.nodes)
 
     def stop(self) -> None:
+        """Stop every node; all are signalled first so their shutdowns overlap."""
+        for node in self.nodes:
+            if node.running and node.process is not None:
+                node.process.terminate()
         for node in self.nodes:
             node.stop()
 
