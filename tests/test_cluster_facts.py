@@ -315,6 +315,45 @@ def test_a_register_checks_the_file_on_the_active_and_on_the_node_that_receives_
         assert str(active.plugin_directory / v2.command) in answer.text
 
 
+def test_a_mount_enabled_while_a_standby_lacks_the_file_is_dead_on_that_standby_only(
+    cluster: Cluster,
+) -> None:
+    v1, v2 = cluster.plugins[("demo-kv", "v1.0.0")], cluster.plugins[("demo-kv", "v2.0.0")]
+    active, lacking, other = cluster.active(), *cluster.standbys()
+    for plugin in (v1, v2):
+        assert register(cluster, active, plugin).status_code == 204
+        wait_catalog_everywhere(cluster, "demo-kv", plugin.version, plugin.sha256)
+    (lacking.plugin_directory / v1.command).unlink()
+    enable = {"type": "demo-kv", "config": {"plugin_version": "v1.0.0"}}
+
+    # Like a register, an enable sent to that standby is refused there, before forwarding.
+    with cluster.http(lacking) as http:
+        refused = http.post("/v1/sys/mounts/apps", json=enable)
+    assert refused.status_code == 400
+    assert answered_by(refused) == lacking.node_id
+    assert str(lacking.plugin_directory / v1.command) in refused.text
+
+    with cluster.http(active) as http:
+        assert http.post("/v1/sys/mounts/apps", json=enable).status_code == 204
+    for node in (active, other):
+        wait_serving(cluster, node, "apps", "v1.0.0")
+
+    def listed_there() -> dict[str, Any] | None:
+        return mount_entry(cluster, lacking, "apps")
+
+    wait_until(listed_there, STANDBY_DELAY)
+    assert running_entry(cluster, lacking, "apps") == ("", "")
+    assert "backend is nil" in probe(cluster, lacking, "apps").text
+
+    # A tune naming a version whose file the receiving standby lacks: refused there too.
+    (other.plugin_directory / v2.command).unlink()
+    with cluster.http(other) as http:
+        tune = http.post("/v1/sys/mounts/apps/tune", json={"plugin_version": "v2.0.0"})
+    assert tune.status_code == 400
+    assert answered_by(tune) == other.node_id
+    assert str(other.plugin_directory / v2.command) in tune.text
+
+
 def test_re_registering_a_version_with_another_sha_restarts_nothing(cluster: Cluster) -> None:
     before = mount_demo_kv(cluster)
     v1 = cluster.plugins[("demo-kv", "v1.0.0")]
