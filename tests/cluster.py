@@ -214,6 +214,16 @@ class Cluster:
         self.unseal(node)
         self.wait_healthy(timeout=timeout)
 
+    def heal(self, *, timeout: float = 60.0) -> None:
+        """Start every stopped node, unseal every sealed one, wait until all are healthy."""
+        for node in self.nodes:
+            if not node.running:
+                node.start()
+            _wait_until_answering(node, timeout)
+            if _health_status(node) == 503:  # sealed
+                self.unseal(node)
+        self.wait_healthy(timeout=timeout)
+
     def wait_healthy(self, *, timeout: float = 60.0) -> None:
         """Wait until every node runs unsealed, one is active and all are healthy voters."""
 
@@ -274,11 +284,15 @@ def start_cluster(size: int = 3, *, workdir: Path | None = None, timeout: float 
     """Start `size` raft nodes, initialise, unseal and join them; wait for healthy voters."""
     began = time.monotonic()
     directory = Path(workdir or tempfile.mkdtemp(prefix="reconciler-cluster-"))
+    ports: list[int] = []
+    while len(ports) < 2 * size:  # two asks may get the same free port
+        if (port := free_port()) not in ports:
+            ports.append(port)
     nodes = [
         ClusterNode(
             node_id=f"node{index}",
-            api_port=free_port(),
-            cluster_port=free_port(),
+            api_port=ports[2 * index - 2],
+            cluster_port=ports[2 * index - 1],
             directory=directory / f"node{index}",
         )
         for index in range(1, size + 1)
@@ -370,7 +384,8 @@ def _wait_for(
                     f"{node.node_id} exited with {node.process.returncode} while waiting for "
                     f"{what}:\n{node.log_tail()}"
                 )
-        with contextlib.suppress(httpx.HTTPError):
+        # No active node for a moment (an election) is one more reason to wait.
+        with contextlib.suppress(httpx.HTTPError, ClusterError):
             if condition():
                 return
         if time.monotonic() > deadline:

@@ -130,10 +130,7 @@ def cluster(bao_cluster: Cluster) -> Iterator[Cluster]:
     no external catalog entries, only the server's own mounts on every node; every plugin
     directory holds exactly the example plugins (`cluster.plugins`)."""
     try:
-        for node in bao_cluster.nodes:
-            if not node.running:  # a test stopped it and failed before starting it again
-                bao_cluster.restart(node)
-        bao_cluster.wait_healthy()
+        bao_cluster.heal()  # a test may have stopped or restarted a node and failed
         reset_server(bao_cluster.active().address, bao_cluster.root_token)
         bao_cluster.wait_replicated()
     except ClusterError as error:
