@@ -31,6 +31,7 @@ import httpx
 
 from reconciler.demo.devserver import find_bao, free_port
 from reconciler.demo.examples.plugins.build import BuiltPlugin, build_plugins
+from tests.helpers import SLACK
 
 T = TypeVar("T")
 
@@ -394,7 +395,7 @@ def _wait_for(
         time.sleep(0.1)
 
 
-def wait_until(condition: Callable[[], T | None], timeout: float = 10.0, step: float = 0.05) -> T:
+def wait_until(condition: Callable[[], T | None], timeout: float = SLACK, step: float = 0.05) -> T:
     """Poll `condition` until it returns something other than None/False; return that."""
     deadline = time.monotonic() + timeout
     while True:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import time
 from functools import partial
 from typing import Any
 
@@ -25,10 +24,6 @@ from tests.cluster import (
 )
 
 pytestmark = pytest.mark.cluster
-
-# Standbys follow a global reload 0.6-1 s after the active, and a new mount 1-2 s after it
-# answers (their plugin process starts first); this leaves room on a busy machine.
-STANDBY_DELAY = 15.0
 
 
 def answered_by(answer: httpx.Response) -> str:
@@ -108,7 +103,7 @@ def wait_serving(
         now = running(cluster, node, mount)
         return None if now is None or now[0] != version or now == not_process else now
 
-    return wait_until(serving, STANDBY_DELAY)
+    return wait_until(serving)
 
 
 def mount_demo_kv(cluster: Cluster, path: str = "apps") -> dict[str, tuple[str, int]]:
@@ -159,9 +154,17 @@ def restore(node: ClusterNode, plugin: BuiltPlugin, cluster: Cluster) -> None:
     shutil.copyfile(source, node.plugin_directory / plugin.command)
 
 
-# Standbys follow a global reload 0.6-1 s after the active answers. Waiting this long and
-# seeing nothing change is how a test shows that a node was NOT reloaded.
-NOTHING_FOLLOWS = 1.5
+def every_earlier_reload_handled(cluster: Cluster, barrier: dict[str, tuple[str, int]]) -> None:
+    """Return once every node has handled every reload asked for before this call.
+
+    Waiting a while and seeing nothing change proves little on a loaded machine. Instead a
+    global reload of a second mount, `barrier`, goes to the active and is awaited on every
+    node: standbys handle global reloads in the order the active issued them, so whatever an
+    earlier request set off on any node has happened by then.
+    """
+    assert reload(cluster, cluster.active(), "barrier", scope="global").status_code == 200
+    for node in cluster.nodes:
+        wait_serving(cluster, node, "barrier", "v1.0.0", not_process=barrier[node.node_id])
 
 
 # --------------------------------------------------------------------------
@@ -341,7 +344,7 @@ def test_a_mount_enabled_while_a_standby_lacks_the_file_is_dead_on_that_standby_
     def listed_there() -> dict[str, Any] | None:
         return mount_entry(cluster, lacking, "apps")
 
-    wait_until(listed_there, STANDBY_DELAY)
+    wait_until(listed_there)
     assert running_entry(cluster, lacking, "apps") == ("", "")
     assert "backend is nil" in probe(cluster, lacking, "apps").text
 
@@ -356,6 +359,7 @@ def test_a_mount_enabled_while_a_standby_lacks_the_file_is_dead_on_that_standby_
 
 def test_re_registering_a_version_with_another_sha_restarts_nothing(cluster: Cluster) -> None:
     before = mount_demo_kv(cluster)
+    barrier = mount_demo_kv(cluster, "barrier")
     v1 = cluster.plugins[("demo-kv", "v1.0.0")]
     content = (cluster.nodes[0].plugin_directory / v1.command).read_bytes() + b"# rebuilt\n"
     for node in cluster.nodes:
@@ -368,7 +372,7 @@ def test_re_registering_a_version_with_another_sha_restarts_nothing(cluster: Clu
         )
     assert answer.status_code == 204, answer.text
     wait_catalog_everywhere(cluster, "demo-kv", "v1.0.0", new_sha)
-    time.sleep(NOTHING_FOLLOWS)
+    every_earlier_reload_handled(cluster, barrier)
     for node in cluster.nodes:
         assert running(cluster, node, "apps") == before[node.node_id]
         assert running_entry(cluster, node, "apps") == ("v1.0.0", v1.sha256)
@@ -392,6 +396,7 @@ def test_every_node_serves_a_mount_from_its_own_plugin_process_and_reports_it(
 
 def test_a_reload_without_scope_touches_only_the_node_that_receives_it(cluster: Cluster) -> None:
     before = mount_demo_kv(cluster)
+    barrier = mount_demo_kv(cluster, "barrier")
     target = cluster.standbys()[0]
     answer = reload(cluster, target, "apps")
     assert answer.status_code == 200, answer.text
@@ -401,7 +406,7 @@ def test_a_reload_without_scope_touches_only_the_node_that_receives_it(cluster: 
     assert after is not None
     assert after[0] == "v1.0.0"
     assert after != before[target.node_id]
-    time.sleep(NOTHING_FOLLOWS)
+    every_earlier_reload_handled(cluster, barrier)
     for node in cluster.nodes:
         if node is not target:
             assert running(cluster, node, "apps") == before[node.node_id]
@@ -461,7 +466,7 @@ def test_a_global_reload_onto_a_bad_file_on_a_standby_answers_200_and_kills_the_
     def emptied() -> bool:
         return running_entry(cluster, broken, "apps") == ("", "")
 
-    wait_until(emptied, STANDBY_DELAY)
+    wait_until(emptied)
     nil = probe(cluster, broken, "apps")
     assert nil.status_code == 404
     assert "backend is nil" in nil.text
@@ -484,6 +489,7 @@ def test_a_global_reload_onto_a_bad_file_on_the_active_answers_400_and_spares_st
     cluster: Cluster,
 ) -> None:
     before = mount_demo_kv(cluster)
+    barrier = mount_demo_kv(cluster, "barrier")
     v1, v2 = cluster.plugins[("demo-kv", "v1.0.0")], cluster.plugins[("demo-kv", "v2.0.0")]
     active = cluster.active()
     upgrade_to_v2(cluster)
@@ -495,7 +501,7 @@ def test_a_global_reload_onto_a_bad_file_on_the_active_answers_400_and_spares_st
     # The active's mount is dead, while its table still names the version it ran before.
     assert probe(cluster, active, "apps").status_code == 404
     assert running_entry(cluster, active, "apps") == ("v1.0.0", v1.sha256)
-    time.sleep(NOTHING_FOLLOWS)
+    every_earlier_reload_handled(cluster, barrier)
     for node in cluster.standbys():
         assert running(cluster, node, "apps") == before[node.node_id]
 
@@ -522,11 +528,11 @@ def test_killing_the_active_elects_another_and_the_killed_node_comes_back_sealed
     def new_active() -> ClusterNode | None:
         return next((n for n in cluster.nodes if n.running and _is_active(cluster, n)), None)
 
-    assert wait_until(new_active, 30) is not old
+    assert wait_until(new_active) is not old
 
     old.start()
     with httpx.Client(base_url=old.address, timeout=5) as http:
-        status = wait_until(partial(_answer_or_none, http, "/v1/sys/seal-status"), 30)
+        status = wait_until(partial(_answer_or_none, http, "/v1/sys/seal-status"))
     assert status.json()["sealed"] is True
     cluster.unseal(old)
     cluster.wait_healthy()
