@@ -38,16 +38,20 @@ def register(cluster: Cluster, node: ClusterNode, plugin: BuiltPlugin) -> httpx.
         )
 
 
-def catalog_read(cluster: Cluster, node: ClusterNode, name: str, version: str) -> httpx.Response:
+def catalog_read(
+    cluster: Cluster, node: ClusterNode, name: str, version: str, kind: str = "secret"
+) -> httpx.Response:
     with cluster.http(node, forward=False) as http:
-        answer = http.get(f"/v1/sys/plugins/catalog/secret/{name}", params={"version": version})
+        answer = http.get(f"/v1/sys/plugins/catalog/{kind}/{name}", params={"version": version})
     assert answered_by(answer) == node.node_id
     return answer
 
 
-def catalog_sha256(cluster: Cluster, node: ClusterNode, name: str, version: str) -> str | None:
+def catalog_sha256(
+    cluster: Cluster, node: ClusterNode, name: str, version: str, kind: str = "secret"
+) -> str | None:
     """The sha256 the node's catalog holds for `version`; None while it answers 404."""
-    answer = catalog_read(cluster, node, name, version)
+    answer = catalog_read(cluster, node, name, version, kind)
     return None if answer.status_code == 404 else str(json_data(answer)["sha256"])
 
 
@@ -58,9 +62,9 @@ def wait_catalog_everywhere(cluster: Cluster, name: str, version: str, sha256: s
 
 
 def _catalog_holds(
-    cluster: Cluster, node: ClusterNode, name: str, version: str, sha256: str
+    cluster: Cluster, node: ClusterNode, name: str, version: str, sha256: str, kind: str = "secret"
 ) -> bool:
-    return catalog_sha256(cluster, node, name, version) == sha256
+    return catalog_sha256(cluster, node, name, version, kind) == sha256
 
 
 def mount_entry(cluster: Cluster, node: ClusterNode, path: str) -> dict[str, Any] | None:
@@ -392,6 +396,39 @@ def test_every_node_serves_a_mount_from_its_own_plugin_process_and_reports_it(
     assert len({pid for _, pid in served.values()}) == len(cluster.nodes)
     for node in cluster.nodes:
         assert running_entry(cluster, node, "apps") == ("v1.0.0", v1.sha256)
+
+
+def test_an_auth_mount_is_served_and_reported_per_node_like_a_secrets_mount(
+    cluster: Cluster,
+) -> None:
+    plugin = cluster.plugins[("demo-auth", "v1.0.0")]
+    assert register(cluster, cluster.active(), plugin).status_code == 204
+    for node in cluster.nodes:
+        wait_until(
+            partial(_catalog_holds, cluster, node, "demo-auth", "v1.0.0", plugin.sha256, "auth")
+        )
+    with cluster.http(cluster.active()) as http:
+        enabled = http.post(
+            "/v1/sys/auth/static",
+            json={"type": "demo-auth", "config": {"plugin_version": "v1.0.0"}},
+        )
+    assert enabled.status_code == 204, enabled.text
+    served = {n.node_id: wait_serving(cluster, n, "auth/static", "v1.0.0") for n in cluster.nodes}
+    assert len({pid for _, pid in served.values()}) == len(cluster.nodes)
+    for node in cluster.nodes:
+        with cluster.http(node, forward=False) as http:
+            table = http.get("/v1/sys/auth")
+        assert answered_by(table) == node.node_id
+        entry = json_data(table)["static/"]
+        assert (entry["running_plugin_version"], entry["running_sha256"]) == (
+            "v1.0.0",
+            plugin.sha256,
+        )
+    target = cluster.standbys()[0]
+    reloaded = reload(cluster, target, "auth/static")
+    assert reloaded.status_code == 200, reloaded.text
+    assert answered_by(reloaded) == target.node_id
+    assert running(cluster, target, "auth/static") not in (None, served[target.node_id])
 
 
 def test_a_reload_without_scope_touches_only_the_node_that_receives_it(cluster: Cluster) -> None:
