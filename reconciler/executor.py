@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from reconciler.errors import ApiError, StaleState
+from reconciler.errors import ApiError, OutcomeUnknown, StaleState
 from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
 from reconciler.plan import (
     Action,
@@ -192,11 +192,38 @@ class _Run:
             case DisableAction(params=p):
                 self._write(self.api.disable_mount, p.kind, p.path)
             case ReloadAction(params=p):
-                self._write(
-                    self.api.reload_backend, mounts=p.mounts, plugin=p.plugin, scope=p.scope
-                )
+                try:
+                    self._write(
+                        self.api.reload_backend, mounts=p.mounts, plugin=p.plugin, scope=p.scope
+                    )
+                except OutcomeUnknown as error:
+                    if p.mounts is None:
+                        raise
+                    self._reload_the_rest(action, error)
             case _:  # pragma: no cover - every kind is handled above
                 raise AssertionError(action.kind)
+
+    def _reload_the_rest(self, action: ReloadAction, unknown: OutcomeUnknown) -> None:
+        """After a reload that may have run: reload, once, only the mounts still needing it.
+
+        Each reload restarts the plugin processes it names, and the first one may have
+        done its work: the mounts are read back and planned again, and a mount whose
+        plan no longer reloads it took its new plugin.
+        """
+        log.warning("%s; reading the mounts back", unknown)
+        again = make_plan(self.desired, self.read_state(), replace=(), held=self.options.held)
+        pending = {
+            path
+            for planned in again.actions
+            if isinstance(planned, ReloadAction) and planned.stage is action.stage
+            for path in planned.params.mounts or []
+        }
+        rest = [path for path in action.params.mounts or [] if path in pending]
+        if not rest:
+            log.warning("reload %s: every mount runs its new plugin", action.target)
+            return
+        log.warning("reload %s: reloading %s again", action.target, ", ".join(rest))
+        self._write(self.api.reload_backend, mounts=rest, scope=action.params.scope)
 
     def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         call(*args, **kwargs)
