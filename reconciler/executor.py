@@ -130,6 +130,8 @@ class _Run:
     options: ApplyOptions
     progress: Progress
     result: ApplyResult = field(default_factory=ApplyResult)
+    # API paths of the mounts a reload was sent for: the ones a rollback must reload.
+    reloaded: set[str] = field(default_factory=set)
 
     def execute(self, actions: list[Action], before: LiveState) -> None:
         converge = [a for a in actions if a.stage is Stage.CONVERGE]
@@ -156,14 +158,51 @@ class _Run:
             try:
                 self._run(action)
             except ApiError as error:
-                self.result.failures.append(f"{action.kind.value} {action.target}: {error}")
+                failure = f"{action.kind.value} {action.target}: {error}"
+                if isinstance(action, ReloadAction) and action.canary:
+                    failure += f"; the other mounts were not reloaded ({action.reason})"
+                self.result.failures.append(failure)
                 self.progress(
                     ProgressEvent(number, total, action, "failed", str(error), _since(started))
                 )
                 return False
             self.result.applied.append(action)
             self.progress(ProgressEvent(number, total, action, "done", "", _since(started)))
+            if isinstance(action, ReloadAction) and action.canary:
+                failed = self._canary_fails(action)
+                if failed is not None:
+                    self.result.failures.append(failed)
+                    self.progress(ProgressEvent(number, total, action, "failed", failed))
+                    return False
         return True
+
+    def _canary_fails(self, action: ReloadAction) -> str | None:
+        """Why the canary mount does not run its new plugin, or None when it does."""
+        self.progress(ProgressEvent(0, 0, None, "verify canary"))
+        live = self.read_state()
+        again = make_plan(self.desired, live, replace=(), held=self.options.held)
+        pending = {
+            path
+            for planned in again.actions
+            if isinstance(planned, ReloadAction) and planned.stage is Stage.CONVERGE
+            for path in planned.params.mounts or []
+        }
+        mounts = {m.api_path: m for m in live.mounts}
+        for path in action.params.mounts or []:
+            mount = mounts.get(path)
+            if mount is None:
+                problem = "is gone"
+            elif mount.backend_answers is False:
+                problem = "does not answer (its plugin did not start)"
+            elif path in pending:
+                problem = f"runs {_running(mount)}"
+            else:
+                continue
+            return (
+                f"canary {mount_target_name(*split_api_path(path))} {problem}: the other "
+                f"mounts were not reloaded ({action.reason})"
+            )
+        return None
 
     def _run(self, action: Action) -> None:
         match action:
@@ -192,6 +231,7 @@ class _Run:
             case DisableAction(params=p):
                 self._write(self.api.disable_mount, p.kind, p.path)
             case ReloadAction(params=p):
+                self.reloaded.update(p.mounts or [])
                 try:
                     self._write(
                         self.api.reload_backend, mounts=p.mounts, plugin=p.plugin, scope=p.scope
@@ -299,7 +339,10 @@ class _Run:
             except ApiError as error:
                 self.result.failures.append(f"rollback of {target} failed: {error}")
                 continue
-            reload_paths.append(old.api_path)
+            # A mount no reload was sent for still runs its old plugin: a reload would
+            # only restart it.
+            if old.api_path in self.reloaded:
+                reload_paths.append(old.api_path)
         if not reload_paths:
             return
         try:

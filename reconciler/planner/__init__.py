@@ -20,7 +20,15 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from reconciler.model import DesiredState, LiveState
-from reconciler.plan import KIND_ORDER, DesiredSource, Plan, Problem, Stage, fingerprint
+from reconciler.plan import (
+    KIND_ORDER,
+    DesiredSource,
+    Plan,
+    Problem,
+    ReloadAction,
+    Stage,
+    fingerprint,
+)
 from reconciler.planner._catalog import plan_catalog_writes
 from reconciler.planner._cleanup import plan_deregistrations
 from reconciler.planner._context import (
@@ -65,7 +73,7 @@ def plan(
     phases = (catalog, mounts, pruning, cleanup)
     actions = [
         *(action for phase in phases for action in phase.actions),
-        *reload_actions(context, mounts.reloads),
+        *reload_actions(context, mounts.reloads, mounts.targets),
     ]
     warnings = [
         *(warning for phase in phases for warning in phase.warnings),
@@ -78,7 +86,13 @@ def plan(
         max_destroy=desired.settings.max_destroy,
         replace=sorted({catalog_target_name(key) for key in replace}),
         actions=sorted(
-            actions, key=lambda a: (a.stage != Stage.CONVERGE, KIND_ORDER[a.kind], a.target)
+            actions,
+            key=lambda a: (
+                a.stage != Stage.CONVERGE,
+                KIND_ORDER[a.kind],
+                not isinstance(a, ReloadAction) or not a.canary,
+                a.target,
+            ),
         ),
         errors=_in_order(error for phase in phases for error in phase.errors),
         warnings=_in_order(warnings),

@@ -150,15 +150,24 @@ def _unmanaged_warning(live_mount: LiveMount) -> str:
     return f"unmanaged mount ({live_mount.plugin}): left alone"
 
 
-def reload_actions(context: Context, reloads: Reloads) -> tuple[Action, ...]:
-    """One reload per stage, naming every mount it reloads and why.
+def reload_actions(
+    context: Context, reloads: Reloads, targets: Mapping[MountKey, Target]
+) -> tuple[Action, ...]:
+    """The reloads of each stage, naming every mount they reload and why.
 
-    One call restarts every mount it names at once; the reason code is the most
-    urgent of its mounts' reasons (a dead backend, then a tuned pin).
+    One call restarts every mount it names at once, so mounts moving onto the same
+    new binary go in two steps: a canary (one mount, verified by the executor before
+    it goes on), then the rest. The reason code is the most urgent of its mounts'
+    reasons (a dead backend, then a tuned pin).
     """
     actions: list[Action] = []
     if reloads.converge:
-        actions.append(_converge_reload(context, reloads))
+        canaries = _canaries(context, reloads.converge, targets)
+        for path, target, others in canaries:
+            actions.append(_canary_reload(context, path, target, others))
+        rest = reloads.converge - {path for path, _, _ in canaries}
+        if rest:
+            actions.append(_converge_reload(context, reloads, rest, canaries))
     if reloads.cleanup:
         actions.append(
             ReloadAction(
@@ -172,8 +181,59 @@ def reload_actions(context: Context, reloads: Reloads) -> tuple[Action, ...]:
     return tuple(actions)
 
 
-def _converge_reload(context: Context, reloads: Reloads) -> ReloadAction:
-    paths = reloads.converge
+_Canary = tuple[str, Target, tuple[str, ...]]
+
+
+def _canaries(
+    context: Context, paths: frozenset[str], targets: Mapping[MountKey, Target]
+) -> list[_Canary]:
+    """Per new external binary more than one reloaded mount moves onto: (first, the rest).
+
+    A binary a live mount already runs and answers with has proven itself on this
+    server (a canary that worked before an interruption, say): it needs no canary.
+    """
+    proven = {
+        (m.plugin, m.running_plugin_version, m.running_sha256)
+        for m in context.live_mounts.values()
+        if m.backend_answers is True
+    }
+    by_binary: dict[Target, list[str]] = {}
+    for (kind, path), target in targets.items():
+        where = api_path(kind, path)
+        fresh = (target.name, target.version, target.sha256) not in proven
+        if where in paths and not target.builtin and fresh:
+            by_binary.setdefault(target, []).append(where)
+    return [
+        (first, target, tuple(rest))
+        for target, (first, *rest) in ((t, sorted(p)) for t, p in by_binary.items())
+        if rest
+    ]
+
+
+def _canary_reload(
+    context: Context, path: str, target: Target, others: tuple[str, ...]
+) -> ReloadAction:
+    command = next(
+        (e.command for e in context.desired.plugins if e.present and e.key == target.key), ""
+    )
+    binary = ", ".join(
+        part for part in (command and f"command {command}", f"sha256 {target.sha256[:12]}…") if part
+    )
+    return ReloadAction(
+        target=f"mounts {path}",
+        reason=(
+            f"canary for {target.name} {target.version or '(unversioned)'} ({binary}): "
+            f"reloaded and verified (running sha256 and a probe) before {', '.join(others)}"
+        ),
+        reason_code=ReasonCode.CANARY,
+        canary=True,
+        params=ReloadParams(mounts=[path], scope=context.scope),
+    )
+
+
+def _converge_reload(
+    context: Context, reloads: Reloads, paths: frozenset[str], canaries: list[_Canary]
+) -> ReloadAction:
     dead = sorted(paths & reloads.dead)
     repinned = sorted((paths & reloads.repinned) - reloads.dead)
     differs = sorted(paths - reloads.dead - reloads.repinned)
@@ -197,6 +257,8 @@ def _converge_reload(context: Context, reloads: Reloads) -> ReloadAction:
     if len(reasons) == 1:
         # One reason for every mount: the target names them already.
         reasons = [reasons[0].rsplit(": ", 1)[0]]
+    if canaries:
+        reasons.append("once the canary " + ", ".join(path for path, _, _ in canaries) + " works")
     return ReloadAction(
         target="mounts " + ", ".join(sorted(paths)),
         stage=Stage.CONVERGE,
