@@ -137,6 +137,11 @@ class Settings(_Strict):
     reload_scope: Literal["local", "global"] = Field(
         default="local", description="global: reload on every node of a cluster."
     )
+    reload_unmanaged: StrictBool = Field(
+        default=False,
+        description="Reload undeclared mounts whose catalog entry this plan updates (or that "
+        "an out-of-band re-register changed), instead of leaving them on the old binary.",
+    )
     max_destroy: StrictInt = Field(
         default=MAX_DESTROY,
         ge=0,

@@ -68,12 +68,12 @@ def plan(
     context = Context.of(desired, live, frozenset(replace), frozenset(held))
     catalog = plan_catalog_writes(context)
     mounts = plan_declared_mounts(context, catalog.changed)
-    pruning = plan_unmanaged_mounts(context, mounts.claimed)
+    pruning = plan_unmanaged_mounts(context, mounts.claimed, catalog.changed)
     cleanup = plan_deregistrations(context, mounts, pruning)
     phases = (catalog, mounts, pruning, cleanup)
     actions = [
         *(action for phase in phases for action in phase.actions),
-        *reload_actions(context, mounts.reloads, mounts.targets),
+        *reload_actions(context, mounts.reloads | pruning.reloads, mounts.targets),
     ]
     warnings = [
         *(warning for phase in phases for warning in phase.warnings),

@@ -89,6 +89,8 @@ class MountChanges(Outcome):
 class Pruning(Outcome):
     # Unmanaged paths this plan disables.
     disabled: frozenset[MountKey] = frozenset()
+    # Unmanaged mounts reloaded onto an updated entry (`reload_unmanaged`).
+    reloads: Reloads = Reloads()
 
 
 def plan_declared_mounts(context: Context, changed: frozenset[CatalogKey]) -> MountChanges:
@@ -115,15 +117,34 @@ def plan_declared_mounts(context: Context, changed: frozenset[CatalogKey]) -> Mo
     )
 
 
-def plan_unmanaged_mounts(context: Context, claimed: frozenset[MountKey]) -> Pruning:
-    """Disable undeclared mounts when `prune_mounts` is on; otherwise name them."""
+def plan_unmanaged_mounts(
+    context: Context, claimed: frozenset[MountKey], changed: frozenset[CatalogKey] = frozenset()
+) -> Pruning:
+    """Disable undeclared mounts when `prune_mounts` is on; otherwise name them.
+
+    An undeclared mount left on the old binary of an entry that is updated (by this
+    plan, or out of band) is reloaded when `reload_unmanaged` is on, else named.
+    """
     if not context.desired.settings.prune_mounts:
-        return Pruning(
-            warnings=tuple(
-                problem(mount_target_name(*key), _unmanaged_warning(live_mount))
-                for key, live_mount in context.unmanaged_mounts(claimed)
-            )
-        )
+        warnings: list[Problem] = []
+        reload: set[str] = set()
+        for key, live_mount in context.unmanaged_mounts(claimed):
+            where = mount_target_name(*key)
+            warnings.append(problem(where, _unmanaged_warning(live_mount)))
+            stale = _old_binary(context, changed, live_mount)
+            if stale is None:
+                continue
+            if context.desired.settings.reload_unmanaged:
+                reload.add(live_mount.api_path)
+            else:
+                warnings.append(
+                    problem(
+                        where,
+                        f"left on the old binary of {stale}: set reload_unmanaged: true "
+                        "(or pass --reload-unmanaged) to reload it too",
+                    )
+                )
+        return Pruning(warnings=tuple(warnings), reloads=Reloads(converge=frozenset(reload)))
     unmanaged = list(context.unmanaged_mounts(claimed))
     return Pruning(
         actions=tuple(
@@ -137,6 +158,23 @@ def plan_unmanaged_mounts(context: Context, claimed: frozenset[MountKey]) -> Pru
             for key, live_mount in unmanaged
         ),
         disabled=frozenset(key for key, _ in unmanaged),
+    )
+
+
+def _old_binary(
+    context: Context, changed: frozenset[CatalogKey], live_mount: LiveMount
+) -> str | None:
+    """The updated entry a live mount still runs the old binary of, or None."""
+    if runs_builtin(live_mount):
+        return None
+    target = context.live_resolution(live_mount, context.entries_after)
+    if target is None or target.builtin or target.version != live_mount.running_plugin_version:
+        return None
+    if target.sha256 == live_mount.running_sha256 and target.key not in changed:
+        return None
+    return (
+        f"{target.name} {target.version or '(unversioned)'} (runs sha256 "
+        f"{live_mount.running_sha256[:12]}…, the entry has {target.sha256[:12]}…)"
     )
 
 
