@@ -39,7 +39,7 @@ from reconciler.planner._context import (
     parse_catalog_target,
 )
 from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
-from reconciler.planner._overrides import override_warnings
+from reconciler.planner._overrides import leftover_override_warnings, override_warnings
 from reconciler.resolver import CatalogKey
 
 __all__ = [
@@ -78,6 +78,7 @@ def plan(
     warnings = [
         *(warning for phase in phases for warning in phase.warnings),
         *override_warnings(context, catalog.changed, mounts, pruning),
+        *leftover_override_warnings(context, mounts, pruning),
     ]
     return Plan(
         desired=source or DesiredSource(),
