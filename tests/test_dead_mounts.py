@@ -9,6 +9,7 @@ from pathlib import Path
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer
 from reconciler.state import read_live_state
+from reconciler.watch import Watcher, WatchOptions
 from tests.helpers import api, run_cli, write_desired
 from tests.test_apply_plugins import BROKEN_UPGRADE, _broken_upgrade, sha256_of
 
@@ -64,3 +65,19 @@ def test_an_unmanaged_dead_mount_is_a_warning(
     planned = run_cli(server, "plan", str(others))
     assert "secrets/fragile/" in planned.output
     assert "does not answer" in planned.output, planned.output
+
+
+def test_a_watch_pass_reloads_a_dead_managed_mount(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    upgrade = _broken_upgrade(server, plugins, tmp_path)
+    assert run_cli(server, "apply", str(upgrade), "--yes", "--no-rollback").exit_code == 1
+    v1, v2 = sha256_of(plugins / "demo-kv-1.0.0"), sha256_of(plugins / "demo-kv-2.0.0")
+    back = write_desired(tmp_path, BROKEN_UPGRADE.format(v1=v1, v2=v2, version="v1.0.0"))
+
+    watcher = Watcher(back, lambda: Client(server.address, server.token), WatchOptions())
+    outcome = watcher.run_pass()
+
+    assert outcome.ok, outcome.failures
+    assert "reload mounts fragile/" in outcome.applied, outcome.applied
+    assert api(server).get("/v1/fragile/data/precious").json()["data"]["v"] == 1
