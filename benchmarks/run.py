@@ -295,10 +295,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "target": f"upgrade one plugin used by {upgrade['mounts']} mounts",
-                "goal": f"1 register, {upgrade['mounts']} tunes, 1 reload",
+                # SPEC §12: a canary mount first, then one call for the others.
+                "goal": f"1 register, {upgrade['mounts']} tunes, 2 reload",
                 "measured": measured,
                 "ratio": None,
-                "met": counts == (1, upgrade["mounts"], 1) if upgrade["mounts"] >= 100 else None,
+                "met": counts == (1, upgrade["mounts"], 2) if upgrade["mounts"] >= 100 else None,
             }
         )
     hashing = results.get("hashing")

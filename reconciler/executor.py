@@ -298,7 +298,10 @@ class _Run:
             if (action.kind, action.target) in skipped:
                 continue
             problems.append(self._not_converged(action, live))
+        probed = {(m.kind, m.path): m.backend_answers for m in live.mounts}
         for kind, path in touched_mounts(actions):
+            if probed.get((kind, path)) is True:
+                continue  # the read just probed it
             try:
                 self.api.probe_mount(kind, path)
             except ApiError as error:
