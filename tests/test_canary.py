@@ -83,7 +83,8 @@ def test_a_good_binary_goes_canary_first_then_the_rest(
     assert run_cli(server, "apply", str(on_v1), "--yes").ok
     upgrade = _desired(tmp_path, plugins, "v2.0.0", "demo-kv-2.0.0")
     with RequestLog(server) as requests:
-        result = run_cli(server, "apply", str(upgrade), "--yes")
+        # The default now, still accepted for scripts that pass it.
+        result = run_cli(server, "apply", str(upgrade), "--yes", "--rollback-on-failure")
     assert result.exit_code == 0, result.output
     assert len(requests.matching("POST", "/v1/sys/plugins/reload/backend")) == 2
     for mount in MOUNTS:
