@@ -6,10 +6,11 @@ commands so that `reconciler --help` starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -31,27 +32,106 @@ class UsageFailure(click.ClickException):
 
     exit_code = 1
 
+    def __init__(self, message: str, *, documented: bool = False) -> None:
+        super().__init__(message)
+        # Whether stdout already holds the JSON document of this failure (`--json`).
+        self.documented = documented
+
     def show(self, file: Any = None) -> None:
         click.echo(click.style("error: ", fg="red", bold=True) + self.message, err=True)
 
 
-def _fail(message: str) -> NoReturn:
-    raise UsageFailure(message)
+def _fail(message: str, *, documented: bool = False) -> NoReturn:
+    raise UsageFailure(message, documented=documented)
+
+
+def _echo_error_document(error: BaseException) -> None:
+    """The one shape of a `--json` failure on stdout (schemas/error.schema.json)."""
+    from reconciler.documents import ErrorDocument, ErrorKind, FileProblem
+    from reconciler.errors import ApiError, DesiredStateError, PlanFileError, PlanRefused
+
+    problems: list[FileProblem] = []
+    if isinstance(error, DesiredStateError):
+        kind = ErrorKind.DESIRED_STATE
+        problems = [
+            FileProblem(file=p.file, line=p.line, column=p.column, message=p.message)
+            for p in error.problems
+        ]
+    elif isinstance(error, click.ClickException):
+        kind = ErrorKind.USAGE
+    elif isinstance(error, PlanFileError):
+        kind = ErrorKind.PLAN_FILE
+    elif isinstance(error, ApiError):
+        kind = ErrorKind.SERVER
+    elif isinstance(error, PlanRefused):
+        kind = ErrorKind.REFUSED
+    else:
+        kind = ErrorKind.OTHER
+    message = error.format_message() if isinstance(error, click.ClickException) else str(error)
+    document = ErrorDocument(error=message, kind=kind, problems=problems)
+    click.echo(document.to_json(), nl=False)
 
 
 def reports_errors(command: F) -> F:
-    """Turn every ReconcilerError into `error: …` on stderr and exit 1."""
+    """Turn every ReconcilerError into `error: …` on stderr and exit 1; with `--json`,
+    an error document on stdout as well."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from reconciler.errors import ReconcilerError
 
+        as_json = bool(kwargs.get("as_json"))
         try:
             return command(*args, **kwargs)
+        except UsageFailure as failure:
+            if as_json and not failure.documented:
+                _echo_error_document(failure)
+            raise
         except ReconcilerError as error:
-            _fail(str(error))
+            if as_json:
+                _echo_error_document(error)
+            _fail(str(error), documented=as_json)
 
     return wrapper  # type: ignore[return-value]
+
+
+class _ContractGroup(click.Group):
+    """Usage errors (unknown flag, missing file or argument) exit 1 like every other error,
+    so that exit 2 only ever means `plan --detailed-exitcode` found changes. Asked for
+    `--json`, they print an error document on stdout too."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _usage_errors_exit_1(wants_json="--json" in args):
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _usage_errors_exit_1(wants_json="--json" in ctx.args):
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_errors_exit_1(*, wants_json: bool) -> Iterator[None]:
+    try:
+        yield
+    except _UsageError:
+        raise
+    except click.exceptions.NoArgsIsHelpError as error:
+        error.show()  # a bare `reconciler`: the help, on stderr
+        raise SystemExit(1) from None
+    except click.UsageError as error:
+        if wants_json:
+            _echo_error_document(error)
+        raise _UsageError(error.format_message(), error.ctx) from None
+
+
+class _UsageError(click.UsageError):
+    exit_code = 1
 
 
 def connection_options(command: F) -> F:
@@ -113,7 +193,7 @@ def _colour() -> bool:
     return sys.stdout.isatty()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_ContractGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reconciler")
 @click.option("-v", "--verbose", count=True, help="Log more (twice: debug).")
 def cli(verbose: int) -> None:
@@ -248,21 +328,25 @@ def apply_command(
     )
     hooks = PassHooks(on_plan=show, confirm=confirm, progress=_print_progress)
     result = run_pass(client, target_input, options, hooks, lock_timeout=lock_timeout)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
     if result.verdict is Verdict.PLAN_ERRORS:
-        _fail("the plan has errors: nothing was changed")
+        _fail("the plan has errors: nothing was changed", documented=as_json)
     if result.verdict is Verdict.REFUSED:
         _fail(
             "refused actions (marked !): nothing was changed"
-            + ("" if allow_destroy else "; pass --allow-destroy to allow disable/replace")
+            + ("" if allow_destroy else "; pass --allow-destroy to allow disable/replace"),
+            documented=as_json,
         )
     if result.verdict is Verdict.DECLINED:
-        _fail("apply declined: nothing was changed")
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        _fail("apply declined: nothing was changed", documented=as_json)
     for line in result.rolled_back:
         click.echo(f"rolled back: {line}", err=True)
     if not result.converged:
-        _fail("apply did not converge:\n" + "\n".join(f"  {p}" for p in result.problems()))
+        _fail(
+            "apply did not converge:\n" + "\n".join(f"  {p}" for p in result.problems()),
+            documented=as_json,
+        )
     if result.applied and not as_json:
         click.echo(
             click.style("Applied and verified: ", fg="green", bold=_colour())
@@ -419,12 +503,23 @@ def export_command(
 
 @cli.command("schema")
 @click.option("--plan", "of_plan", is_flag=True, help="The schema of `plan --json` instead.")
-def schema_command(of_plan: bool) -> None:
+@click.option("--apply", "of_apply", is_flag=True, help="The schema of `apply --json` instead.")
+@click.option(
+    "--error", "of_error", is_flag=True, help="The schema of the `--json` error document instead."
+)
+def schema_command(of_plan: bool, of_apply: bool, of_error: bool) -> None:
     """Print the JSON Schema of the desired-state file (for editors and CI)."""
+    if of_plan + of_apply + of_error > 1:
+        _fail("choose one of --plan, --apply and --error")
     if of_plan:
         from reconciler.plan import plan_schema_text
 
         click.echo(plan_schema_text(), nl=False)
+        return
+    if of_apply or of_error:
+        from reconciler.documents import apply_schema_text, error_schema_text
+
+        click.echo(apply_schema_text() if of_apply else error_schema_text(), nl=False)
         return
     from reconciler.model import json_schema_text
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import defaults
+from reconciler.documents import ActionRef, ApplyDocument
 from reconciler.errors import PlanFileError, PlanRefused, StaleState
 from reconciler.executor import (
     ApplyOptions,
@@ -223,19 +224,19 @@ class PassResult:
         return []
 
     def to_dict(self) -> dict[str, Any]:
-        """The document `apply --json` prints."""
-        return {
-            "converged": self.converged,
-            "applied": [_action_ref(a) for a in self.applied],
-            "skipped": [_action_ref(r.action) for r in self.refused],
-            "failures": list(self.failures),
-            "rolled_back": list(self.rolled_back),
-            "writes": self.writes,
-        }
-
-
-def _action_ref(action: Action) -> dict[str, str]:
-    return {"kind": action.kind.value, "target": action.target}
+        """The document `apply --json` prints (schemas/apply.schema.json), every verdict alike."""
+        document = ApplyDocument(
+            verdict=self.verdict.value,
+            converged=self.converged,
+            address=self.address,
+            plan=self.plan,
+            applied=[ActionRef.of(a) for a in self.applied],
+            skipped=[ActionRef.of(r.action) for r in self.refused],
+            failures=list(self.failures),
+            rolled_back=list(self.rolled_back),
+            writes=self.writes,
+        )
+        return document.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def run_pass(
