@@ -31,7 +31,7 @@ class ActionRef(_Document):
 
     @classmethod
     def of(cls, action: Action) -> ActionRef:
-        return cls(kind=action.kind.value, target=action.target)
+        return cls(**action.ref())
 
 
 class ApplyDocument(_Document):

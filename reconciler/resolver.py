@@ -162,28 +162,32 @@ class Unresolved(StrEnum):
         return self in {Unresolved.NOT_A_BUILTIN, Unresolved.ONLY_ABSENT, Unresolved.UNDECLARED}
 
 
-def declared_entries(
-    plugins: Iterable[PluginEntry], plugin_type: str, name: str
-) -> list[PluginEntry]:
-    """The file's entries of one plugin, present or absent, in file order."""
-    return [e for e in plugins if e.type == plugin_type and e.name == name]
+def entries_by_name(plugins: Iterable[PluginEntry]) -> dict[BuiltinKey, list[PluginEntry]]:
+    """The file's entries grouped by (type, name), present or absent, in file order.
+
+    Built once per file, so resolving every mount costs one lookup each, not a scan.
+    """
+    grouped: dict[BuiltinKey, list[PluginEntry]] = {}
+    for entry in plugins:
+        grouped.setdefault((entry.type, entry.name), []).append(entry)
+    return grouped
 
 
 def resolve_mount(
     kind: MountKind,
     plugin: str,
     version: str | None,
-    plugins: Sequence[PluginEntry],
+    declared: Sequence[PluginEntry],
     builtins: BuiltinVersions,
 ) -> Target | Unresolved:
     """A declared mount's effective plugin (SPEC §1, version resolution).
 
-    A pinned version names the built-in or one declared entry; unpinned, the
-    sole present entry of that name, else the built-in.
+    `declared` holds the file's entries of this plugin (`entries_by_name`). A pinned
+    version names the built-in or one declared entry; unpinned, the sole present
+    entry of that name, else the built-in.
     """
     if is_reserved_builtin(kind, plugin):
         return Unresolved.RESERVED
-    declared = declared_entries(plugins, kind, plugin)
     builtin_version = builtins.get((kind, plugin))
     if version is not None:
         if pins_builtin(version, builtin_version):

@@ -17,6 +17,7 @@ from reconciler.resolver import (
     Unresolved,
     api_path,
     effective_entry,
+    entries_by_name,
     is_builtin_version,
     live_builtins,
     newest_version,
@@ -99,6 +100,15 @@ def _entry(version: str, state: str = "present") -> PluginEntry:
     return PluginEntry.model_validate(
         {"type": "secret", "name": "x", "version": version, "sha256": SHA, "state": state}
     )
+
+
+def test_entries_by_name_groups_in_file_order() -> None:
+    other = PluginEntry.model_validate(
+        {"type": "auth", "name": "x", "version": "v1.0.0", "sha256": SHA}
+    )
+    first, second = _entry("v2.0.0"), _entry("v1.0.0", "absent")
+    grouped = entries_by_name([first, other, second])
+    assert grouped == {("secret", "x"): [first, second], ("auth", "x"): [other]}
 
 
 @pytest.mark.parametrize(

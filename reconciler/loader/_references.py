@@ -58,11 +58,15 @@ def check_references(
     """
     problems: list[ReferenceProblem] = []
     problems += _check_plugins(state)
+    by_name: dict[tuple[str, str], list[tuple[int, PluginEntry]]] = {}
+    for position, entry in enumerate(state.plugins):
+        by_name.setdefault((entry.type, entry.name), []).append((position, entry))
     for section, kind in _SECTIONS:
         mounts: list[Mount] = getattr(state, section)
         problems += _check_paths(section, kind, mounts)
         for index, mount in enumerate(mounts):
-            problems += _check_resolution(state, builtins, section, kind, index, mount)
+            named = by_name.get((kind, mount.plugin), [])
+            problems += _check_resolution(state, named, builtins, section, kind, index, mount)
     return problems
 
 
@@ -205,22 +209,24 @@ def _reserved(
 
 def _check_resolution(
     state: DesiredState,
+    entries: list[tuple[int, PluginEntry]],
     builtins: BuiltinVersions | None,
     section: str,
     kind: MountKind,
     index: int,
     mount: Mount,
 ) -> list[ReferenceProblem]:
-    """Version resolution (SPEC §1): pinned version, sole declared entry, or the built-in."""
-    outcome = resolve_mount(kind, mount.plugin, mount.version, state.plugins, builtins or {})
+    """Version resolution (SPEC §1): pinned version, sole declared entry, or the built-in.
+
+    `entries` are the file's entries of the mount's plugin, with their positions.
+    """
+    named = [entry for _, entry in entries]
+    outcome = resolve_mount(kind, mount.plugin, mount.version, named, builtins or {})
     if not isinstance(outcome, Unresolved):
         return []
     if builtins is None and outcome.depends_on_builtins:
         return []
     name, version = mount.plugin, mount.version
-    entries = [
-        (i, e) for i, e in enumerate(state.plugins) if (e.type, e.name) == (kind, mount.plugin)
-    ]
     at_plugin: Pointer = (section, index, "plugin")
     at_version: Pointer = (section, index, "version")
     noun = _KIND_NOUN[kind]

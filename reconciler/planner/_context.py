@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from reconciler.resolver import (
     CatalogKey,
     Target,
     effective_entry,
+    entries_by_name,
     entry_target,
     live_builtins,
     normalize_version,
@@ -92,6 +93,8 @@ class Context:
     # (type, name) → the built-in's version; "" when the server does not list it.
     builtins: Mapping[BuiltinKey, str]
     live_mounts: Mapping[MountKey, LiveMount]
+    # The file's entries by (type, name), present or absent, in file order.
+    declared_by_name: Mapping[tuple[str, str], Sequence[PluginEntry]]
     # Present entries by (type, name), versions in order.
     present_by_name: Mapping[tuple[str, str], tuple[PluginEntry, ...]]
     # External entries this plan means to deregister, and why (cleanup may still keep some).
@@ -134,6 +137,7 @@ class Context:
             external=external,
             builtins=live_builtins(live.catalog),
             live_mounts={(m.kind, m.path): m for m in live.mounts},
+            declared_by_name=entries_by_name(desired.plugins),
             present_by_name={name: tuple(entries) for name, entries in by_name.items()},
             deregistrations=deregistrations,
             entries_after=frozenset((set(external) | set(present)) - gone),

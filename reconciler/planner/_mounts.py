@@ -220,7 +220,11 @@ def _plan_mount(
 def _resolve(context: Context, kind: MountKind, mount: Mount) -> Target | Problem:
     """The declared mount's effective plugin, or why it has none."""
     outcome = resolve_mount(
-        kind, mount.plugin, mount.version, context.desired.plugins, context.builtins
+        kind,
+        mount.plugin,
+        mount.version,
+        context.declared_by_name.get((kind, mount.plugin), ()),
+        context.builtins,
     )
     if isinstance(outcome, Target):
         return outcome
