@@ -486,11 +486,14 @@ def export_command(
     out: Path | None, address: str | None, namespace: str | None, token_file: Path | None
 ) -> None:
     """Write the server's catalog and mounts as a desired-state file (env cannot be exported)."""
-    from reconciler.export import export_desired
+    from reconciler.export import export_desired, unmanaged_settings
     from reconciler.state import read_live_state
 
     with _client(address, namespace, token_file) as client:
-        text = export_desired(read_live_state(client))
+        live = read_live_state(client)
+    text = export_desired(live)
+    for setting in unmanaged_settings(live):
+        click.echo(f"warning: not managed, kept on the server as it is: {setting}", err=True)
     if out is None:
         click.echo(text, nl=False)
         return

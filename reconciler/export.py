@@ -11,6 +11,7 @@ the mount runs (SPEC §1, version resolution).
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,11 +77,22 @@ def export_desired(live: LiveState) -> str:
         document["secrets"] = sections["secret"]
     if sections["auth"]:
         document["auth"] = sections["auth"]
-    document.yaml_set_start_comment(_header(live, skipped))
+    document.yaml_set_start_comment(_header(live, skipped, unmanaged_settings(live)))
     return _dump(document)
 
 
-def _header(live: LiveState, skipped: list[str]) -> str:
+def unmanaged_settings(live: LiveState) -> list[str]:
+    """Live mount settings a desired-state file cannot express, one line each; an export
+    names them (in its header) so that adopting a server never loses one unseen."""
+    return [
+        f"{_section(mount)}/{mount.path}: {key} = {json.dumps(value, sort_keys=True)}"
+        for mount in sorted(live.mounts, key=lambda m: (m.kind, m.path))
+        if not mount.reserved
+        for key, value in sorted(mount.unmanaged_config.items())
+    ]
+
+
+def _header(live: LiveState, skipped: list[str], unmanaged: list[str]) -> str:
     where = live.server.address or "the server"
     if live.server.namespace:
         where += f" (namespace {live.server.namespace})"
@@ -92,6 +104,10 @@ def _header(live: LiveState, skipped: list[str]) -> str:
     if skipped:
         lines.append("Not exported, because a desired-state file cannot express it:")
         lines.extend(f"  {line}" for line in skipped)
+    if unmanaged:
+        lines.append("Not managed by reconciler, kept as they are on the server (plan and")
+        lines.append("apply never change them; set them with `bao auth tune` or the API):")
+        lines.extend(f"  {line}" for line in unmanaged)
     return "\n".join(lines)
 
 
