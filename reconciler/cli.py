@@ -244,6 +244,12 @@ def plan_command(
     client = _client(address, namespace, token_file)
     the_plan = plan_for(client, loaded, replace=_parse_replace(replace))
     if out is not None:
+        from reconciler.plan import DesiredSource
+        from reconciler.reconcile import path_for_saved_plan
+
+        # Recorded relative to the plan, so the plan travels with the file it names.
+        source = DesiredSource(path=path_for_saved_plan(file, out), sha256=loaded.sha256)
+        the_plan = the_plan.model_copy(update={"desired": source})
         out.write_text(the_plan.to_json())
     if as_json:
         click.echo(the_plan.to_json(), nl=False)

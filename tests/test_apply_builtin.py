@@ -67,7 +67,7 @@ def test_plan_json_and_saved_plan(server, tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     assert json.loads(saved.read_text()) == document
     assert [a["kind"] for a in document["actions"]] == ["enable", "enable"]
-    assert document["desired"]["path"] == str(desired)
+    assert document["desired"]["path"] == desired.name  # relative to the saved plan
     applied = run_cli(server, "apply", str(saved), "--yes")
     assert applied.exit_code == 0, applied.output
     assert mount_config(server, "secret", "app/")["default_lease_ttl"] == 3600
