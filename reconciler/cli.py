@@ -362,8 +362,12 @@ def apply_command(
 
 
 def _print_progress(event: ProgressEvent) -> None:
+    """Progress on a terminal (or with -v); a log or CI job gets the plan and the result."""
     from reconciler.render import progress_line
 
+    verbose = click.get_current_context().find_root().params.get("verbose") or 0
+    if not (sys.stderr.isatty() or verbose):
+        return
     line = progress_line(event)
     if line is not None:
         click.echo(f"  {line}…" if event.action is None else line, err=True)

@@ -62,3 +62,11 @@ def _parse_text(text: str) -> float:
     if not stripped or match is None:
         raise ValueError(f"invalid duration {text!r} (expected seconds or {EXAMPLES})")
     return sum(float(match[unit]) * factor for unit, factor in _UNIT_SECONDS if match[unit])
+
+
+def duration_text(seconds: int) -> str:
+    """`1h`, `90m`, `45s`: what a person writes, and parses back to the same seconds."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from reconciler.durations import duration_text
 from reconciler.model import CONFIG_DEFAULTS, CatalogEntry, LiveMount, LiveState, Mount, PluginEntry
 from reconciler.resolver import (
     HARD_WIRED_BUILTINS,
@@ -179,20 +180,12 @@ def _config(config: Mapping[str, Any]) -> CommentedMap:
         if key not in CONFIG_DEFAULTS or value == CONFIG_DEFAULTS[key]:
             continue
         if key in _DURATION_KEYS:
-            written[key] = _duration_text(int(value))
+            written[key] = duration_text(int(value))
         elif isinstance(value, list):
             written[key] = list(value)
         else:
             written[key] = value
     return written
-
-
-def _duration_text(seconds: int) -> str:
-    """`1h`, `90m`, `45s`: what a person writes, and parses back to the same seconds."""
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _section(mount: LiveMount) -> str:

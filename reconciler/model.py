@@ -259,6 +259,9 @@ class MountConfig(_Strict):
         return self
 
 
+# Tunables that are durations (whole seconds on both sides).
+DURATION_CONFIG_KEYS = frozenset({"default_lease_ttl", "max_lease_ttl"})
+
 # Tunables the server takes on auth methods only (400 "can only be modified on auth
 # mounts" on a tune, silently dropped on an enable).
 AUTH_ONLY_CONFIG_KEYS = frozenset({"token_type"})
