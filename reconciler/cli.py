@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -374,7 +375,8 @@ def _print_progress(event: ProgressEvent) -> None:
 
 
 @cli.command("watch")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+# Not `exists=True`: a file missing at start is waited for, like one deleted later.
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--interval",
     default=f"{defaults.WATCH_INTERVAL:g}s",
@@ -438,6 +440,9 @@ def watch_command(
 
     if interval <= 0:
         _fail("--interval must be more than 0")
+    if not address and not any(os.environ.get(n) for n in ("BAO_ADDR", "VAULT_ADDR")):
+        # A daemon must not retry a guessed default address forever.
+        _fail("no server address: set BAO_ADDR (or VAULT_ADDR), or pass --address URL")
     # Fail now on settings that no retry can fix (no address, unreadable token file),
     # before the process's logging is taken over.
     _client(address, namespace, token_file)
@@ -451,6 +456,7 @@ def watch_command(
             allow_destroy=allow_destroy,
             debounce=debounce,
             max_file_size=max_file_size,
+            token_file=token_file,
         ),
     )
     metrics_server = None
