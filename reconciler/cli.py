@@ -490,6 +490,21 @@ def validate_command(file: Path, max_file_size: int) -> None:
     click.echo(f"{file}: valid ({len(state.plugins)} plugins, {mounts} mounts)")
 
 
+@cli.command("policy")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--read-only", is_flag=True, help="The policy `plan` needs (no writes).")
+@max_file_size_option
+@reports_errors
+def policy_command(file: Path, read_only: bool, max_file_size: int) -> None:
+    """Print the least-privilege ACL policy (HCL) that `apply` (or `plan`) of FILE needs."""
+    from reconciler.loader import load_desired
+    from reconciler.policy import policy_hcl
+    from reconciler.resolver import SHIPPED_BUILTINS
+
+    loaded = load_desired(file, max_file_size=max_file_size, builtins=SHIPPED_BUILTINS)
+    click.echo(policy_hcl(loaded.state, read_only=read_only, source=file.name), nl=False)
+
+
 @cli.command("export")
 @click.option(
     "--out",
