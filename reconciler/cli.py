@@ -471,23 +471,39 @@ def watch_command(
 
 
 @cli.command("validate")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @max_file_size_option
-def validate_command(file: Path, max_file_size: int) -> None:
-    """Check FILE (syntax, schema, references, plugin hashes); contacts no server."""
+def validate_command(files: tuple[Path, ...], max_file_size: int) -> None:
+    """Check each FILE (syntax, schema, references, plugin hashes); contacts no server."""
     from reconciler.errors import DesiredStateError
     from reconciler.loader import load_desired
     from reconciler.resolver import SHIPPED_BUILTINS
 
-    try:
-        loaded = load_desired(file, max_file_size=max_file_size, builtins=SHIPPED_BUILTINS)
-    except DesiredStateError as error:
-        for problem in error.problems:
-            click.echo(str(problem), err=True)
+    invalid = False
+    for file in files:
+        try:
+            loaded = load_desired(file, max_file_size=max_file_size, builtins=SHIPPED_BUILTINS)
+        except DesiredStateError as error:
+            for problem in error.problems:
+                click.echo(str(problem), err=True)
+            invalid = True
+            continue
+        state = loaded.state
+        mounts = len(state.secrets) + len(state.auth)
+        click.echo(f"{file}: valid ({len(state.plugins)} plugins, {mounts} mounts)")
+    if invalid:
         sys.exit(1)
-    state = loaded.state
-    mounts = len(state.secrets) + len(state.auth)
-    click.echo(f"{file}: valid ({len(state.plugins)} plugins, {mounts} mounts)")
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_command(shell: str) -> None:
+    """Print the shell completion script, e.g. `eval "$(reconciler completion bash)"`."""
+    from click.shell_completion import get_completion_class
+
+    completion_class = get_completion_class(shell)
+    assert completion_class is not None  # every choice is a shell click supports
+    click.echo(completion_class(cli, {}, "reconciler", "_RECONCILER_COMPLETE").source())
 
 
 @cli.command("policy")

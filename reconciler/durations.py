@@ -66,7 +66,7 @@ def _parse_text(text: str) -> float:
 
 def duration_text(seconds: int) -> str:
     """`1h`, `90m`, `45s`: what a person writes, and parses back to the same seconds."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("h", 3600), ("m", 60)):
         if seconds and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
