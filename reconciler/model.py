@@ -398,6 +398,8 @@ class LiveMount(_Strict):
     local: bool = False
     seal_wrap: bool = False
     accessor: str = ""
+    # The namespace it lives in, as a path from the root ("team1/sub/"); "" is the root.
+    namespace: str = ""
 
     @property
     def api_path(self) -> str:
@@ -427,7 +429,13 @@ class LiveState(_Strict):
 
     server: ServerIdentity = ServerIdentity()
     catalog: list[CatalogEntry] = []
+    # The mounts of the namespace the client works in (`server.namespace`).
     mounts: list[LiveMount] = []
+    # Every namespace below the root the walk found ("team1/", "team1/sub/").
+    namespaces: list[str] = []
+    # The mounts of every other namespace walked: never in a plan's mount actions, but a
+    # catalog entry any of them runs is in use.
+    elsewhere: list[LiveMount] = []
 
     def builtin_version(self, plugin_type: str, name: str) -> str | None:
         """The built-in's own version string, or None when no such built-in exists."""

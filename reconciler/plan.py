@@ -384,17 +384,26 @@ class Plan(_Readable):
 
 def fingerprint(live: LiveState) -> str:
     """Hash of the normalised live state and the server identity (order-independent)."""
-    document = {
+    document: dict[str, Any] = {
         "server": live.server.model_dump(),
         "catalog": sorted(
             (e.model_dump() for e in live.catalog),
             key=lambda e: (e["type"], e["name"], e["version"]),
         ),
         "mounts": sorted(
-            (m.model_dump(exclude={"accessor"}) for m in live.mounts),
+            # The server identity names their namespace.
+            (m.model_dump(exclude={"accessor", "namespace"}) for m in live.mounts),
             key=lambda m: (m["kind"], m["path"]),
         ),
     }
+    if live.namespaces or live.elsewhere:
+        # Every namespace's mounts decide what the catalog may lose; a server without
+        # namespaces keeps the fingerprint it always had.
+        document["namespaces"] = sorted(live.namespaces)
+        document["elsewhere"] = sorted(
+            (m.model_dump(exclude={"accessor"}) for m in live.elsewhere),
+            key=lambda m: (m["namespace"], m["kind"], m["path"]),
+        )
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 

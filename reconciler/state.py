@@ -1,10 +1,15 @@
-"""Read the live catalog and mount tables into a `LiveState`.
+"""Read the live catalog and the mount tables of every namespace into a `LiveState`.
 
-The number of requests depends on the number of external catalog entries,
-never on the number of mounts: one catalog list, one read per external entry
-(for its command, args and the `declarative` and `oci` flags, which the list
-does not carry), the two mount tables and the server's identity. They run
-concurrently.
+The number of requests depends on the number of external catalog entries and
+of namespaces, never on the number of mounts: one catalog list, one read per
+external entry (for its command, args and the `declarative` and `oci` flags,
+which the list does not carry), the server's identity, and per namespace one
+`LIST sys/namespaces` (it lists one level, so nested namespaces need a walk)
+and the two mount tables. They run concurrently.
+
+The one catalog serves the mounts of every namespace, so the walk starts at
+the root whatever namespace the client works in; a token that may not list
+the root's namespaces (one scoped to a namespace) walks from its own.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, get_args
 
 from reconciler.client import Client
 from reconciler.durations import whole_seconds
-from reconciler.errors import ApiError
+from reconciler.errors import ApiError, PermissionDenied
 from reconciler.model import (
     CatalogEntry,
     LiveMount,
@@ -44,13 +49,23 @@ _LIST_KEYS = frozenset(
 )
 
 
+_Tables = tuple[Future[dict[str, dict[str, Any]]], Future[dict[str, dict[str, Any]]]]
+
+
+def namespace_path(namespace: str) -> str:
+    """A namespace as plans and live mounts name it: "team1/sub/", "" for the root."""
+    stripped = namespace.strip("/")
+    return stripped + "/" if stripped else ""
+
+
 def read_live_state(client: Client) -> LiveState:
-    """The server's catalog (external entries with their hash), mounts and identity."""
+    """The server's catalog (external entries with their hash), every namespace's mounts
+    and its identity."""
+    home = namespace_path(client.namespace)
     with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-read") as pool:
         catalog_list = pool.submit(client.list_catalog)
-        secret_mounts = pool.submit(client.list_mounts, "secret")
-        auth_mounts = pool.submit(client.list_mounts, "auth")
         identity = pool.submit(client.server_identity)
+        tables = _walk_namespaces(client, pool, home)
         listed = [entry for entry in catalog_list.result() if _known_type(entry)]
         details: dict[int, Future[dict[str, Any] | None]] = {
             index: pool.submit(_read_external, client, entry)
@@ -66,13 +81,65 @@ def read_live_state(client: Client) -> LiveState:
             if detail is not None:
                 catalog.append(_catalog_entry(entry, detail))
         mounts = [
-            *(_live_mount("secret", path, raw) for path, raw in secret_mounts.result().items()),
-            *(_live_mount("auth", path, raw) for path, raw in auth_mounts.result().items()),
+            mount
+            for namespace, (secret_mounts, auth_mounts) in tables.items()
+            for mount in (
+                *(
+                    _live_mount("secret", path, raw, namespace)
+                    for path, raw in secret_mounts.result().items()
+                ),
+                *(
+                    _live_mount("auth", path, raw, namespace)
+                    for path, raw in auth_mounts.result().items()
+                ),
+            )
         ]
         server = identity.result()
     catalog.sort(key=lambda e: (e.type, e.name, e.version))
-    mounts.sort(key=lambda m: (m.kind, m.path))
-    return LiveState(server=server, catalog=catalog, mounts=mounts)
+    mounts.sort(key=lambda m: (m.namespace, m.kind, m.path))
+    return LiveState(
+        server=server,
+        catalog=catalog,
+        mounts=[m for m in mounts if m.namespace == home],
+        namespaces=sorted(namespace for namespace in tables if namespace),
+        elsewhere=[m for m in mounts if m.namespace != home],
+    )
+
+
+def _walk_namespaces(client: Client, pool: ThreadPoolExecutor, home: str) -> dict[str, _Tables]:
+    """Every namespace from the root down (from `home` when the root refuses the token),
+    each with its two mount tables being read."""
+
+    def tables(namespace: str) -> _Tables:
+        return (
+            pool.submit(client.list_mounts, "secret", namespace),
+            pool.submit(client.list_mounts, "auth", namespace),
+        )
+
+    found = {"": tables("")}
+    pending = {"": pool.submit(client.list_namespaces, "")}
+    while pending:
+        namespace, children = pending.popitem()
+        try:
+            keys = children.result()
+        except PermissionDenied:
+            if namespace != "" or not home:
+                raise
+            # A token scoped to `home` sees neither the root nor its siblings.
+            log.debug("the token may not list the root's namespaces: walking from %s", home)
+            for future in found.pop(""):
+                future.cancel()
+            found[home] = tables(home)
+            pending[home] = pool.submit(client.list_namespaces, home)
+            continue
+        for key in keys:
+            child = namespace + key
+            found[child] = tables(child)
+            pending[child] = pool.submit(client.list_namespaces, child)
+    if home not in found:
+        # Not among the walked namespaces: its own tables say why (404, 403).
+        found[home] = tables(home)
+    return found
 
 
 def _known_type(entry: Mapping[str, Any]) -> bool:
@@ -109,7 +176,9 @@ def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> Cata
     )
 
 
-def _live_mount(kind: MountKind, path: str, raw: Mapping[str, Any]) -> LiveMount:
+def _live_mount(
+    kind: MountKind, path: str, raw: Mapping[str, Any], namespace: str = ""
+) -> LiveMount:
     options = raw.get("options") or {}
     return LiveMount(
         kind=kind,
@@ -124,6 +193,7 @@ def _live_mount(kind: MountKind, path: str, raw: Mapping[str, Any]) -> LiveMount
         local=bool(raw.get("local")),
         seal_wrap=bool(raw.get("seal_wrap")),
         accessor=str(raw.get("accessor") or ""),
+        namespace=namespace,
     )
 
 

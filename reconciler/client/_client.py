@@ -158,13 +158,14 @@ class Client:
         method: str,
         path: str,
         json: Any = None,
-        namespace: bool = True,
+        namespace: bool | str = True,
         *,
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Send `METHOD /v1/<path>`; the JSON answer ({} for 204). Retryable failures retry.
 
-        `namespace=False` sends the request to the root namespace.
+        `namespace=False` sends the request to the root namespace, a string to that
+        namespace (a path from the root).
         """
         return self._transport.send(method, path, json=json, namespace=namespace, params=params)
 
@@ -235,9 +236,36 @@ class Client:
 
     # --- mounts (in the namespace) ------------------------------------------------------
 
-    def list_mounts(self, kind: MountKind) -> dict[str, dict[str, Any]]:
-        """The mount table of `kind` ("secret" or "auth"): path → entry, as the server has it."""
-        answer = self._transport.send("GET", _table(kind))
+    def list_namespaces(self, namespace: str = "") -> list[str]:
+        """The child namespaces of `namespace` (a path from the root), one level: `sub/` keys.
+
+        The server lists one level only and answers 404 when there is no child.
+        """
+        try:
+            answer = self._transport.send("LIST", "sys/namespaces", namespace=namespace)
+        except ApiError as error:
+            if error.status == 404:
+                return []
+            raise
+        keys = _data(answer).get("keys") or []
+        return sorted(str(key).strip("/") + "/" for key in keys if str(key).strip("/"))
+
+    def create_namespace(self, parent: str, name: str) -> None:
+        """Create the child `name` of `parent` (the server creates one level per call)."""
+        self._transport.send(
+            "POST", f"sys/namespaces/{_segment(name.strip('/'))}", json={}, namespace=parent
+        )
+
+    def list_mounts(
+        self, kind: MountKind, namespace: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The mount table of `kind` ("secret" or "auth"): path → entry, as the server has it.
+
+        In the client's namespace, or in `namespace` (a path from the root) when given.
+        """
+        answer = self._transport.send(
+            "GET", _table(kind), namespace=True if namespace is None else namespace
+        )
         return {
             str(path): dict(entry)
             for path, entry in _data(answer).items()
@@ -307,14 +335,19 @@ class Client:
             time.sleep(backoff_delay(polls, initial=_MOVE_POLL_INITIAL, cap=_MOVE_POLL_CAP))
 
     def reload_backend(
-        self, mounts: list[str] | None = None, plugin: str | None = None, scope: str = ""
+        self,
+        mounts: list[str] | None = None,
+        plugin: str | None = None,
+        scope: str = "",
+        namespace: str | None = None,
     ) -> dict[str, Any]:
         """Reload mounts (auth ones as `auth/<path>`) or every mount of a plugin.
 
         Raises OutcomeUnknown when the request may have reached the server but no
         answer came back: the caller reads the mounts back instead of reloading again.
 
-        Sent in the client's namespace: the server resolves both `mounts` and `plugin`
+        Sent in the client's namespace, or in `namespace` (a path from the root) when
+        given, with paths relative to it: the server resolves both `mounts` and `plugin`
         there, and a root-namespace reload naming `ns/path/` answers 200 but reloads
         nothing.
         """
@@ -332,6 +365,7 @@ class Client:
             "POST",
             "sys/plugins/reload/backend",
             json=body,
+            namespace=True if namespace is None else namespace,
             read_timeout=_RELOAD_TIMEOUT,
             send_once=True,
         )
@@ -339,7 +373,7 @@ class Client:
             log.warning("reload: %s", redact(str(warning)))
         return _data(answer)
 
-    def probe_mount(self, kind: MountKind, path: str) -> None:
+    def probe_mount(self, kind: MountKind, path: str, namespace: str | None = None) -> None:
         """Raise ApiError unless a request through the mount reaches a working backend.
 
         A help request costs the backend nothing and needs no capability; any answer
@@ -348,7 +382,12 @@ class Client:
         """
         mount_path = api_path(kind, path)
         try:
-            self._transport.send("GET", mount_path.rstrip("/"), params={"help": "1"})
+            self._transport.send(
+                "GET",
+                mount_path.rstrip("/"),
+                params={"help": "1"},
+                namespace=True if namespace is None else namespace,
+            )
         except ApiError as error:
             # Not a retry decision (the transport has retried already): no answer, a
             # server error or a refused token says nothing about the backend.

@@ -10,7 +10,9 @@ of the phases follows from their arguments:
 - `_mounts`: each declared mount (move, enable, replace, tune, reload), then
   the unmanaged ones (disable when pruning);
 - `_cleanup`: deregistrations, refused while a mount left would need them;
-- `_overrides`: warnings naming every mount an override of a built-in changes.
+- `_overrides`: warnings naming every mount an override of a built-in changes;
+- `_namespaces`: warnings naming the mounts of other namespaces an update leaves
+  on the old binary.
 
 How the server resolves plugins is not decided here: `reconciler.resolver`.
 """
@@ -31,6 +33,7 @@ from reconciler.planner._context import (
     parse_catalog_target,
 )
 from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
+from reconciler.planner._namespaces import elsewhere_warnings
 from reconciler.planner._overrides import override_warnings
 from reconciler.resolver import CatalogKey
 
@@ -70,6 +73,7 @@ def plan(
     warnings = [
         *(warning for phase in phases for warning in phase.warnings),
         *override_warnings(context, catalog.changed, mounts, pruning),
+        *elsewhere_warnings(context, catalog.changed),
     ]
     return Plan(
         desired=source or DesiredSource(),

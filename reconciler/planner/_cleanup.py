@@ -14,6 +14,7 @@ from reconciler.planner._context import (
     Context,
     Outcome,
     catalog_target_name,
+    elsewhere_name,
     mount_target_name,
     problem,
 )
@@ -93,12 +94,14 @@ def _users_after(
         if target.key == key
     ]
     for (kind, path), live_mount in context.unmanaged_mounts(mounts.claimed, pruning.disabled):
-        if (kind, live_mount.plugin) != key[:2]:
-            continue
-        now = context.running_now(live_mount)
-        after = context.live_resolution(live_mount, context.entries_after)
-        if now is not None and not now.builtin and now.version == key[2] and after is None:
+        if context.loses_backend(live_mount, key):
             users.append(mount_target_name(kind, path))
+    # The catalog serves every namespace: a mount elsewhere, managed or not, keeps it in use.
+    users.extend(
+        elsewhere_name(live_mount)
+        for live_mount in context.mounts_elsewhere()
+        if context.loses_backend(live_mount, key)
+    )
     return users
 
 

@@ -1,0 +1,130 @@
+"""Namespaces on a real server (SPEC §9): one catalog serves every namespace's mounts."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+
+from reconciler.client import Client
+from reconciler.demo.devserver import DevServer
+from reconciler.state import read_live_state
+from tests.helpers import RequestLog, run_cli, write_desired
+
+PRUNE_EVERYTHING_BUT = """\
+version: 1
+settings: {{prune_plugins: true}}
+secrets:
+  - {{path: {path}, plugin: kv}}
+"""
+
+
+def in_namespace(server: DevServer, namespace: str) -> httpx.Client:
+    """A plain HTTP client for one namespace, independent of the code under test."""
+    headers = {"X-Vault-Token": server.token, "X-Vault-Namespace": namespace}
+    return httpx.Client(base_url=server.address, headers=headers, timeout=30)
+
+
+def create_namespaces(server: DevServer, *paths: str) -> None:
+    """Create each namespace in its parent (the server creates one level per call)."""
+    for path in paths:
+        parent, _, name = path.strip("/").rpartition("/")
+        in_namespace(server, parent).post(f"/v1/sys/namespaces/{name}").raise_for_status()
+
+
+def register(client: Client, plugins: Path, version: str) -> None:
+    command = f"demo-kv-{version.lstrip('v')}"
+    sha256 = hashlib.sha256((plugins / command).read_bytes()).hexdigest()
+    client.register_plugin("secret", "demo-kv", version, command, sha256, [], {})
+
+
+def enable_pinned(server: DevServer, namespace: str, path: str, version: str) -> None:
+    body = {"type": "demo-kv", "config": {"plugin_version": version}}
+    answer = in_namespace(server, namespace).post(f"/v1/sys/mounts/{path.rstrip('/')}", json=body)
+    assert answer.status_code < 400, answer.text
+
+
+def serves(server: DevServer, namespace: str, path: str) -> bool:
+    """Whether the mount's backend answers a write and a read after a reload."""
+    http = in_namespace(server, namespace)
+    reload = http.post("/v1/sys/plugins/reload/backend", json={"mounts": [path]})
+    if reload.status_code >= 400:
+        return False
+    written = http.put(f"/v1/{path}data/probe", json={"value": "ok"})
+    return written.status_code < 400 and http.get(f"/v1/{path}data/probe").status_code == 200
+
+
+def test_the_walk_finds_nested_namespaces_and_their_mounts(
+    server: DevServer, client: Client
+) -> None:
+    create_namespaces(server, "team1", "team1/sub", "team1/sub/deep", "team2")
+    in_namespace(server, "team1/sub/deep").post(
+        "/v1/sys/mounts/kv-deep", json={"type": "kv"}
+    ).raise_for_status()
+    in_namespace(server, "team2").post(
+        "/v1/sys/auth/robots", json={"type": "approle"}
+    ).raise_for_status()
+
+    live = read_live_state(client)
+
+    assert live.namespaces == ["team1/", "team1/sub/", "team1/sub/deep/", "team2/"]
+    elsewhere = {(m.namespace, m.kind, m.path) for m in live.elsewhere}
+    assert ("team1/sub/deep/", "secret", "kv-deep/") in elsewhere
+    assert ("team2/", "auth", "robots/") in elsewhere
+    assert all(m.namespace == "" for m in live.mounts)
+    assert "kv-deep/" not in {m.path for m in live.mounts}
+
+
+def test_a_namespaced_prune_never_deregisters_what_a_root_mount_runs(
+    server: DevServer, client: Client, plugins: Path, tmp_path: Path
+) -> None:
+    register(client, plugins, "v2.0.0")
+    enable_pinned(server, "", "app1/", "v2.0.0")
+    create_namespaces(server, "team1")
+    in_namespace(server, "team1").post("/v1/sys/mounts/kv", json={"type": "kv"}).raise_for_status()
+    desired = write_desired(tmp_path, PRUNE_EVERYTHING_BUT.format(path="kv/"))
+
+    with RequestLog(server) as log:
+        result = run_cli(server, "apply", str(desired), "--namespace", "team1", "--yes")
+
+    assert result.exit_code != 0, result.output
+    assert "secret/demo-kv/v2.0.0" in result.output
+    assert "secrets/app1/ in the root namespace" in result.output
+    assert log.writes() == []
+    assert [e.version for e in read_live_state(client).catalog if e.name == "demo-kv"] == ["v2.0.0"]
+    assert serves(server, "", "app1/")
+
+
+def test_a_root_prune_never_deregisters_what_a_namespaced_mount_runs(
+    server: DevServer, client: Client, plugins: Path, tmp_path: Path
+) -> None:
+    register(client, plugins, "v2.0.0")
+    create_namespaces(server, "team1", "team1/sub")
+    enable_pinned(server, "team1/sub", "nsapp/", "v2.0.0")
+    desired = write_desired(tmp_path, PRUNE_EVERYTHING_BUT.format(path="cache/"))
+
+    with RequestLog(server) as log:
+        result = run_cli(server, "apply", str(desired), "--yes")
+
+    assert result.exit_code != 0, result.output
+    assert "secrets/nsapp/ in namespace team1/sub/" in result.output
+    assert log.writes() == []
+    assert serves(server, "team1/sub", "nsapp/")
+
+
+def test_an_update_names_the_mounts_of_other_namespaces_that_keep_the_old_binary(
+    server: DevServer, client: Client, plugins: Path, tmp_path: Path
+) -> None:
+    register(client, plugins, "v2.0.0")
+    create_namespaces(server, "team1")
+    enable_pinned(server, "team1", "nsapp/", "v2.0.0")
+    desired = write_desired(
+        tmp_path,
+        f"version: 1\nplugin_directory: {plugins}\nplugins:\n"
+        "  - {type: secret, name: demo-kv, version: v2.0.0, command: demo-kv-2.0.0}\n",
+    )
+
+    result = run_cli(server, "plan", str(desired), "--replace", "secret/demo-kv/v2.0.0")
+
+    assert "secrets/nsapp/ in namespace team1/" in result.output, result.output
