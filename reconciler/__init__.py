@@ -9,6 +9,11 @@ The library in one pass::
         the_plan = make_plan(loaded.state, read_live_state(client))
         result = apply(client, the_plan, loaded)
 
+Or the whole pass as `apply` and `watch` run it (lock, plan, policy, apply, verify)::
+
+    with Client.from_environment() as client:
+        outcome = run_pass(client, load_target(Path("desired.yaml")))
+
 The names are imported on first use, so that `reconciler --help` and the example
 plugins' processes do not load the planner, pydantic or httpx. The planner's `plan`
 is named `make_plan` here: `reconciler.plan` is the module of the `Plan` model.
@@ -30,7 +35,7 @@ if TYPE_CHECKING:
     from reconciler.model import DesiredState, LiveState
     from reconciler.plan import Action, Plan
     from reconciler.planner import plan as make_plan
-    from reconciler.reconcile import apply
+    from reconciler.reconcile import PassInput, PassResult, Verdict, apply, load_target, run_pass
     from reconciler.render import render_plan
     from reconciler.state import read_live_state
 
@@ -45,14 +50,19 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "DesiredStateError": ("reconciler.errors", "DesiredStateError"),
     "LiveState": ("reconciler.model", "LiveState"),
     "LoadedDesired": ("reconciler.loader", "LoadedDesired"),
+    "PassInput": ("reconciler.reconcile", "PassInput"),
+    "PassResult": ("reconciler.reconcile", "PassResult"),
     "Plan": ("reconciler.plan", "Plan"),
     "ReconcilerError": ("reconciler.errors", "ReconcilerError"),
     "apply": ("reconciler.reconcile", "apply"),
     "export_desired": ("reconciler.export", "export_desired"),
     "load_desired": ("reconciler.loader", "load_desired"),
+    "load_target": ("reconciler.reconcile", "load_target"),
     "make_plan": ("reconciler.planner", "plan"),
     "read_live_state": ("reconciler.state", "read_live_state"),
     "render_plan": ("reconciler.render", "render_plan"),
+    "run_pass": ("reconciler.reconcile", "run_pass"),
+    "Verdict": ("reconciler.reconcile", "Verdict"),
 }
 
 __all__ = [
@@ -65,15 +75,20 @@ __all__ = [
     "DesiredStateError",
     "LiveState",
     "LoadedDesired",
+    "PassInput",
+    "PassResult",
     "Plan",
     "ReconcilerError",
+    "Verdict",
     "__version__",
     "apply",
     "export_desired",
     "load_desired",
+    "load_target",
     "make_plan",
     "read_live_state",
     "render_plan",
+    "run_pass",
 ]
 
 

@@ -90,16 +90,12 @@ class ApplyResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "converged": self.converged,
-            "applied": [_action_ref(a) for a in self.applied],
-            "skipped": [_action_ref(a) for a in self.skipped],
+            "applied": [a.ref() for a in self.applied],
+            "skipped": [a.ref() for a in self.skipped],
             "failures": list(self.failures),
             "rolled_back": list(self.rolled_back),
             "writes": self.writes,
         }
-
-
-def _action_ref(action: Action) -> dict[str, str]:
-    return {"kind": action.kind.value, "target": action.target}
 
 
 def apply_plan(

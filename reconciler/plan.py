@@ -236,6 +236,10 @@ class _Action(_Readable):
             raise ValueError(f"a {self.kind} action cannot run in the {self.stage} stage")
         return self
 
+    def ref(self) -> dict[str, str]:
+        """Kind and target: how a result document names the action."""
+        return {"kind": self.kind.value, "target": self.target}
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def safety(self) -> Safety:

@@ -226,16 +226,12 @@ class PassResult:
         """The document `apply --json` prints."""
         return {
             "converged": self.converged,
-            "applied": [_action_ref(a) for a in self.applied],
-            "skipped": [_action_ref(r.action) for r in self.refused],
+            "applied": [a.ref() for a in self.applied],
+            "skipped": [r.action.ref() for r in self.refused],
             "failures": list(self.failures),
             "rolled_back": list(self.rolled_back),
             "writes": self.writes,
         }
-
-
-def _action_ref(action: Action) -> dict[str, str]:
-    return {"kind": action.kind.value, "target": action.target}
 
 
 def run_pass(

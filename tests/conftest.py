@@ -1,4 +1,8 @@
-"""Shared fixtures: one real OpenBao dev server per test session, reset before each test."""
+"""Shared fixtures: one real OpenBao dev server per test session, reset before each test.
+
+Tests that ask for `cluster` (or `bao_cluster`) also get a real 3-node raft
+cluster, started once per session on first use (see tests/cluster.py).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import pytest
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer, DevServerError, start_dev_server
 from reconciler.demo.examples.plugins.build import build_plugins
+from tests.cluster import Cluster, ClusterError, start_cluster
 from tests.declarative_server import (
     DeclarativeServer,
     start_declarative_server,
@@ -19,7 +24,7 @@ from tests.server_reset import reset_server
 # Fixtures that start an OpenBao server (or hand out the binary to start one). A test that
 # starts a server without any of them is marked by hand.
 SERVER_FIXTURES = frozenset(
-    {"bao_server", "bao", "tls_server", "sealed_server", "declarative_bao_server"}
+    {"bao_server", "bao", "tls_server", "sealed_server", "declarative_bao_server", "bao_cluster"}
 )
 
 # What the declarative server's configuration declares at the start of every test.
@@ -27,10 +32,14 @@ DECLARED_AT_START = (("secret", "demo-kv", "v1.0.0"), ("auth", "demo-auth", "v1.
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses or starts a server carries the `server` marker (-m 'not server')."""
+    """Every test that uses or starts a server carries the `server` marker (-m 'not server');
+    tests on the 3-node cluster also carry the `cluster` marker (-m cluster, -m 'not cluster')."""
     for item in items:
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SERVER_FIXTURES & fixtures:
             item.add_marker(pytest.mark.server)
+        if "bao_cluster" in fixtures:
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +105,44 @@ def declarative_server(declarative_bao_server: DeclarativeServer) -> Declarative
     """The declarative server, back to no mounts and the stanzas of `DECLARED_AT_START`."""
     declarative_bao_server.reset([declarative_bao_server.stanza(*key) for key in DECLARED_AT_START])
     return declarative_bao_server
+
+
+_cluster_costs: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def bao_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The session's 3-node raft cluster, started the first time a test asks for it."""
+    try:
+        started = start_cluster(workdir=tmp_path_factory.mktemp("cluster"))
+    except ClusterError as error:
+        pytest.fail(f"cannot start the OpenBao cluster: {error}", pytrace=False)
+    _cluster_costs["start-up seconds"] = started.started_in
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def cluster(bao_cluster: Cluster) -> Iterator[Cluster]:
+    """The session cluster, healthy and emptied: every node running, unsealed and a voter;
+    no external catalog entries, only the server's own mounts on every node; every plugin
+    directory holds exactly the example plugins (`cluster.plugins`)."""
+    try:
+        bao_cluster.heal()  # a test may have stopped or restarted a node and failed
+        reset_server(bao_cluster.active().address, bao_cluster.root_token)
+        bao_cluster.wait_replicated()
+    except ClusterError as error:
+        pytest.fail(f"cannot bring the OpenBao cluster back to health: {error}", pytrace=False)
+    bao_cluster.install_example_plugins()
+    yield bao_cluster
+    resident = bao_cluster.memory_bytes() / 2**20
+    _cluster_costs["peak MiB"] = max(_cluster_costs.get("peak MiB", 0.0), resident)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What the cluster cost this run, so a slow or fat start-up shows in every run."""
+    if _cluster_costs:
+        costs = ", ".join(f"{name} {value:.1f}" for name, value in _cluster_costs.items())
+        terminalreporter.write_line(f"OpenBao cluster: {costs}")
