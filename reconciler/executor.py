@@ -20,6 +20,7 @@ from reconciler.errors import ApiError, StaleState
 from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
 from reconciler.plan import (
     Action,
+    CreateNamespaceAction,
     DeregisterAction,
     DisableAction,
     EnableAction,
@@ -180,20 +181,26 @@ class _Run:
                 )
             case DeregisterAction(params=p):
                 self._write(self.api.deregister_plugin, p.type, p.name, p.version)
+            case CreateNamespaceAction(params=p):
+                self._write(self.api.create_namespace, p.parent, p.name)
             case ReplaceAction(params=p):
-                self._write(self.api.disable_mount, p.kind, p.path)
-                self._write(self.api.enable_mount, p.kind, p.path, enable_body(p))
+                self._write(self.api.disable_mount, p.kind, p.path, p.namespace)
+                self._write(self.api.enable_mount, p.kind, p.path, enable_body(p), p.namespace)
             case EnableAction(params=p):
-                self._write(self.api.enable_mount, p.kind, p.path, enable_body(p))
+                self._write(self.api.enable_mount, p.kind, p.path, enable_body(p), p.namespace)
             case MoveAction(params=p):
-                self._write(self.api.remount, p.kind, p.from_path, p.to)
+                self._write(self.api.remount, p.kind, p.from_path, p.to, p.namespace)
             case TuneAction(params=p):
-                self._write(self.api.tune_mount, p.kind, p.path, dict(p.body))
+                self._write(self.api.tune_mount, p.kind, p.path, dict(p.body), p.namespace)
             case DisableAction(params=p):
-                self._write(self.api.disable_mount, p.kind, p.path)
+                self._write(self.api.disable_mount, p.kind, p.path, p.namespace)
             case ReloadAction(params=p):
                 self._write(
-                    self.api.reload_backend, mounts=p.mounts, plugin=p.plugin, scope=p.scope
+                    self.api.reload_backend,
+                    mounts=p.mounts,
+                    plugin=p.plugin,
+                    scope=p.scope,
+                    namespace=p.namespace,
                 )
             case _:  # pragma: no cover - every kind is handled above
                 raise AssertionError(action.kind)
@@ -231,11 +238,12 @@ class _Run:
             if (action.kind, action.target) in skipped:
                 continue
             problems.append(self._not_converged(action, live))
-        for kind, path in touched_mounts(actions):
+        for kind, path, namespace in touched_mounts(actions):
             try:
-                self.api.probe_mount(kind, path)
+                self.api.probe_mount(kind, path, namespace)
             except ApiError as error:
-                problems.append(f"{mount_target_name(kind, path)} does not answer: {error}")
+                where = f" in namespace {namespace}" if namespace else ""
+                problems.append(f"{mount_target_name(kind, path)}{where} does not answer: {error}")
         self.result.failures.extend(problems)
         return not problems
 
@@ -344,27 +352,35 @@ def enable_body(params: EnableParams) -> dict[str, Any]:
     return body
 
 
-def touched_mounts(actions: list[Action]) -> list[tuple[MountKind, str]]:
-    """Mounts an action wrote to or reloaded (disabled ones are gone, not touched)."""
-    touched: set[tuple[MountKind, str]] = set()
+def touched_mounts(actions: list[Action]) -> list[tuple[MountKind, str, str | None]]:
+    """Mounts an action wrote to or reloaded (disabled ones are gone, not touched), with the
+    namespace they live in (None: the client's)."""
+    touched: set[tuple[MountKind, str, str | None]] = set()
     for action in actions:
         match action:
             case EnableAction(params=p) | ReplaceAction(params=p):
-                touched.add((p.kind, p.path))
+                touched.add((p.kind, p.path, p.namespace))
             case TuneAction(params=tune):
-                touched.add((tune.kind, tune.path))
+                touched.add((tune.kind, tune.path, tune.namespace))
             case MoveAction(params=move):
-                touched.add((move.kind, move.to))
+                touched.add((move.kind, move.to, move.namespace))
             case ReloadAction(params=reload):
-                touched.update(split_api_path(path) for path in reload.mounts or [])
-    return sorted(touched)
+                touched.update(
+                    (*split_api_path(path), reload.namespace) for path in reload.mounts or []
+                )
+    return sorted(touched, key=lambda t: (t[2] or "", t[0], t[1]))
 
 
 def _version_tunes(actions: list[Action]) -> dict[tuple[MountKind, str], str]:
     """Mounts whose plugin_version the plan tuned → the version they had before."""
     tunes: dict[tuple[MountKind, str], str] = {}
     for action in actions:
-        if isinstance(action, TuneAction) and "plugin_version" in action.params.body:
+        if (
+            isinstance(action, TuneAction)
+            and "plugin_version" in action.params.body
+            # Rollback restores the client's namespace; other namespaces' tunes are verified.
+            and action.params.namespace is None
+        ):
             before = next(c.before for c in action.changes if c.field == "plugin_version")
             tunes[(action.params.kind, action.params.path)] = before or ""
     return tunes

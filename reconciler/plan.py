@@ -41,6 +41,7 @@ _PLAN_FORMAT_MAJOR = PLAN_FORMAT_VERSION.split(".", maxsplit=1)[0]
 
 
 class ActionKind(StrEnum):
+    CREATE_NAMESPACE = "create-namespace"
     REGISTER = "register"
     UPDATE = "update"
     REPLACE = "replace"
@@ -80,6 +81,8 @@ class KindRule:
 _CONVERGE = (Stage.CONVERGE,)
 _CLEANUP = (Stage.CLEANUP,)
 KIND_RULES: dict[ActionKind, KindRule] = {
+    # A declared namespace exists before anything is mounted in it.
+    ActionKind.CREATE_NAMESPACE: KindRule("+", Safety.SAFE, _CONVERGE, -1),
     ActionKind.REGISTER: KindRule("+", Safety.SAFE, _CONVERGE, 0),
     ActionKind.UPDATE: KindRule("~", Safety.SAFE, _CONVERGE, 0),
     ActionKind.REPLACE: KindRule("±", Safety.DESTRUCTIVE, _CONVERGE, 1),
@@ -98,6 +101,7 @@ KIND_ORDER: dict[ActionKind, int] = {kind: rule.order for kind, rule in KIND_RUL
 class ReasonCode(StrEnum):
     """Why an action is planned, for machines; `reason` says it for people."""
 
+    NAMESPACE_MISSING = "namespace-missing"
     NOT_REGISTERED = "not-registered"
     REGISTRATION_DIFFERS = "registration-differs"
     REPLACE_REQUESTED = "replace-requested"
@@ -149,6 +153,14 @@ class RegistrationParams(_Data):
     has_env: bool
 
 
+class NamespaceParams(_Data):
+    """create-namespace: `name` is created inside `parent` (a path from the root; "" is the
+    root), one level per request as the server requires."""
+
+    parent: str
+    name: str
+
+
 class DeregistrationParams(_Data):
     type: PluginType
     name: str
@@ -171,6 +183,8 @@ class EnableParams(_Data):
     options: dict[str, str] | None = None
     local: bool | None = None
     seal_wrap: bool | None = None
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 class MoveParams(_Data):
@@ -179,6 +193,8 @@ class MoveParams(_Data):
     kind: MountKind
     from_path: str = Field(alias="from")
     to: str
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 class TuneParams(_Data):
@@ -186,6 +202,8 @@ class TuneParams(_Data):
     path: str
     # Only the changed keys.
     body: dict[str, Any]
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 class MountParams(_Data):
@@ -193,6 +211,8 @@ class MountParams(_Data):
 
     kind: MountKind
     path: str
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 class ReloadParams(_Data):
@@ -202,6 +222,9 @@ class ReloadParams(_Data):
     plugin: str | None = None
     # "global": every node of a cluster; "": this node.
     scope: str = ""
+    # The namespace it is sent in, as a path from the root, with mount paths relative to it
+    # (the server reloads nothing for a path that crosses namespaces); None: the client's.
+    namespace: str | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:
@@ -251,6 +274,11 @@ class _Action(_Readable):
         return KIND_RULES[self.kind].symbol
 
 
+class CreateNamespaceAction(_Action):
+    kind: Literal[ActionKind.CREATE_NAMESPACE] = ActionKind.CREATE_NAMESPACE
+    params: NamespaceParams
+
+
 class RegisterAction(_Action):
     kind: Literal[ActionKind.REGISTER] = ActionKind.REGISTER
     params: RegistrationParams
@@ -297,7 +325,8 @@ class ReloadAction(_Action):
 
 
 Action = Annotated[
-    RegisterAction
+    CreateNamespaceAction
+    | RegisterAction
     | UpdateAction
     | DeregisterAction
     | EnableAction

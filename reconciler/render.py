@@ -24,6 +24,7 @@ _COLOURS: dict[str, str] = {
 }
 _CATALOG_KINDS = {ActionKind.REGISTER, ActionKind.UPDATE, ActionKind.DEREGISTER}
 _SUMMARY_ORDER = [
+    (ActionKind.CREATE_NAMESPACE, "namespaces to create"),
     (ActionKind.REGISTER, "to register"),
     (ActionKind.UPDATE, "to update"),
     (ActionKind.REPLACE, "to replace"),

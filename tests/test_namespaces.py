@@ -128,3 +128,84 @@ def test_an_update_names_the_mounts_of_other_namespaces_that_keep_the_old_binary
     result = run_cli(server, "plan", str(desired), "--replace", "secret/demo-kv/v2.0.0")
 
     assert "secrets/nsapp/ in namespace team1/" in result.output, result.output
+
+
+WHOLE_SERVER = """\
+version: 1
+plugin_directory: {plugins}
+plugins:
+{plugins_section}
+secrets:
+  - {{path: app1/, plugin: demo-kv}}
+  - {{path: cache/, plugin: kv}}
+namespaces:
+  team1/:
+    secrets:
+      - {{path: nsapp/, plugin: demo-kv}}
+    namespaces:
+      sub/:
+        secrets:
+          - {{path: deep/, plugin: demo-kv}}
+        auth:
+          - {{path: robots/, plugin: approle}}
+  team2/:
+    secrets:
+      - {{path: other/, plugin: demo-kv}}
+"""
+V1 = "  - {type: secret, name: demo-kv, version: v1.0.0, command: demo-kv-1.0.0}"
+V2 = (
+    "  - {type: secret, name: demo-kv, version: v1.0.0, command: demo-kv-1.0.0, state: absent}\n"
+    "  - {type: secret, name: demo-kv, version: v2.0.0, command: demo-kv-2.0.0}"
+)
+DEMO_MOUNTS = (("", "app1/"), ("team1", "nsapp/"), ("team1/sub", "deep/"), ("team2", "other/"))
+
+
+def running_version(server: DevServer, namespace: str, path: str) -> str:
+    answer = in_namespace(server, namespace).get(f"/v1/{path}info")
+    answer.raise_for_status()
+    return str(answer.json()["data"]["version"])
+
+
+def test_one_file_for_the_whole_server_creates_namespaces_and_upgrades_them_all(
+    server: DevServer, client: Client, plugins: Path, tmp_path: Path
+) -> None:
+    first = write_desired(
+        tmp_path, WHOLE_SERVER.format(plugins=plugins, plugins_section=V1), "server.yaml"
+    )
+    created = run_cli(server, "apply", str(first), "--yes")
+    assert created.exit_code == 0, created.output
+    assert "3 namespaces to create" in created.stdout
+    live = read_live_state(client)
+    assert live.namespaces == ["team1/", "team1/sub/", "team2/"]
+    for namespace, path in DEMO_MOUNTS:
+        assert running_version(server, namespace, path) == "v1.0.0"
+    assert ("team1/sub/", "auth", "robots/") in {
+        (m.namespace, m.kind, m.path) for m in live.elsewhere
+    }
+
+    with RequestLog(server) as log:
+        again = run_cli(server, "apply", str(first), "--yes")
+    assert again.exit_code == 0, again.output
+    assert log.writes() == []
+
+    upgraded = write_desired(
+        tmp_path, WHOLE_SERVER.format(plugins=plugins, plugins_section=V2), "server.yaml"
+    )
+    with RequestLog(server) as log:
+        result = run_cli(server, "apply", str(upgraded), "--yes")
+    assert result.exit_code == 0, result.output
+    assert len(log.matching("PUT", "/v1/sys/plugins/catalog/secret/demo-kv")) == 1
+    # One reload per namespace, each in its own namespace with paths relative to it.
+    assert len(log.matching("POST", "/v1/sys/plugins/reload/backend")) == 4
+    for namespace, path in DEMO_MOUNTS:
+        assert running_version(server, namespace, path) == "v2.0.0"
+    assert [e.version for e in read_live_state(client).catalog if e.name == "demo-kv"] == ["v2.0.0"]
+
+    exported = tmp_path / "export.yaml"
+    assert run_cli(server, "export", "--out", str(exported)).exit_code == 0
+    (tmp_path / "export.yaml").write_text(
+        exported.read_text().replace("plugins:", f"plugin_directory: {plugins}\nplugins:", 1)
+    )
+    planned = run_cli(server, "plan", str(exported))
+    assert planned.exit_code == 0, planned.output
+    assert "no changes" in planned.stdout, planned.output

@@ -263,58 +263,79 @@ class Client:
 
         In the client's namespace, or in `namespace` (a path from the root) when given.
         """
-        answer = self._transport.send(
-            "GET", _table(kind), namespace=True if namespace is None else namespace
-        )
+        answer = self._transport.send("GET", _table(kind), namespace=_in(namespace))
         return {
             str(path): dict(entry)
             for path, entry in _data(answer).items()
             if isinstance(entry, dict)
         }
 
-    def enable_mount(self, kind: MountKind, path: str, body: dict[str, Any]) -> None:
+    def enable_mount(
+        self, kind: MountKind, path: str, body: dict[str, Any], namespace: str | None = None
+    ) -> None:
         """Enable a secrets engine or auth method at `path` (body as sys/mounts takes it)."""
         self._transport.send(
             "POST",
             f"{_table(kind)}/{_mount_segment(path)}",
             json=body,
+            namespace=_in(namespace),
             done_if=lambda error: error.status == 400 and "already in use" in str(error),
         )
 
-    def tune_mount(self, kind: MountKind, path: str, body: dict[str, Any]) -> None:
+    def tune_mount(
+        self, kind: MountKind, path: str, body: dict[str, Any], namespace: str | None = None
+    ) -> None:
         """Tune a mount: description, TTLs, options, plugin_version, …"""
-        self._transport.send("POST", f"{_table(kind)}/{_mount_segment(path)}/tune", json=body)
+        self._transport.send(
+            "POST",
+            f"{_table(kind)}/{_mount_segment(path)}/tune",
+            json=body,
+            namespace=_in(namespace),
+        )
 
-    def disable_mount(self, kind: MountKind, path: str) -> None:
+    def disable_mount(self, kind: MountKind, path: str, namespace: str | None = None) -> None:
         """Disable a mount: this destroys its data."""
-        self._transport.send("DELETE", f"{_table(kind)}/{_mount_segment(path)}")
+        self._transport.send(
+            "DELETE", f"{_table(kind)}/{_mount_segment(path)}", namespace=_in(namespace)
+        )
 
-    def remount(self, kind: MountKind, from_path: str, to_path: str) -> None:
+    def remount(
+        self, kind: MountKind, from_path: str, to_path: str, namespace: str | None = None
+    ) -> None:
         """Move a mount with its data (sys/remount), waiting until the move is done."""
         source, target = api_path(kind, from_path), api_path(kind, to_path)
         answer = self._transport.send(
             "POST",
             "sys/remount",
             json={"from": source, "to": target},
-            done_if=lambda error: error.status == 400 and self._moved(kind, from_path, to_path),
+            namespace=_in(namespace),
+            done_if=lambda error: (
+                error.status == 400 and self._moved(kind, from_path, to_path, namespace)
+            ),
         )
         migration = _data(answer).get("migration_id") or answer.get("migration_id")
         if migration:
-            self._wait_for_move(str(migration), source, target)
+            self._wait_for_move(str(migration), source, target, namespace)
 
-    def _moved(self, kind: MountKind, from_path: str, to_path: str) -> bool:
+    def _moved(
+        self, kind: MountKind, from_path: str, to_path: str, namespace: str | None = None
+    ) -> bool:
         """Whether a move whose answer was lost took place (a retry meets "no matching mount")."""
         try:
-            mounts = self.list_mounts(kind)
+            mounts = self.list_mounts(kind, namespace)
         except ApiError:
             return False
         return to_path.strip("/") + "/" in mounts and from_path.strip("/") + "/" not in mounts
 
-    def _wait_for_move(self, migration: str, source: str, target: str) -> None:
+    def _wait_for_move(
+        self, migration: str, source: str, target: str, namespace: str | None = None
+    ) -> None:
         deadline = time.monotonic() + self.remount_timeout
         polls = 0
         while True:
-            answer = self._transport.send("GET", f"sys/remount/status/{_segment(migration)}")
+            answer = self._transport.send(
+                "GET", f"sys/remount/status/{_segment(migration)}", namespace=_in(namespace)
+            )
             info = _data(answer).get("migration_info") or {}
             status = str(info.get("status", "")) if isinstance(info, dict) else ""
             if status == "success":
@@ -365,7 +386,7 @@ class Client:
             "POST",
             "sys/plugins/reload/backend",
             json=body,
-            namespace=True if namespace is None else namespace,
+            namespace=_in(namespace),
             read_timeout=_RELOAD_TIMEOUT,
             send_once=True,
         )
@@ -386,7 +407,7 @@ class Client:
                 "GET",
                 mount_path.rstrip("/"),
                 params={"help": "1"},
-                namespace=True if namespace is None else namespace,
+                namespace=_in(namespace),
             )
         except ApiError as error:
             # Not a retry decision (the transport has retried already): no answer, a
@@ -465,3 +486,8 @@ def _mount_segment(path: str) -> str:
 
 def _table(kind: MountKind) -> str:
     return "sys/auth" if kind == "auth" else "sys/mounts"
+
+
+def _in(namespace: str | None) -> bool | str:
+    """`send`'s namespace argument: the client's namespace for None, else that one."""
+    return True if namespace is None else namespace

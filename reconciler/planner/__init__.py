@@ -24,16 +24,20 @@ from collections.abc import Collection, Iterable
 from reconciler.model import DesiredState, LiveState
 from reconciler.plan import KIND_ORDER, DesiredSource, Plan, Problem, Stage, fingerprint
 from reconciler.planner._catalog import plan_catalog_writes
-from reconciler.planner._cleanup import plan_deregistrations
+from reconciler.planner._cleanup import ScopedMounts, plan_deregistrations
 from reconciler.planner._context import (
-    Context,
     HeldUpgrade,
+    Outcome,
     catalog_target_name,
     mount_target_name,
     parse_catalog_target,
 )
 from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
-from reconciler.planner._namespaces import elsewhere_warnings
+from reconciler.planner._namespaces import (
+    elsewhere_warnings,
+    namespace_scopes,
+    plan_namespace_creation,
+)
 from reconciler.planner._overrides import override_warnings
 from reconciler.resolver import CatalogKey
 
@@ -60,21 +64,38 @@ def plan(
     their mounts); `held` lists failed upgrades the watcher has set aside:
     mounts that would move to them stay where they are.
     """
-    context = Context.of(desired, live, frozenset(replace), frozenset(held))
+    scopes = namespace_scopes(desired, live, frozenset(replace), frozenset(held))
+    context = scopes[0].context
+    creation = plan_namespace_creation(scopes)
     catalog = plan_catalog_writes(context)
-    mounts = plan_declared_mounts(context, catalog.changed)
-    pruning = plan_unmanaged_mounts(context, mounts.claimed)
-    cleanup = plan_deregistrations(context, mounts, pruning)
-    phases = (catalog, mounts, pruning, cleanup)
-    actions = [
-        *(action for phase in phases for action in phase.actions),
-        *reload_actions(context, mounts.reloads),
+    planned = []
+    for scope in scopes:
+        mounts = plan_declared_mounts(scope.context, catalog.changed)
+        pruning = plan_unmanaged_mounts(scope.context, mounts.claimed)
+        planned.append(ScopedMounts(scope, mounts, pruning))
+    cleanup = plan_deregistrations(context, planned)
+    outcomes = [
+        creation,
+        catalog,
+        *(
+            part.scope.outcome(phase)
+            for part in planned
+            for phase in (
+                part.mounts,
+                part.pruning,
+                Outcome(reload_actions(part.scope.context, part.mounts.reloads)),
+                Outcome(
+                    warnings=override_warnings(
+                        part.scope.context, catalog.changed, part.mounts, part.pruning
+                    )
+                ),
+            )
+        ),
+        cleanup,
+        Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
     ]
-    warnings = [
-        *(warning for phase in phases for warning in phase.warnings),
-        *override_warnings(context, catalog.changed, mounts, pruning),
-        *elsewhere_warnings(context, catalog.changed),
-    ]
+    actions = [action for outcome in outcomes for action in outcome.actions]
+    warnings = [warning for outcome in outcomes for warning in outcome.warnings]
     return Plan(
         desired=source or DesiredSource(),
         server=live.server,
@@ -84,7 +105,7 @@ def plan(
         actions=sorted(
             actions, key=lambda a: (a.stage != Stage.CONVERGE, KIND_ORDER[a.kind], a.target)
         ),
-        errors=_in_order(error for phase in phases for error in phase.errors),
+        errors=_in_order(error for outcome in outcomes for error in outcome.errors),
         warnings=_in_order(warnings),
     )
 

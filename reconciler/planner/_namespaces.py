@@ -1,14 +1,34 @@
-"""Warnings about the mounts of other namespaces that a catalog write changes.
+"""Namespaces: the scopes a file manages, their creation, and the ones it leaves alone.
 
-The one catalog serves every namespace, but a plan changes the mounts of its
-own namespace only: a mount elsewhere that runs an updated entry keeps the old
-binary until someone with access to that namespace reloads it.
+The one catalog serves every namespace. A file manages the client's namespace
+and the namespaces it declares below it (`namespaces:`); each is planned as a
+scope of its own, its requests sent in that namespace. A mount of a namespace
+the file leaves alone that runs an updated entry keeps the old binary until
+someone with access to that namespace reloads it: a warning names it.
 """
 
 from __future__ import annotations
 
-from reconciler.plan import Problem
-from reconciler.planner._context import Context, catalog_target_name, elsewhere_name, problem
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reconciler.model import DesiredState, LiveState
+from reconciler.plan import (
+    Action,
+    CreateNamespaceAction,
+    FieldChange,
+    NamespaceParams,
+    Problem,
+    ReasonCode,
+)
+from reconciler.planner._context import (
+    Context,
+    HeldUpgrade,
+    Outcome,
+    catalog_target_name,
+    elsewhere_name,
+    problem,
+)
 from reconciler.resolver import CatalogKey
 
 
@@ -32,3 +52,103 @@ def elsewhere_warnings(context: Context, changed: frozenset[CatalogKey]) -> tupl
                 )
             )
     return tuple(warnings)
+
+
+# --- the file's namespaces ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One namespace the file manages: its own context, and how its plan entries are named."""
+
+    namespace: str
+    context: Context
+    # False for the client's own namespace: its entries are named and sent as always.
+    elsewhere: bool
+
+    def named(self, target: str) -> str:
+        if not self.elsewhere:
+            return target
+        where = f"namespace {self.namespace}" if self.namespace else "the root namespace"
+        return f"{target} in {where}"
+
+    def outcome(self, outcome: Outcome) -> Outcome:
+        """`outcome` with its targets naming this namespace and its requests sent in it."""
+        if not self.elsewhere:
+            return outcome
+        return Outcome(
+            actions=tuple(self.action(action) for action in outcome.actions),
+            errors=tuple(self.problem(p) for p in outcome.errors),
+            warnings=tuple(self.problem(p) for p in outcome.warnings),
+        )
+
+    def action(self, action: Action) -> Action:
+        if not self.elsewhere:
+            return action
+        params = action.params.model_copy(update={"namespace": self.namespace})
+        return action.model_copy(update={"target": self.named(action.target), "params": params})
+
+    def problem(self, found: Problem) -> Problem:
+        return found.model_copy(update={"target": self.named(found.target)})
+
+
+def namespace_scopes(
+    desired: DesiredState,
+    live: LiveState,
+    replace: frozenset[CatalogKey],
+    held: frozenset[HeldUpgrade],
+) -> tuple[Scope, ...]:
+    """The client's namespace first, then every namespace the file declares below it.
+
+    Each scope sees its own live mounts; the client's also sees, as `elsewhere`, the
+    mounts of the namespaces the file leaves alone (they count for catalog safety).
+    """
+    home = _path(live.server.namespace)
+    declared = [(home + relative, namespace) for relative, namespace, _ in desired.namespace_tree()]
+    managed = {home, *(path for path, _ in declared)}
+    every = [*live.mounts, *live.elsewhere]
+    left_alone = [m for m in every if m.namespace not in managed]
+
+    def scope_live(namespace: str) -> LiveState:
+        return live.model_copy(
+            update={
+                "mounts": [m for m in every if m.namespace == namespace],
+                "elsewhere": left_alone,
+            }
+        )
+
+    scopes = [Scope(home, Context.of(desired, scope_live(home), replace, held), elsewhere=False)]
+    for path, namespace in declared:
+        its_file = desired.model_copy(
+            update={"secrets": namespace.secrets, "auth": namespace.auth, "namespaces": {}}
+        )
+        scopes.append(
+            Scope(path, Context.of(its_file, scope_live(path), replace, held), elsewhere=True)
+        )
+    return tuple(scopes)
+
+
+def plan_namespace_creation(scopes: Sequence[Scope]) -> Outcome:
+    """Create each declared namespace the server lacks (parents first); none is deleted."""
+    existing = set(scopes[0].context.live.namespaces)
+    return Outcome(
+        actions=tuple(
+            CreateNamespaceAction(
+                target=f"namespace {scope.namespace}",
+                reason="declared namespace is absent",
+                reason_code=ReasonCode.NAMESPACE_MISSING,
+                changes=[FieldChange(field="namespace", after=scope.namespace)],
+                params=NamespaceParams(
+                    parent=scope.namespace.rstrip("/").rpartition("/")[0],
+                    name=scope.namespace.rstrip("/").rpartition("/")[2],
+                ),
+            )
+            for scope in scopes
+            if scope.elsewhere and scope.namespace not in existing
+        )
+    )
+
+
+def _path(namespace: str) -> str:
+    stripped = namespace.strip("/")
+    return stripped + "/" if stripped else ""
