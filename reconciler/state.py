@@ -63,14 +63,15 @@ def read_live_state(client: Client) -> LiveState:
     and its identity."""
     home = namespace_path(client.namespace)
     with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-read") as pool:
-        catalog_list = pool.submit(client.list_catalog)
+        catalog_list = pool.submit(_list_catalog, client, home)
         identity = pool.submit(client.server_identity)
         tables = _walk_namespaces(client, pool, home)
-        listed = [entry for entry in catalog_list.result() if _known_type(entry)]
+        entries, readable = catalog_list.result()
+        listed = [entry for entry in entries if _known_type(entry)]
         details: dict[int, Future[dict[str, Any] | None]] = {
             index: pool.submit(_read_external, client, entry)
             for index, entry in enumerate(listed)
-            if not entry.get("builtin")
+            if readable and not entry.get("builtin")
         }
         catalog = []
         for index, entry in enumerate(listed):
@@ -142,6 +143,21 @@ def _walk_namespaces(client: Client, pool: ThreadPoolExecutor, home: str) -> dic
     return found
 
 
+def _list_catalog(client: Client, home: str) -> tuple[list[dict[str, Any]], bool]:
+    """The catalog list, and whether its entries can be read one by one.
+
+    A token scoped to a namespace is refused at the root; through its namespace the
+    list answers (sha256 included) but single entries do not, so command and args stay
+    unknown: such a token's file never writes the catalog.
+    """
+    try:
+        return client.list_catalog(), True
+    except PermissionDenied:
+        if not home:
+            raise
+        return client.list_catalog(home), False
+
+
 def _known_type(entry: Mapping[str, Any]) -> bool:
     if entry.get("type") in _PLUGIN_TYPES:
         return True
@@ -167,7 +183,7 @@ def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> Cata
         name=str(listed["name"]),
         version=str(listed.get("version") or ""),
         builtin=bool(listed.get("builtin")),
-        sha256=str(detail.get("sha256") or "").lower(),
+        sha256=str(detail.get("sha256") or listed.get("sha256") or "").lower(),
         command=str(detail.get("command") or ""),
         args=[str(arg) for arg in detail.get("args") or []],
         # Only a read carries these (the list does not); servers before them omit them.

@@ -9,8 +9,9 @@ import httpx
 
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer
+from reconciler.loader import load_desired
 from reconciler.state import read_live_state
-from tests.helpers import RequestLog, run_cli, write_desired
+from tests.helpers import CliResult, CliRun, RequestLog, run_cli, write_desired
 
 PRUNE_EVERYTHING_BUT = """\
 version: 1
@@ -203,9 +204,96 @@ def test_one_file_for_the_whole_server_creates_namespaces_and_upgrades_them_all(
 
     exported = tmp_path / "export.yaml"
     assert run_cli(server, "export", "--out", str(exported)).exit_code == 0
-    (tmp_path / "export.yaml").write_text(
-        exported.read_text().replace("plugins:", f"plugin_directory: {plugins}\nplugins:", 1)
-    )
+    assert load_desired(exported).state.namespace_tree()[1][0] == "team1/sub/"
     planned = run_cli(server, "plan", str(exported))
     assert planned.exit_code == 0, planned.output
     assert "no changes" in planned.stdout, planned.output
+
+
+TEAM_POLICY = """
+path "sys/plugins/catalog"        { capabilities = ["read"] }
+path "sys/namespaces"             { capabilities = ["list"] }
+path "sys/mounts"                 { capabilities = ["read"] }
+path "sys/mounts/*"               { capabilities = ["create", "read", "update", "delete", "sudo"] }
+path "sys/auth"                   { capabilities = ["read", "sudo"] }
+path "sys/auth/*"                 { capabilities = ["create", "read", "update", "delete", "sudo"] }
+path "sys/plugins/reload/backend" { capabilities = ["update", "sudo"] }
+"""
+
+TEAM_FILE = """\
+version: 1
+namespace: team1/
+secrets:
+  - {path: nsapp/, plugin: demo-kv, version: v2.0.0}
+  - {path: cache/, plugin: kv}
+"""
+
+
+def scoped_token(server: DevServer, namespace: str) -> str:
+    """A token created in `namespace` whose policy only covers that namespace."""
+    http = in_namespace(server, namespace)
+    http.put("/v1/sys/policies/acl/team", json={"policy": TEAM_POLICY}).raise_for_status()
+    answer = http.post("/v1/auth/token/create", json={"policies": ["team"]})
+    answer.raise_for_status()
+    return str(answer.json()["auth"]["client_token"])
+
+
+def run_as(server: DevServer, token: str, namespace: str, *args: str) -> CliResult:
+    env = {"BAO_ADDR": server.address, "BAO_TOKEN": token, "BAO_NAMESPACE": namespace}
+    return CliRun.invoke(args, env=env)
+
+
+def test_a_team_file_converges_with_a_token_scoped_to_its_namespace(
+    server: DevServer, client: Client, plugins: Path, tmp_path: Path
+) -> None:
+    register(client, plugins, "v2.0.0")
+    create_namespaces(server, "team1")
+    token = scoped_token(server, "team1")
+    desired = write_desired(tmp_path, TEAM_FILE)
+
+    with RequestLog(server) as log:
+        applied = run_as(server, token, "team1", "apply", str(desired), "--yes")
+    assert applied.exit_code == 0, applied.output
+    assert not [w for w in log.writes() if "/sys/plugins/catalog" in w[1]]
+    assert running_version(server, "team1", "nsapp/") == "v2.0.0"
+
+    with RequestLog(server) as log:
+        again = run_as(server, token, "team1", "apply", str(desired), "--yes")
+    assert again.exit_code == 0, again.output
+    assert log.writes() == []
+
+    exported = tmp_path / "team1-export.yaml"
+    assert run_as(server, token, "team1", "export", "--out", str(exported)).exit_code == 0
+    text = exported.read_text()
+    assert "namespace: team1/" in text and "plugins:" not in text
+    planned = run_as(server, token, "team1", "plan", str(exported))
+    assert "no changes" in planned.stdout, planned.output
+
+
+def test_a_team_file_with_plugins_is_a_load_error_at_its_line(tmp_path: Path) -> None:
+    desired = write_desired(
+        tmp_path,
+        TEAM_FILE
+        + "plugins:\n  - {type: secret, name: demo-kv, version: v2.0.0, sha256: "
+        + "ab" * 32
+        + "}\n",
+    )
+    result = CliRun.invoke(["validate", str(desired)])
+    assert result.exit_code != 0, result.output
+    assert f"{desired}:7:3:" in result.output, result.output  # the plugins: value
+    assert "bound to a namespace" in result.output
+
+
+def test_a_team_file_run_in_another_namespace_writes_nothing(
+    server: DevServer, client: Client, plugins: Path, tmp_path: Path
+) -> None:
+    register(client, plugins, "v2.0.0")
+    create_namespaces(server, "team1", "team2")
+    desired = write_desired(tmp_path, TEAM_FILE)
+
+    with RequestLog(server) as log:
+        result = run_as(server, server.token, "team2", "apply", str(desired), "--yes")
+
+    assert result.exit_code != 0, result.output
+    assert "bound to namespace team1/ but runs in namespace team2/" in result.output
+    assert log.writes() == []

@@ -171,9 +171,15 @@ class Client:
 
     # --- the plugin catalog (root namespace) ----------------------------------------
 
-    def list_catalog(self) -> list[dict[str, Any]]:
-        """Every catalog entry: {type, name, version, builtin, deprecation_status}."""
-        answer = self._transport.send("GET", "sys/plugins/catalog", namespace=False)
+    def list_catalog(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every catalog entry: {type, name, version, builtin, sha256, deprecation_status}.
+
+        Read at the root, or through `namespace` for a token scoped to it: the list is the
+        root's catalog either way (reading one entry is only possible at the root).
+        """
+        answer = self._transport.send(
+            "GET", "sys/plugins/catalog", namespace=False if namespace is None else namespace
+        )
         detailed = _data(answer).get("detailed") or []
         return [dict(entry) for entry in detailed if isinstance(entry, dict)]
 

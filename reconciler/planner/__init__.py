@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterable
 
 from reconciler.model import DesiredState, LiveState
 from reconciler.plan import KIND_ORDER, DesiredSource, Plan, Problem, Stage, fingerprint
-from reconciler.planner._catalog import plan_catalog_writes
+from reconciler.planner._catalog import CatalogWrites, plan_catalog_writes
 from reconciler.planner._cleanup import ScopedMounts, plan_deregistrations
 from reconciler.planner._context import (
     HeldUpgrade,
@@ -34,6 +34,8 @@ from reconciler.planner._context import (
 )
 from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
 from reconciler.planner._namespaces import (
+    binding_errors,
+    bound_to_live_catalog,
     elsewhere_warnings,
     namespace_scopes,
     plan_namespace_creation,
@@ -64,10 +66,14 @@ def plan(
     their mounts); `held` lists failed upgrades the watcher has set aside:
     mounts that would move to them stay where they are.
     """
+    bound = desired.namespace is not None
+    if bound:
+        desired = bound_to_live_catalog(desired, live)
     scopes = namespace_scopes(desired, live, frozenset(replace), frozenset(held))
     context = scopes[0].context
     creation = plan_namespace_creation(scopes)
-    catalog = plan_catalog_writes(context)
+    # A file bound to a namespace never writes the catalog.
+    catalog = CatalogWrites() if bound else plan_catalog_writes(context)
     planned = []
     for scope in scopes:
         mounts = plan_declared_mounts(scope.context, catalog.changed)
@@ -75,6 +81,7 @@ def plan(
         planned.append(ScopedMounts(scope, mounts, pruning))
     cleanup = plan_deregistrations(context, planned)
     outcomes = [
+        Outcome(errors=binding_errors(desired, live)),
         creation,
         catalog,
         *(

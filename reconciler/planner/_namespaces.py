@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reconciler.model import DesiredState, LiveState
+from reconciler.model import DesiredState, LiveState, PluginEntry
 from reconciler.plan import (
     Action,
     CreateNamespaceAction,
@@ -146,6 +146,45 @@ def plan_namespace_creation(scopes: Sequence[Scope]) -> Outcome:
             for scope in scopes
             if scope.elsewhere and scope.namespace not in existing
         )
+    )
+
+
+def bound_to_live_catalog(desired: DesiredState, live: LiveState) -> DesiredState:
+    """A file bound to a namespace, with the live catalog's external entries as its own.
+
+    Such a file declares no entries: its mounts resolve against what the catalog holds,
+    and the plan never writes the catalog (no register, update or deregistration).
+    """
+    entries = [
+        PluginEntry.model_construct(
+            type=entry.type,
+            name=entry.name,
+            version=entry.version,
+            command=entry.command or None,
+            sha256=entry.sha256 or None,
+            args=list(entry.args) or None,
+            env=None,
+            state="present",
+        )
+        for entry in live.catalog
+        if not entry.builtin
+    ]
+    settings = desired.settings.model_copy(update={"prune_plugins": False})
+    return desired.model_copy(update={"plugins": entries, "settings": settings})
+
+
+def binding_errors(desired: DesiredState, live: LiveState) -> tuple[Problem, ...]:
+    """A bound file run in another namespace: refused before anything is written."""
+    if desired.namespace is None or desired.namespace == _path(live.server.namespace):
+        return ()
+    running = _path(live.server.namespace)
+    where = f"namespace {running}" if running else "the root namespace"
+    return (
+        problem(
+            f"namespace {desired.namespace}",
+            f"the file is bound to namespace {desired.namespace} but runs in {where}: "
+            f"set BAO_NAMESPACE or --namespace to {desired.namespace}",
+        ),
     )
 
 
