@@ -366,6 +366,9 @@ class Plan(_Readable):
     reconciler_version: str = __version__
     desired: DesiredSource = DesiredSource()
     server: ServerIdentity = ServerIdentity()
+    # The namespaces the plan manages, as paths from the root ("" is the root): the
+    # server's own first, then those the file declares below it.
+    namespaces: list[str] = []
     fingerprint: str = ""
     max_destroy: int = MAX_DESTROY
     # `--replace TYPE/NAME/VERSION` the plan was made with, so it can be made again.

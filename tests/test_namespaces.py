@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import httpx
@@ -173,6 +174,22 @@ def test_one_file_for_the_whole_server_creates_namespaces_and_upgrades_them_all(
     first = write_desired(
         tmp_path, WHOLE_SERVER.format(plugins=plugins, plugins_section=V1), "server.yaml"
     )
+    shown = run_cli(server, "plan", str(first))
+    assert "(namespaces: root, team1/, team1/sub/, team2/)" in shown.stdout, shown.output
+    assert "secrets/deep/ in namespace team1/sub/" in shown.stdout
+    as_json = json.loads(run_cli(server, "plan", str(first), "--json").stdout)
+    assert as_json["namespaces"] == ["", "team1/", "team1/sub/", "team2/"]
+    enables = {
+        (a["params"].get("namespace"), a["params"]["path"])
+        for a in as_json["actions"]
+        if a["kind"] == "enable"
+    }
+    assert ("team1/sub/", "deep/") in enables and (None, "app1/") in enables
+    assert [a["target"] for a in as_json["actions"] if a["kind"] == "create-namespace"] == [
+        "namespace team1/",
+        "namespace team1/sub/",
+        "namespace team2/",
+    ]
     created = run_cli(server, "apply", str(first), "--yes")
     assert created.exit_code == 0, created.output
     assert "3 namespaces to create" in created.stdout

@@ -106,6 +106,7 @@ def plan(
     return Plan(
         desired=source or DesiredSource(),
         server=live.server,
+        namespaces=[scope.namespace for scope in scopes],
         fingerprint=fingerprint(live),
         max_destroy=desired.settings.max_destroy,
         replace=sorted({catalog_target_name(key) for key in replace}),
