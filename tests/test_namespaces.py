@@ -314,3 +314,35 @@ def test_a_team_file_run_in_another_namespace_writes_nothing(
     assert result.exit_code != 0, result.output
     assert "bound to namespace team1/ but runs in namespace team2/" in result.output
     assert log.writes() == []
+
+
+NAMESPACED_ERRORS = """\
+version: 1
+secrets:
+  - {path: nsapp/, plugin: kv}
+namespaces:
+  team1/:
+    secrets:
+      - {path: nsapp/, plugin: kv}
+      - {path: nsapp/, plugin: transit}
+    namespaces:
+      sub/:
+        auth:
+          - {path: token/, plugin: approle}
+"""
+
+
+def test_namespaced_mistakes_are_load_errors_at_their_line(tmp_path: Path) -> None:
+    desired = write_desired(tmp_path, NAMESPACED_ERRORS)
+    result = CliRun.invoke(["validate", str(desired)])
+    assert result.exit_code != 0, result.output
+    errors = result.stderr
+    # The same path at the root and in team1/ is fine; twice in team1/ is not.
+    assert f"{desired}:8:" in errors and "duplicate secrets path 'nsapp/'" in errors, errors
+    assert f"{desired}:3:" not in errors, errors
+    assert f"{desired}:12:" in errors and "reserved" in errors, errors
+
+    nested_key = write_desired(tmp_path, "version: 1\nnamespaces:\n  team1/a/: {}\n")
+    result = CliRun.invoke(["validate", str(nested_key)])
+    assert f"{nested_key}:3:3:" in result.stderr, result.output
+    assert "invalid namespace name 'team1/a/'" in result.stderr

@@ -93,7 +93,11 @@ def plan(
                 Outcome(reload_actions(part.scope.context, part.mounts.reloads)),
                 Outcome(
                     warnings=override_warnings(
-                        part.scope.context, catalog.changed, part.mounts, part.pruning
+                        part.scope.context,
+                        catalog.changed,
+                        part.mounts,
+                        part.pruning,
+                        only_affecting=part.scope.elsewhere,
                     )
                 ),
             )
