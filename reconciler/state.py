@@ -65,7 +65,7 @@ def read_live_state(client: Client) -> LiveState:
     with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-read") as pool:
         catalog_list = pool.submit(_list_catalog, client, home)
         identity = pool.submit(client.server_identity)
-        tables = _walk_namespaces(client, pool, home)
+        walk = _NamespaceWalk(client, pool, home)
         entries, readable = catalog_list.result()
         listed = [entry for entry in entries if _known_type(entry)]
         details: dict[int, Future[dict[str, Any] | None]] = {
@@ -81,6 +81,7 @@ def read_live_state(client: Client) -> LiveState:
             detail = details[index].result()
             if detail is not None:
                 catalog.append(_catalog_entry(entry, detail))
+        tables = walk.finish()
         mounts = [
             mount
             for namespace, (secret_mounts, auth_mounts) in tables.items()
@@ -107,40 +108,51 @@ def read_live_state(client: Client) -> LiveState:
     )
 
 
-def _walk_namespaces(client: Client, pool: ThreadPoolExecutor, home: str) -> dict[str, _Tables]:
+class _NamespaceWalk:
     """Every namespace from the root down (from `home` when the root refuses the token),
-    each with its two mount tables being read."""
+    each with its two mount tables being read.
 
-    def tables(namespace: str) -> _Tables:
+    The root's requests are sent when the walk is made; `finish` waits for them and
+    walks on. Answers are awaited after the catalog list's: a `LIST` to a wrong
+    address (plain HTTP to a TLS listener) gets no answer at all, while a `GET` gets
+    one that says what is wrong.
+    """
+
+    def __init__(self, client: Client, pool: ThreadPoolExecutor, home: str) -> None:
+        self._client, self._pool, self._home = client, pool, home
+        self._found = {"": self._tables("")}
+        self._pending = {"": pool.submit(client.list_namespaces, "")}
+
+    def _tables(self, namespace: str) -> _Tables:
         return (
-            pool.submit(client.list_mounts, "secret", namespace),
-            pool.submit(client.list_mounts, "auth", namespace),
+            self._pool.submit(self._client.list_mounts, "secret", namespace),
+            self._pool.submit(self._client.list_mounts, "auth", namespace),
         )
 
-    found = {"": tables("")}
-    pending = {"": pool.submit(client.list_namespaces, "")}
-    while pending:
-        namespace, children = pending.popitem()
-        try:
-            keys = children.result()
-        except PermissionDenied:
-            if namespace != "" or not home:
-                raise
-            # A token scoped to `home` sees neither the root nor its siblings.
-            log.debug("the token may not list the root's namespaces: walking from %s", home)
-            for future in found.pop(""):
-                future.cancel()
-            found[home] = tables(home)
-            pending[home] = pool.submit(client.list_namespaces, home)
-            continue
-        for key in keys:
-            child = namespace + key
-            found[child] = tables(child)
-            pending[child] = pool.submit(client.list_namespaces, child)
-    if home not in found:
-        # Not among the walked namespaces: its own tables say why (404, 403).
-        found[home] = tables(home)
-    return found
+    def finish(self) -> dict[str, _Tables]:
+        found, pending, home = self._found, self._pending, self._home
+        while pending:
+            namespace, children = pending.popitem()
+            try:
+                keys = children.result()
+            except PermissionDenied:
+                if namespace != "" or not home:
+                    raise
+                # A token scoped to `home` sees neither the root nor its siblings.
+                log.debug("the token may not list the root's namespaces: walking from %s", home)
+                for future in found.pop(""):
+                    future.cancel()
+                found[home] = self._tables(home)
+                pending[home] = self._pool.submit(self._client.list_namespaces, home)
+                continue
+            for key in keys:
+                child = namespace + key
+                found[child] = self._tables(child)
+                pending[child] = self._pool.submit(self._client.list_namespaces, child)
+        if home not in found:
+            # Not among the walked namespaces: its own tables say why (404, 403).
+            found[home] = self._tables(home)
+        return found
 
 
 def _list_catalog(client: Client, home: str) -> tuple[list[dict[str, Any]], bool]:
