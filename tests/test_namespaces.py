@@ -11,6 +11,9 @@ import httpx
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer
 from reconciler.loader import load_desired
+from reconciler.model import CatalogEntry, DesiredState, LiveMount, LiveState
+from reconciler.plan import DisableAction
+from reconciler.planner import plan
 from reconciler.state import read_live_state
 from tests.helpers import CliResult, CliRun, RequestLog, run_cli, write_desired
 
@@ -346,3 +349,43 @@ def test_namespaced_mistakes_are_load_errors_at_their_line(tmp_path: Path) -> No
     result = CliRun.invoke(["validate", str(nested_key)])
     assert f"{nested_key}:3:3:" in result.stderr, result.output
     assert "invalid namespace name 'team1/a/'" in result.stderr
+
+
+def test_prunes_and_protect_work_per_namespace_and_leave_undeclared_ones_alone() -> None:
+    desired = DesiredState.model_validate(
+        {
+            "version": 1,
+            "settings": {"prune_mounts": True},
+            "secrets": [{"path": "old/", "plugin": "kv"}],
+            "namespaces": {
+                "team1/": {"secrets": [{"path": "kept/", "plugin": "transit", "protect": True}]}
+            },
+        }
+    )
+
+    def kv(namespace: str, path: str) -> LiveMount:
+        return LiveMount(kind="secret", path=path, plugin="kv", namespace=namespace)
+
+    live = LiveState(
+        catalog=[
+            CatalogEntry(type="secret", name=name, version="v0.1.0+builtin", builtin=True)
+            for name in ("kv", "transit")
+        ],
+        mounts=[kv("", "old/"), kv("", "stray/")],
+        namespaces=["team1/", "team2/"],
+        elsewhere=[kv("team1/", "kept/"), kv("team1/", "gone/"), kv("team2/", "theirs/")],
+    )
+
+    the_plan = plan(desired, live)
+
+    disables = {
+        (a.target, a.params.namespace) for a in the_plan.actions if isinstance(a, DisableAction)
+    }
+    assert disables == {
+        ("secrets/stray/", None),
+        ("secrets/gone/ in namespace team1/", "team1/"),
+    }
+    assert the_plan.namespaces == ["", "team1/"]
+    # protect holds in a namespace as at the root: a replace of kept/ is refused.
+    assert [e.target for e in the_plan.errors] == ["secrets/kept/ in namespace team1/"]
+    assert not [a for a in the_plan.actions if "team2/" in a.target]
