@@ -132,11 +132,17 @@ def _header(live: LiveState, skipped: list[str]) -> str:
     where = live.server.address or "the server"
     if live.server.namespace:
         where += f" (namespace {live.server.namespace})"
-    lines = [
-        f"Desired state exported from {where} by `reconciler export`.",
-        "The `env` of plugin entries cannot be exported: the server never returns it",
-        "(it is write-only). Add `env:` by hand to the entries that need it.",
-    ]
+    lines = [f"Desired state exported from {where} by `reconciler export`."]
+    if live.server.namespace:
+        lines += [
+            "Bound to this namespace: its mounts name the catalog's entries, which the",
+            "root's file declares (the one catalog serves every namespace).",
+        ]
+    else:
+        lines += [
+            "The `env` of plugin entries cannot be exported: the server never returns it",
+            "(it is write-only). Add `env:` by hand to the entries that need it.",
+        ]
     if skipped:
         lines.append("Not exported, because a desired-state file cannot express it:")
         lines.extend(f"  {line}" for line in skipped)
