@@ -249,6 +249,12 @@ secrets:
 """
 
 
+def changes(log: RequestLog) -> list[tuple[str, str]]:
+    """Requests that change the server: a POST to sys/capabilities-self (sent to name the
+    missing capability after a 403, such as the root's refusal of a scoped token) only asks."""
+    return [w for w in log.writes() if w[1] != "/v1/sys/capabilities-self"]
+
+
 def scoped_token(server: DevServer, namespace: str) -> str:
     """A token created in `namespace` whose policy only covers that namespace."""
     http = in_namespace(server, namespace)
@@ -280,7 +286,7 @@ def test_a_team_file_converges_with_a_token_scoped_to_its_namespace(
     with RequestLog(server) as log:
         again = run_as(server, token, "team1", "apply", str(desired), "--yes")
     assert again.exit_code == 0, again.output
-    assert log.writes() == []
+    assert changes(log) == []
 
     exported = tmp_path / "team1-export.yaml"
     assert run_as(server, token, "team1", "export", "--out", str(exported)).exit_code == 0
@@ -316,7 +322,7 @@ def test_a_team_file_run_in_another_namespace_writes_nothing(
 
     assert result.exit_code != 0, result.output
     assert "bound to namespace team1/ but runs in namespace team2/" in result.output
-    assert log.writes() == []
+    assert changes(log) == []
 
 
 NAMESPACED_ERRORS = """\
