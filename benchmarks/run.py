@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks.common import bao_binary, machine, say
 from benchmarks.files import run_hashing, run_parsing
+from benchmarks.namespaces import run_namespaces
 from benchmarks.noop_plan import Population, run_size
 from benchmarks.probes import run_probes
 from benchmarks.startup import run_startup
@@ -31,7 +32,7 @@ from benchmarks.watch import run_watch
 from reconciler.demo.devserver import DevServer, start_dev_server
 from tests.server_reset import reset_server
 
-SECTIONS = ("startup", "hashing", "parsing", "noop", "watch", "upgrade", "probes")
+SECTIONS = ("startup", "hashing", "parsing", "noop", "watch", "upgrade", "probes", "namespaces")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "parsing",
                 lambda: run_parsing(workdir, settings.parse_mounts, settings.runs),
             )
-        if {"noop", "watch", "upgrade", "probes"} & set(sections):
+        if {"noop", "watch", "upgrade", "probes", "namespaces"} & set(sections):
             say("starting the OpenBao dev server")
             server = start_dev_server(workdir=workdir / "bao")
             live_server = server
@@ -150,6 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "probes",
                     "probes",
                     lambda: run_probes(_reset(live_server), settings.probe_mounts, settings.runs),
+                )
+            if "namespaces" in sections:
+                run(
+                    "namespaces",
+                    "namespaces",
+                    lambda: run_namespaces(_reset(live_server), workdir, 20, 50, settings.runs),
                 )
     finally:
         if server is not None:
@@ -282,6 +289,23 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "ratio": round(speedup / 100, 2),
                 # Below 500 objects the target does not apply (the CLI's cost grows with N).
                 "met": speedup >= 100 if largest["mounts"] >= 500 else None,
+            }
+        )
+    namespaces = results.get("namespaces")
+    if namespaces:
+        few, many = namespaces["few_mounts"], namespaces["many_mounts"]
+        rows.append(
+            {
+                "target": f"no-op plan, {namespaces['namespaces']} namespaces: requests "
+                "independent of the mount count",
+                "goal": "catalog reads + 1 + 3 per namespace (root included)",
+                "measured": f"{few['requests']} requests at {few['mounts_per_namespace']} and "
+                f"{many['requests']} at {namespaces['mounts_per_namespace']} mounts per "
+                f"namespace ({many['median_s']:.2f} s)",
+                "ratio": None,
+                "met": few["requests"]
+                == many["requests"]
+                == 5 + namespaces["requests_per_namespace"] * namespaces["namespaces"],
             }
         )
     upgrade = results.get("upgrade")
