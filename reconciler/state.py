@@ -4,7 +4,11 @@ The number of requests depends on the number of external catalog entries,
 never on the number of mounts: one catalog list, one read per external entry
 (for its command, args and the `declarative` and `oci` flags, which the list
 does not carry), the two mount tables and the server's identity. They run
-concurrently.
+concurrently. Each mount of the database engine adds one LIST of its
+connections and one read per connection (SPEC §10), managed or not: the
+plan must know every connection that names a catalog entry before it
+deregisters one. Of a connection only its plugin and version are kept; its
+connection details never leave the client.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from reconciler.client import Client
 from reconciler.durations import whole_seconds
 from reconciler.errors import ApiError
 from reconciler.model import (
+    DATABASE_ENGINE,
     CatalogEntry,
+    LiveConnection,
     LiveMount,
     LiveState,
     MountConfig,
@@ -69,10 +75,38 @@ def read_live_state(client: Client) -> LiveState:
             *(_live_mount("secret", path, raw) for path, raw in secret_mounts.result().items()),
             *(_live_mount("auth", path, raw) for path, raw in auth_mounts.result().items()),
         ]
+        connections = _read_connections(client, pool, mounts)
         server = identity.result()
     catalog.sort(key=lambda e: (e.type, e.name, e.version))
     mounts.sort(key=lambda m: (m.kind, m.path))
-    return LiveState(server=server, catalog=catalog, mounts=mounts)
+    connections.sort(key=lambda c: (c.mount, c.name))
+    return LiveState(server=server, catalog=catalog, mounts=mounts, connections=connections)
+
+
+def _read_connections(
+    client: Client, pool: ThreadPoolExecutor, mounts: list[LiveMount]
+) -> list[LiveConnection]:
+    """Every connection of every database mount: one LIST per mount, one read per connection."""
+    databases = [m.path for m in mounts if m.kind == "secret" and m.plugin == DATABASE_ENGINE]
+    listed = {path: pool.submit(client.list_connections, path) for path in databases}
+    reads = {
+        (path, name): pool.submit(client.read_connection, path, name)
+        for path, names in listed.items()
+        for name in names.result()
+    }
+    connections = []
+    for (path, name), read in reads.items():
+        found = read.result()
+        if found is not None:  # deleted since the list was read
+            connections.append(
+                LiveConnection(
+                    mount=path,
+                    name=name,
+                    plugin=found["plugin_name"],
+                    plugin_version=found["plugin_version"],
+                )
+            )
+    return connections
 
 
 def _known_type(entry: Mapping[str, Any]) -> bool:

@@ -6,10 +6,12 @@ of the phases follows from their arguments:
 
 - `_context`: the inputs indexed once (what the file declares, what the
   server has, which entries this plan retires) and how plans name things;
-- `_catalog`: catalog writes (register, update, database plugin reloads);
+- `_catalog`: catalog writes (register, update);
 - `_mounts`: each declared mount (move, enable, replace, tune, reload), then
   the unmanaged ones (disable when pruning);
-- `_cleanup`: deregistrations, refused while a mount left would need them;
+- `_connections`: each declared database connection (re-pin, reset);
+- `_cleanup`: deregistrations, refused while a mount or a connection left
+  would need them;
 - `_overrides`: warnings naming every mount an override of a built-in changes.
 
 How the server resolves plugins is not decided here: `reconciler.resolver`.
@@ -23,6 +25,7 @@ from reconciler.model import DesiredState, LiveState
 from reconciler.plan import KIND_ORDER, DesiredSource, Plan, Problem, Stage, fingerprint
 from reconciler.planner._catalog import plan_catalog_writes
 from reconciler.planner._cleanup import plan_deregistrations
+from reconciler.planner._connections import plan_connections
 from reconciler.planner._context import (
     Context,
     HeldUpgrade,
@@ -61,8 +64,9 @@ def plan(
     catalog = plan_catalog_writes(context)
     mounts = plan_declared_mounts(context, catalog.changed)
     pruning = plan_unmanaged_mounts(context, mounts.claimed)
-    cleanup = plan_deregistrations(context, mounts, pruning)
-    phases = (catalog, mounts, pruning, cleanup)
+    connections = plan_connections(context, catalog.changed)
+    cleanup = plan_deregistrations(context, mounts, pruning, connections)
+    phases = (catalog, mounts, pruning, connections, cleanup)
     actions = [
         *(action for phase in phases for action in phase.actions),
         *reload_actions(context, mounts.reloads),

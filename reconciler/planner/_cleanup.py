@@ -10,6 +10,11 @@ from reconciler.plan import (
     Problem,
     ReasonCode,
 )
+from reconciler.planner._connections import (
+    ConnectionChanges,
+    connection_target_name,
+    live_connections,
+)
 from reconciler.planner._context import (
     Context,
     Outcome,
@@ -18,7 +23,7 @@ from reconciler.planner._context import (
     problem,
 )
 from reconciler.planner._mounts import MountChanges, Pruning
-from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey
+from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey, connection_runs
 
 _REASONS: dict[ReasonCode, str] = {
     ReasonCode.DECLARED_ABSENT: "declared state: absent",
@@ -26,8 +31,10 @@ _REASONS: dict[ReasonCode, str] = {
 }
 
 
-def plan_deregistrations(context: Context, mounts: MountChanges, pruning: Pruning) -> Outcome:
-    """Deregister retired entries unless a mount left would lose its backend."""
+def plan_deregistrations(
+    context: Context, mounts: MountChanges, pruning: Pruning, connections: ConnectionChanges
+) -> Outcome:
+    """Deregister retired entries unless a mount or a database connection left needs them."""
     actions: list[Action] = []
     errors: list[Problem] = []
     warnings = [
@@ -51,6 +58,7 @@ def plan_deregistrations(context: Context, mounts: MountChanges, pruning: Prunin
             )
             continue
         users = _users_after(context, key, mounts, pruning)
+        users += _connection_users_after(context, key, pruning, connections)
         if users:
             errors.append(
                 problem(
@@ -99,6 +107,35 @@ def _users_after(
         after = context.live_resolution(live_mount, context.entries_after)
         if now is not None and not now.builtin and now.version == key[2] and after is None:
             users.append(mount_target_name(kind, path))
+    return users
+
+
+def _connection_users_after(
+    context: Context, key: CatalogKey, pruning: Pruning, connections: ConnectionChanges
+) -> list[str]:
+    """Database connections, declared or not, that would run nothing once `key` is gone.
+
+    Deregistering the version a connection runs leaves it serving until its next
+    restart, which then fails: the connection is dead while its config names it.
+    """
+    if key[0] != "database":
+        return []
+    users = [
+        connection_target_name(*connection)
+        for connection, target in sorted(connections.targets.items())
+        if target.key == key
+    ]
+    for (mount, name), live in sorted(live_connections(context).items()):
+        if (mount, name) in connections.targets or ("secret", mount) in pruning.disabled:
+            continue
+        if live.plugin != key[1]:
+            continue
+        now = connection_runs(live.plugin, live.plugin_version, context.external, context.builtins)
+        after = connection_runs(
+            live.plugin, live.plugin_version, context.entries_after, context.builtins
+        )
+        if now is not None and now.key == key and after is None:
+            users.append(connection_target_name(mount, name))
     return users
 
 
