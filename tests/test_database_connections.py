@@ -178,6 +178,9 @@ def test_upgrade_re_pins_the_connection_then_deregisters_the_old_version(db: Db)
     assert "no changes" in again.stdout, again.output
     exported = db.cli("export")
     assert "connections:\n      - name: orders\n        plugin: demo-db\n" in exported.stdout
+    # The exported file plans empty against the server it came from.
+    replanned = db.cli("plan", str(write_desired(db.tmp, exported.stdout)))
+    assert "no changes" in replanned.stdout, replanned.output
     db.assert_no_credentials()
 
 
