@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
+from reconciler.client import Client
 from reconciler.demo.devserver import DevServer
 from reconciler.demo.examples.plugins import demo_db
 from reconciler.demo.examples.plugins.build import find_spec, script_text
+from reconciler.state import read_live_state
 from tests.helpers import CliResult, RequestLog, api, run_cli, write_desired
 
 # Credentials that must never be shown; distinctive enough to be searched for.
@@ -299,3 +302,44 @@ def test_a_declared_connection_that_does_not_exist_is_a_plan_error(db: Db) -> No
     assert planned.exit_code != 0, planned.output
     assert "secrets/db/connections/orders" in planned.output
     assert "create it with its connection details first" in planned.output
+
+
+def test_connections_cost_one_list_per_database_mount_and_one_read_each(db: Db) -> None:
+    assert db.cli("apply", str(db.desired(V1)), "--yes").ok
+    db.call("POST", "sys/mounts/other-db", 204, type="database")  # unmanaged: read all the same
+    db.call("POST", "sys/mounts/kv2", 204, type="kv")
+    db.connect("orders", "v1.0.0")
+    db.connect("billing", "v1.0.0")
+    sent: list[tuple[str, str, bytes]] = []
+
+    def record(request: httpx.Request) -> None:
+        sent.append((request.method, request.url.path, request.read()))
+
+    with Client(db.server.address, db.server.token, event_hooks={"request": [record]}) as client:
+        live = read_live_state(client)
+        assert [(c.mount, c.name, c.plugin_version) for c in live.connections] == [
+            ("db/", "billing", "v1.0.0"),
+            ("db/", "orders", "v1.0.0"),
+        ]
+        reads = Counter((m, p) for m, p, _ in sent if "/config" in p)
+        assert reads == {
+            ("LIST", "/v1/db/config"): 1,
+            ("LIST", "/v1/other-db/config"): 1,
+            ("GET", "/v1/db/config/billing"): 1,
+            ("GET", "/v1/db/config/orders"): 1,
+        }
+        db.call("POST", "sys/plugins/catalog/database/demo-db", 204, **_entry(db, "2.0.0"))
+        sent.clear()
+        client.repin_connection("db/", "orders", "v2.0.0")
+    # The re-pin sends the version alone: the stored connection details stay.
+    ((method, path, body),) = sent
+    assert (method, path) == ("POST", "/v1/db/config/orders")
+    assert json.loads(body) == {"plugin_version": "v2.0.0", "verify_connection": True}
+    assert db.pin("orders") == "v2.0.0"
+    assert db.creds("orders").startswith("orders-v2.0.0-")
+
+
+def _entry(db: Db, version: str) -> dict[str, str]:
+    command = f"demo-db-{version}"
+    sha256 = hashlib.sha256((db.plugins / command).read_bytes()).hexdigest()
+    return {"command": command, "sha256": sha256, "version": f"v{version}"}
