@@ -271,7 +271,9 @@ class _Run:
     def _fail_and_maybe_roll_back(self, converge: list[Action], before: LiveState) -> None:
         self.result.converged = False
         upgrades = _version_tunes(converge)
-        self.result.failed_upgrades = self._failed_upgrades(upgrades)
+        self.result.failed_upgrades = sorted(
+            {*self._failed_upgrades(upgrades), *self._failed_repins(converge)}
+        )
         if self.options.rollback_on_failure:
             self._roll_back_connections()
         if not self.options.rollback_on_failure or not upgrades:
@@ -348,6 +350,17 @@ class _Run:
                 self.result.failures.append(
                     f"rollback of {target}: runs {_running(now)}, expected {_running(old)}"
                 )
+
+    def _failed_repins(self, converge: list[Action]) -> list[HeldUpgrade]:
+        """(type, name, version, sha256) of the entries the failed run re-pinned connections to."""
+        held: list[HeldUpgrade] = []
+        for action in converge:
+            if isinstance(action, RepinAction):
+                p = action.params
+                for entry in self.desired.plugins:
+                    if entry.present and entry.key == ("database", p.plugin, p.version):
+                        held.append((entry.type, entry.name, entry.version, entry.sha256 or ""))
+        return held
 
     def _failed_upgrades(self, upgrades: dict[tuple[MountKind, str], str]) -> list[HeldUpgrade]:
         """(type, name, version, sha256) of the entries the failed upgrade moved to."""

@@ -25,6 +25,9 @@ from reconciler.client import Client
 from reconciler.demo.devserver import DevServer
 from reconciler.demo.examples.plugins import demo_db
 from reconciler.demo.examples.plugins.build import find_spec, script_text
+from reconciler.executor import ApplyOptions
+from reconciler.loader import load_desired
+from reconciler.reconcile import PassInput, run_pass
 from reconciler.state import read_live_state
 from tests.helpers import CliResult, RequestLog, api, run_cli, write_desired
 
@@ -343,3 +346,28 @@ def _entry(db: Db, version: str) -> dict[str, str]:
     command = f"demo-db-{version}"
     sha256 = hashlib.sha256((db.plugins / command).read_bytes()).hexdigest()
     return {"command": command, "sha256": sha256, "version": f"v{version}"}
+
+
+def test_a_failed_re_pin_is_held_by_the_next_pass(db: Db, client: Client) -> None:
+    """Watch mode's memory: the next pass leaves the connection on v1 instead of failing again."""
+    assert db.cli("apply", str(db.desired(V1)), "--yes").ok
+    db.connect("orders", "v1.0.0")
+    broken = db.desired(
+        UPGRADE.replace("v2.0.0, command: demo-db-2.0.0", "v3.0.0, command: demo-db-3.0.0")
+    )
+    first = run_pass(client, PassInput(load_desired(broken)))
+    assert not first.converged
+    sha256 = _entry(db, "3.0.0")["sha256"]
+    assert first.failed_upgrades == (("database", "demo-db", "v3.0.0", sha256),)
+
+    with RequestLog(db.server) as requests:
+        second = run_pass(
+            client,
+            PassInput(load_desired(broken)),
+            ApplyOptions(held=first.failed_upgrades),
+        )
+    assert second.converged, second.problems()
+    assert requests.writes() == []
+    assert any("held until the file changes" in w.message for w in second.plan.warnings)
+    assert db.pin("orders") == "v1.0.0"
+    assert ("demo-db", "v1.0.0") in db.catalog()

@@ -46,7 +46,7 @@ def plan_deregistrations(
     ]
     for key, code in context.deregistrations:
         target = catalog_target_name(key)
-        held = mounts.held_on.get(key)
+        held = (*mounts.held_on.get(key, ()), *connections.held_on.get(key, ()))
         if held:
             # Watch mode keeps these mounts on the entry until the file changes.
             warnings.append(
@@ -125,7 +125,10 @@ def _connection_users_after(
         for connection, target in sorted(connections.targets.items())
         if target.key == key
     ]
+    held = {name for names in connections.held_on.values() for name in names}
     for (mount, name), live in sorted(live_connections(context).items()):
+        if connection_target_name(mount, name) in held:
+            continue
         if (mount, name) in connections.targets or ("secret", mount) in pruning.disabled:
             continue
         if live.plugin != key[1]:

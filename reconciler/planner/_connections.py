@@ -55,6 +55,8 @@ def connection_target_name(mount: str, name: str) -> str:
 class ConnectionChanges(Outcome):
     # What each declared connection runs once the plan is applied.
     targets: Mapping[ConnectionKey, Target] = field(default_factory=dict)
+    # Entries that connections stay on while their upgrade is held (kept registered).
+    held_on: Mapping[CatalogKey, tuple[str, ...]] = field(default_factory=dict)
 
 
 def live_connections(context: Context) -> dict[ConnectionKey, LiveConnection]:
@@ -69,7 +71,9 @@ def plan_connections(context: Context, changed: frozenset[CatalogKey]) -> Connec
     live = live_connections(context)
     actions: list[Action] = []
     errors: list[Problem] = []
+    warnings: list[Problem] = []
     targets: dict[ConnectionKey, Target] = {}
+    held_on: dict[CatalogKey, list[str]] = {}
     for kind, mount in context.desired.mounts():
         if kind != "secret" or mount.plugin != DATABASE_ENGINE or not mount.connections:
             continue
@@ -101,12 +105,49 @@ def plan_connections(context: Context, changed: frozenset[CatalogKey]) -> Connec
                     )
                 )
                 continue
+            if _held(context, target) and connection_pin(target) != current.plugin_version:
+                # Watch mode set this upgrade aside after it failed: stay where it is.
+                warnings.append(
+                    problem(
+                        target_name,
+                        f"upgrade to {connection.plugin} {target.version} failed before and "
+                        "is held until the file changes",
+                    )
+                )
+                staying = connection_runs(
+                    current.plugin,
+                    current.plugin_version,
+                    frozenset(context.external),
+                    context.builtins,
+                )
+                if staying is not None and staying.key is not None:
+                    held_on.setdefault(staying.key, []).append(target_name)
+                continue
             targets[key] = target
             action = _change(context, changed, current, target, target_name)
             if action is not None:
                 actions.append(action)
-    warnings = _unmanaged_left_behind(context, changed, live, targets)
-    return ConnectionChanges(tuple(actions), tuple(errors), tuple(warnings), targets)
+    warnings += _unmanaged_left_behind(context, changed, live, targets)
+    return ConnectionChanges(
+        tuple(actions),
+        tuple(errors),
+        tuple(warnings),
+        targets,
+        {key: tuple(where) for key, where in held_on.items()},
+    )
+
+
+def _held(context: Context, target: Target) -> bool:
+    return (
+        not target.builtin
+        and (
+            target.type,
+            target.name,
+            target.version,
+            target.sha256,
+        )
+        in context.held
+    )
 
 
 def _resolve(context: Context, connection: Connection) -> Target | None:
