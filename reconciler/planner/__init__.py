@@ -73,7 +73,7 @@ def plan(
     ]
     warnings = [
         *(warning for phase in phases for warning in phase.warnings),
-        *override_warnings(context, catalog.changed, mounts, pruning),
+        *override_warnings(context, catalog.changed, mounts, pruning, connections),
     ]
     return Plan(
         desired=source or DesiredSource(),

@@ -1,8 +1,13 @@
-"""Warnings that name every mount an override of a built-in changes, managed or not."""
+"""Warnings that name every mount (or database connection) an override of a built-in changes."""
 
 from __future__ import annotations
 
 from reconciler.plan import Problem
+from reconciler.planner._connections import (
+    ConnectionChanges,
+    connection_target_name,
+    live_connections,
+)
 from reconciler.planner._context import (
     Context,
     MountKey,
@@ -15,9 +20,16 @@ from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey, api_path
 
 
 def override_warnings(
-    context: Context, changed: frozenset[CatalogKey], mounts: MountChanges, pruning: Pruning
+    context: Context,
+    changed: frozenset[CatalogKey],
+    mounts: MountChanges,
+    pruning: Pruning,
+    connections: ConnectionChanges,
 ) -> tuple[Problem, ...]:
-    """One warning per present entry named like a built-in, listing the mounts it affects."""
+    """One warning per present entry named like a built-in, listing the mounts it affects.
+
+    A database plugin runs in connections, not mounts: its warning lists those.
+    """
     warnings = []
     for key in sorted(context.present):
         plugin_type, name, version = key
@@ -26,14 +38,22 @@ def override_warnings(
             name,
         ) in HARD_WIRED_BUILTINS:
             continue
-        affected = [
-            f"{mount_target_name(*mount)} ({state})"
-            for mount, state in sorted(
-                _declared_on(key, mounts) | _unmanaged_on(context, key, changed, mounts, pruning)
-            )
-        ]
-        scope = "every unpinned mount of that name" if version == "" else "mounts pinned to it"
-        listing = "affected: " + ", ".join(affected) if affected else "no mount affected yet"
+        if plugin_type == "database":
+            affected = _connections_on(context, key, connections)
+            things = "connection"
+        else:
+            affected = [
+                f"{mount_target_name(*mount)} ({state})"
+                for mount, state in sorted(
+                    _declared_on(key, mounts)
+                    | _unmanaged_on(context, key, changed, mounts, pruning)
+                )
+            ]
+            things = "mount"
+        scope = (
+            f"every unpinned {things} of that name" if version == "" else f"{things}s pinned to it"
+        )
+        listing = "affected: " + ", ".join(affected) if affected else f"no {things} affected yet"
         warnings.append(
             problem(
                 catalog_target_name(key),
@@ -41,6 +61,20 @@ def override_warnings(
             )
         )
     return tuple(warnings)
+
+
+def _connections_on(context: Context, key: CatalogKey, connections: ConnectionChanges) -> list[str]:
+    """Connections that run the database override `key` once the plan is applied."""
+    affected = [
+        f"{connection_target_name(*connection)} (declared)"
+        for connection, target in sorted(connections.targets.items())
+        if target.key == key
+    ]
+    for connection, live in sorted(live_connections(context).items()):
+        if connection in connections.targets or (live.plugin, live.plugin_version) != key[1:]:
+            continue
+        affected.append(f"{connection_target_name(*connection)} (unmanaged, at its next reset)")
+    return affected
 
 
 def _declared_on(key: CatalogKey, mounts: MountChanges) -> set[tuple[MountKey, str]]:
