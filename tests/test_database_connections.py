@@ -29,7 +29,7 @@ from reconciler.executor import ApplyOptions
 from reconciler.loader import load_desired
 from reconciler.reconcile import PassInput, run_pass
 from reconciler.state import read_live_state
-from tests.helpers import CliResult, RequestLog, api, run_cli, write_desired
+from tests.helpers import CliResult, CliRun, RequestLog, api, run_cli, write_desired
 
 # Credentials that must never be shown; distinctive enough to be searched for.
 ROOT_USER = "db-admin-4f7c2e"
@@ -371,3 +371,21 @@ def test_a_failed_re_pin_is_held_by_the_next_pass(db: Db, client: Client) -> Non
     assert any("held until the file changes" in w.message for w in second.plan.warnings)
     assert db.pin("orders") == "v1.0.0"
     assert ("demo-db", "v1.0.0") in db.catalog()
+
+
+def test_the_generated_policy_is_enough_to_upgrade_a_connection(db: Db) -> None:
+    assert db.cli("apply", str(db.desired(V1)), "--yes").ok
+    db.connect("orders", "v1.0.0")
+    upgrade = db.desired(UPGRADE)
+    policy = db.cli("policy", str(upgrade))
+    assert 'path "db/config/orders"' in policy.stdout
+    assert 'path "db/reset/orders"' in policy.stdout
+    db.call("PUT", "sys/policies/acl/upgrader", 204, policy=policy.stdout)
+    token = db.call("POST", "auth/token/create", 200, policies=["upgrader"])["auth"]
+    applied = CliRun.invoke(
+        ["apply", str(upgrade), "--yes"],
+        env={"BAO_ADDR": db.server.address, "BAO_TOKEN": token["client_token"]},
+    )
+    db.shown += [applied.stdout, applied.stderr]
+    assert applied.ok, applied.output
+    assert db.pin("orders") == "v2.0.0"
