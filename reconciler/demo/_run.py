@@ -391,11 +391,12 @@ class _Demo:
         self.say.command(f"reconciler plan {DESIRED_UPGRADE}")
         self._show_plan(self._plan(DESIRED_UPGRADE))
         self.say.note(
-            "One reload call restarts exactly the mounts whose plugin changes; demo-kv v1.0.0\n"
-            "  stays registered, so a failed upgrade could go back to it. The connection is\n"
-            "  re-pinned: the server starts demo-db v2.0.0 with the stored credentials and\n"
-            "  keeps v1.0.0 running if v2.0.0 cannot connect. demo-db v1.0.0 is deregistered\n"
-            "  only after the connection is verified on v2.0.0."
+            "Reloads restart exactly the mounts whose plugin changes: one canary mount\n"
+            "  first, verified before the others; demo-kv v1.0.0 stays registered, so a\n"
+            "  failed upgrade goes back to it. The connection is re-pinned: the server\n"
+            "  starts demo-db v2.0.0 with the stored credentials and keeps v1.0.0 running\n"
+            "  if v2.0.0 cannot connect. demo-db v1.0.0 is deregistered only after the\n"
+            "  connection is verified on v2.0.0."
         )
 
     def _file_diff(self) -> list[str]:
