@@ -417,6 +417,61 @@ def export_command(
     click.echo(f"Exported to {out}; check it with: reconciler validate {out}", err=True)
 
 
+def _node_option(command: F) -> F:
+    return click.option(
+        "--node",
+        "nodes",
+        multiple=True,
+        help="A node's API address (repeatable); default: the nodes sys/ha-status lists.",
+    )(command)
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/status.schema.json).")
+@_node_option
+@connection_options
+@reports_errors
+def status_command(
+    as_json: bool,
+    nodes: tuple[str, ...],
+    address: str | None,
+    namespace: str | None,
+    token_file: Path | None,
+) -> None:
+    """Show, per node, what every mount on an external plugin has, runs and whether it answers."""
+    import json
+
+    from reconciler.nodes import discover_nodes
+    from reconciler.nodestate import read_status
+    from reconciler.state import read_live_state
+
+    with _client(address, namespace, token_file) as client:
+        found = discover_nodes(client, nodes)
+        statuses = read_status(client, found, read_live_state(client))
+        server = client.address
+    if as_json:
+        document = {
+            "format_version": 1,
+            "server": server,
+            "nodes": [{"address": n.address, "active": n.active} for n in found],
+            "mounts": [status.to_dict() for status in statuses],
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    click.echo(f"{server}: {len(found)} node(s)")
+    if not statuses:
+        click.echo("no mount runs an external plugin")
+    for status in statuses:
+        pinned = status.version or "(unpinned)"
+        click.echo(f"{status.kind} {status.path} {status.plugin} {pinned}")
+        for seen in status.nodes:
+            role = "active " if seen.active else "standby"
+            catalog = seen.catalog_sha256[:12] or "missing: " + seen.catalog_error
+            running = f"{seen.running_version or '(unversioned)'} {seen.running_sha256[:12]}"
+            answers = "answers" if seen.answers else "DOES NOT ANSWER: " + seen.error
+            click.echo(f"  {role} {seen.node}  catalog {catalog}  runs {running}  {answers}")
+
+
 @cli.command("schema")
 @click.option("--plan", "of_plan", is_flag=True, help="The schema of `plan --json` instead.")
 def schema_command(of_plan: bool) -> None:
