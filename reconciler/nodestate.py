@@ -150,3 +150,36 @@ def _probe(client: Client, kind: MountKind, path: str) -> str:
     except ApiError as error:
         return str(error)
     return ""
+
+
+def node_has_entry(client: Client, node: Node, kind: str, name: str, version: str) -> str:
+    """ "" when `node` has the registered entry's file; else why not.
+
+    A standby answers 404 for a version registered a moment ago: that is lag, so
+    the caller waits; any other error (500 `lstat` …) is the node's own answer.
+    """
+    with client.on_node(node.address) as pinned:
+        try:
+            pinned.read_plugin(kind, name, version)
+        except ApiError as error:
+            if error.status == 404:
+                return LAGGING
+            return str(error)
+    return ""
+
+
+# What node_has_entry answers while the node has not seen the entry yet.
+LAGGING = "the node has not seen the entry yet (404)"
+
+
+def runs_expected(seen: NodeMount, version: str, sha256: str) -> str:
+    """ "" when the node runs `version`/`sha256` for the mount and it answers; else what differs."""
+    if not seen.answers:
+        return f"does not answer ({seen.error})"
+    if (seen.running_version, seen.running_sha256) != (version, sha256):
+        running = seen.running_version or "(unversioned)"
+        return (
+            f"runs {running} sha256 {seen.running_sha256[:12]}…, "
+            f"expected {version} sha256 {sha256[:12]}…"
+        )
+    return ""
