@@ -214,6 +214,15 @@ max_file_size_option = click.option(
 )
 
 
+def _node_option(command: F) -> F:
+    return click.option(
+        "--node",
+        "nodes",
+        multiple=True,
+        help="A node's API address (repeatable); default: the nodes sys/ha-status lists.",
+    )(command)
+
+
 @cli.command("plan")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan.")
@@ -224,6 +233,7 @@ max_file_size_option = click.option(
     help="Exit 0 when there is nothing to do, 2 when there are actions, 1 on error.",
 )
 @click.option("--replace", multiple=True, metavar="TYPE/NAME/VERSION", help="Force re-register.")
+@_node_option
 @max_file_size_option
 @connection_options
 @reports_errors
@@ -233,6 +243,7 @@ def plan_command(
     as_json: bool,
     detailed_exitcode: bool,
     replace: tuple[str, ...],
+    nodes: tuple[str, ...],
     max_file_size: int,
     address: str | None,
     namespace: str | None,
@@ -243,7 +254,7 @@ def plan_command(
 
     loaded = _load(file, max_file_size)
     client = _client(address, namespace, token_file)
-    the_plan = plan_for(client, loaded, replace=_parse_replace(replace))
+    the_plan = plan_for(client, loaded, replace=_parse_replace(replace), nodes=nodes)
     if out is not None:
         from reconciler.plan import DesiredSource
         from reconciler.reconcile import path_for_saved_plan
@@ -287,6 +298,7 @@ def plan_command(
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the plan and result as JSON on stdout."
 )
+@_node_option
 @max_file_size_option
 @connection_options
 @reports_errors
@@ -298,6 +310,7 @@ def apply_command(
     rollback_on_failure: bool,
     lock_timeout: float,
     as_json: bool,
+    nodes: tuple[str, ...],
     max_file_size: int,
     address: str | None,
     namespace: str | None,
@@ -331,7 +344,10 @@ def apply_command(
         )
 
     options = ApplyOptions(
-        allow_destroy=allow_destroy, rollback_on_failure=rollback_on_failure, replace=replace_keys
+        allow_destroy=allow_destroy,
+        rollback_on_failure=rollback_on_failure,
+        replace=replace_keys,
+        nodes=nodes,
     )
     hooks = PassHooks(on_plan=show, confirm=confirm, progress=_print_progress)
     result = run_pass(client, target_input, options, hooks, lock_timeout=lock_timeout)
@@ -549,15 +565,6 @@ def export_command(
     except OSError as error:
         _fail(f"cannot write {out}: {error.strerror or error}: choose another --out")
     click.echo(f"Exported to {out}; check it with: reconciler validate {out}", err=True)
-
-
-def _node_option(command: F) -> F:
-    return click.option(
-        "--node",
-        "nodes",
-        multiple=True,
-        help="A node's API address (repeatable); default: the nodes sys/ha-status lists.",
-    )(command)
 
 
 @cli.command("status")

@@ -114,6 +114,7 @@ def apply_plan(
     options: ApplyOptions = ApplyOptions(),
     progress: Progress | None = None,
     skipped: Sequence[Action] = (),
+    nodes: Sequence[Node] | None = None,
 ) -> ApplyResult:
     """Run the plan's actions but `skipped` against the server, then verify.
 
@@ -125,6 +126,7 @@ def apply_plan(
     if fingerprint(live) != plan.fingerprint:
         raise StaleState()
     run = _Run(api, read_state, desired, options, progress or (lambda _e: None))
+    run.known_nodes = None if nodes is None else list(nodes)
     run.result.skipped = list(skipped)
     run.execute([a for a in plan.actions if a not in skipped], live)
     return run.result
@@ -210,6 +212,9 @@ class _Run:
                 self._write(self.api.tune_mount, p.kind, p.path, dict(p.body))
             case DisableAction(params=p):
                 self._write(self.api.disable_mount, p.kind, p.path)
+            case ReloadAction(params=p) if p.node:
+                with self.api.on_node(p.node) as node:
+                    self._write(node.reload_backend, mounts=p.mounts, plugin=p.plugin)
             case ReloadAction(params=p):
                 self._write(
                     self.api.reload_backend, mounts=p.mounts, plugin=p.plugin, scope=p.scope
@@ -284,6 +289,8 @@ class _Run:
                 continue
             if (action.kind, action.target) in skipped:
                 continue
+            if isinstance(action, ReloadAction) and action.params.node:
+                continue  # a lagging standby: the per-node check below waits for it
             problems.append(self._not_converged(action, live))
         for kind, path in touched_mounts(actions):
             try:

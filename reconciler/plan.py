@@ -107,6 +107,7 @@ class ReasonCode(StrEnum):
     MOVED_FROM = "moved-from"
     TUNED_VALUES_DIFFER = "tuned-values-differ"
     RUNNING_PLUGIN_DIFFERS = "running-plugin-differs"
+    NODE_RUNS_OTHER_BINARY = "node-runs-other-binary"
     BUILTIN_AFTER_CLEANUP = "builtin-after-cleanup"
     UNMANAGED_MOUNT_PRUNED = "unmanaged-mount-pruned"
     DECLARED_ABSENT = "declared-absent"
@@ -202,6 +203,8 @@ class ReloadParams(_Data):
     plugin: str | None = None
     # "global": every node of a cluster; "": this node.
     scope: str = ""
+    # A node's API address: the reload is sent to that node only (its drift), else "".
+    node: str = ""
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:

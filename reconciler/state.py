@@ -10,7 +10,7 @@ concurrently.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, get_args
 
@@ -20,11 +20,14 @@ from reconciler.errors import ApiError
 from reconciler.model import (
     CatalogEntry,
     LiveMount,
+    LiveNode,
     LiveState,
     MountConfig,
     MountKind,
+    NodeRunning,
     PluginType,
 )
+from reconciler.nodes import Node
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,12 @@ _LIST_KEYS = frozenset(
 )
 
 
-def read_live_state(client: Client) -> LiveState:
-    """The server's catalog (external entries with their hash), mounts and identity."""
+def read_live_state(client: Client, nodes: Sequence[Node] = ()) -> LiveState:
+    """The server's catalog (external entries with their hash), mounts and identity.
+
+    With several `nodes`, also each node's own mount tables (two reads per node, sent
+    to that node only): what each node runs, for per-node drift.
+    """
     with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-read") as pool:
         catalog_list = pool.submit(client.list_catalog)
         secret_mounts = pool.submit(client.list_mounts, "secret")
@@ -72,7 +79,23 @@ def read_live_state(client: Client) -> LiveState:
         server = identity.result()
     catalog.sort(key=lambda e: (e.type, e.name, e.version))
     mounts.sort(key=lambda m: (m.kind, m.path))
-    return LiveState(server=server, catalog=catalog, mounts=mounts)
+    live_nodes = [_read_node(client, node) for node in nodes] if len(nodes) > 1 else []
+    return LiveState(server=server, catalog=catalog, mounts=mounts, nodes=live_nodes)
+
+
+def _read_node(client: Client, node: Node) -> LiveNode:
+    with client.on_node(node.address) as pinned:
+        running = [
+            NodeRunning(
+                kind=kind,
+                path=path if path.endswith("/") else path + "/",
+                running_plugin_version=str(raw.get("running_plugin_version") or ""),
+                running_sha256=str(raw.get("running_sha256") or "").lower(),
+            )
+            for kind in ("secret", "auth")
+            for path, raw in pinned.list_mounts(kind).items()
+        ]
+    return LiveNode(address=node.address, active=node.active, mounts=running)
 
 
 def _known_type(entry: Mapping[str, Any]) -> bool:

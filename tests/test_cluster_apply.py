@@ -118,3 +118,30 @@ def test_a_broken_binary_on_one_standby_is_named_and_rolled_back_everywhere(
     assert result.exit_code == 1, result.output
     assert broken.address in result.output
     every_node_serves(cluster, ("kv1",), "v1.0.0")
+
+
+def test_a_local_reload_on_one_node_shows_as_the_other_nodes_drift(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    start_on_v1(cluster, tmp_path, ("kv1",))
+    v2 = cluster.plugins[("demo-kv", "v2.0.0")]
+    active = cluster.active()
+    with cluster.http(active) as http:
+        http.put(
+            "/v1/sys/plugins/catalog/secret/demo-kv",
+            json={"sha256": v2.sha256, "command": v2.command, "version": v2.version},
+        ).raise_for_status()
+        http.post("/v1/sys/mounts/kv1/tune", json={"plugin_version": "v2.0.0"}).raise_for_status()
+    with cluster.http(active, forward=False) as http:
+        http.put("/v1/sys/plugins/reload/backend", json={"mounts": ["kv1/"]}).raise_for_status()
+    file = str(desired(cluster, tmp_path, "v2.0.0", ("kv1",)))
+    cluster.wait_replicated()
+    plan = json.loads(cli(cluster, "plan", "--json", file).stdout)
+    drift = {a["params"]["node"] for a in plan["actions"]}
+    assert all(a["kind"] == "reload" for a in plan["actions"]), plan
+    assert drift == {n.address for n in cluster.standbys()}
+    result = cli(cluster, "apply", "--yes", file)
+    assert result.ok, result.output
+    every_node_serves(cluster, ("kv1",), "v2.0.0")
+    again = json.loads(cli(cluster, "plan", "--json", file).stdout)
+    assert again["actions"] == []

@@ -10,6 +10,7 @@ of the phases follows from their arguments:
 - `_mounts`: each declared mount (move, enable, replace, tune, reload), then
   the unmanaged ones (disable when pruning);
 - `_cleanup`: deregistrations, refused while a mount left would need them;
+- `_nodes`: per-node drift on a cluster (a node running another binary);
 - `_overrides`: warnings naming every mount an override of a built-in changes.
 
 How the server resolves plugins is not decided here: `reconciler.resolver`.
@@ -31,6 +32,7 @@ from reconciler.planner._context import (
     parse_catalog_target,
 )
 from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
+from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import override_warnings
 from reconciler.resolver import CatalogKey
 
@@ -67,6 +69,7 @@ def plan(
         *(action for phase in phases for action in phase.actions),
         *reload_actions(context, mounts.reloads),
     ]
+    actions.extend(plan_node_reloads(context, actions))
     warnings = [
         *(warning for phase in phases for warning in phase.warnings),
         *override_warnings(context, catalog.changed, mounts, pruning),

@@ -141,7 +141,7 @@ class Context:
             present_by_name={name: tuple(entries) for name, entries in by_name.items()},
             deregistrations=deregistrations,
             entries_after=frozenset((set(external) | set(present)) - gone),
-            scope="global" if desired.settings.reload_scope == "global" else "",
+            scope=reload_scope(desired.settings.reload_scope, live),
         )
 
     def live_resolution(self, mount: LiveMount, entries: frozenset[CatalogKey]) -> Target | None:
@@ -172,3 +172,10 @@ class Context:
         for key, live_mount in sorted(self.live_mounts.items()):
             if not live_mount.reserved and key not in claimed and key not in disabled:
                 yield key, live_mount
+
+
+def reload_scope(setting: str | None, live: LiveState) -> str:
+    """The scope reloads are sent with: global on a cluster unless the file says local."""
+    if setting is None:
+        return "global" if len(live.nodes) > 1 else ""
+    return "global" if setting == "global" else ""
