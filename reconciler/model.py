@@ -160,6 +160,11 @@ class Settings(_Strict):
             "reachable from where the tool runs (default: ask sys/ha-status)."
         ),
     )
+    reload_unmanaged: StrictBool = Field(
+        default=False,
+        description="Reload undeclared mounts whose catalog entry this plan updates (or that "
+        "an out-of-band re-register changed), instead of leaving them on the old binary.",
+    )
     max_destroy: StrictInt = Field(
         default=MAX_DESTROY,
         ge=0,
@@ -446,6 +451,10 @@ class LiveMount(_Strict):
     local: bool = False
     seal_wrap: bool = False
     accessor: str = ""
+    # Whether a request through the mount reached its plugin: None when not probed
+    # (built-ins are not), False for a mount whose backend failed to start, which
+    # `sys/mounts` does not show (its `running_*` values stay stale).
+    backend_answers: bool | None = None
 
     @property
     def api_path(self) -> str:

@@ -13,13 +13,21 @@ reachable from where the tool runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
+from reconciler import defaults
 from reconciler.client import Client
 from reconciler.errors import ApiError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How often a node that redirects instead of answering is asked again.
+_REDIRECT_POLL = 0.2
 
 
 @dataclass(frozen=True)
@@ -60,3 +68,21 @@ def discover_nodes(client: Client, given: Sequence[str] = ()) -> list[Node]:
 def is_cluster(nodes: Sequence[Node]) -> bool:
     """Whether there is more than one node to verify."""
     return len(nodes) > 1
+
+
+def on_node(client: Client, node: Node, read: Callable[[Client], T]) -> T:
+    """`read` with a client pinned to `node`.
+
+    A standby that is not ready to serve reads yet (it has just joined, or restarted
+    its plugins) redirects to the active node; it is asked again for a bounded time.
+    """
+    deadline = time.monotonic() + defaults.NODE_LAG_WAIT
+    with client.on_node(node.address) as pinned:
+        while True:
+            try:
+                return read(pinned)
+            except ApiError as error:
+                if error.status not in (307, 308) or time.monotonic() >= deadline:
+                    raise
+                log.debug("%s redirects (%s): asking again", node.address, error)
+            time.sleep(_REDIRECT_POLL)

@@ -18,7 +18,7 @@ from typing import Any
 from reconciler.client import Client
 from reconciler.errors import ApiError
 from reconciler.model import LiveMount, LiveState, MountKind
-from reconciler.nodes import Node
+from reconciler.nodes import Node, on_node
 from reconciler.state import MAX_CONCURRENT_READS
 
 MountKey = tuple[MountKind, str]
@@ -92,15 +92,20 @@ def read_node_mounts(
 ) -> dict[MountKey, NodeMount]:
     """`mounts` as `node` has them; only the mounts in `probe` are probed (default: all)."""
     to_probe = set((m.kind, m.path) for m in mounts) if probe is None else set(probe)
-    with client.on_node(node.address) as pinned:
-        tables = {kind: pinned.list_mounts(kind) for kind in sorted({m.kind for m in mounts})}
-        keys = sorted({(m.kind, m.plugin, m.plugin_version) for m in mounts})
-        with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-node") as pool:
-            catalogs = pool.map(lambda key: _catalog(pinned, *key), keys)
-            catalog = dict(zip(keys, catalogs, strict=True))
-            probe_keys = sorted(to_probe)
-            probes = pool.map(lambda key: _probe(pinned, *key), probe_keys)
-            probed = dict(zip(probe_keys, probes, strict=True))
+    return on_node(client, node, lambda pinned: _read_pinned(pinned, node, mounts, to_probe))
+
+
+def _read_pinned(
+    pinned: Client, node: Node, mounts: Sequence[LiveMount], to_probe: set[MountKey]
+) -> dict[MountKey, NodeMount]:
+    tables = {kind: pinned.list_mounts(kind) for kind in sorted({m.kind for m in mounts})}
+    keys = sorted({(m.kind, m.plugin, m.plugin_version) for m in mounts})
+    with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-node") as pool:
+        catalogs = pool.map(lambda key: _catalog(pinned, *key), keys)
+        catalog = dict(zip(keys, catalogs, strict=True))
+        probe_keys = sorted(to_probe)
+        probes = pool.map(lambda key: _probe(pinned, *key), probe_keys)
+        probed = dict(zip(probe_keys, probes, strict=True))
     seen: dict[MountKey, NodeMount] = {}
     for mount in mounts:
         raw = tables.get(mount.kind, {}).get(mount.path, {})
@@ -162,7 +167,8 @@ def node_has_entry(client: Client, node: Node, kind: str, name: str, version: st
         try:
             pinned.read_plugin(kind, name, version)
         except ApiError as error:
-            if error.status == 404:
+            # 404: not replicated yet; 307: the standby is not ready for reads yet.
+            if error.status in (404, 307, 308):
                 return LAGGING
             return str(error)
     return ""
