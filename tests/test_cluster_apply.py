@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.cluster import Cluster, ClusterNode, json_data, wait_until
 from tests.helpers import CliResult, CliRun, write_desired
 
@@ -150,3 +152,42 @@ def test_a_local_reload_on_one_node_shows_as_the_other_nodes_drift(
     every_node_serves(cluster, ("kv1",), "v2.0.0")
     again = json.loads(cli(cluster, "plan", "--json", file).stdout)
     assert again["actions"] == []
+
+
+def test_an_apply_whose_active_node_died_converges_on_the_surviving_nodes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    start_on_v1(cluster, tmp_path, ("kv1",))
+    v2 = cluster.plugins[("demo-kv", "v2.0.0")]
+    dying = cluster.active()
+    # The apply's first write (the register) reached the active, then the active died.
+    with cluster.http(dying) as http:
+        http.put(
+            "/v1/sys/plugins/catalog/secret/demo-kv",
+            json={"sha256": v2.sha256, "command": v2.command, "version": v2.version},
+        ).raise_for_status()
+    dying.stop(kill=True)
+    survivors = [node for node in cluster.nodes if node is not dying]
+    new_active = wait_until(lambda: next((n for n in survivors if _is_active(n)), None))
+    env = {"BAO_ADDR": new_active.address, "BAO_TOKEN": cluster.root_token}
+    file = str(desired(cluster, tmp_path, "v2.0.0", ("kv1",)))
+    nodes = [arg for node in survivors for arg in ("--node", node.address)]
+    result = CliRun.invoke(["apply", "--yes", *nodes, file], env=env)
+    assert result.ok, result.output
+    plan = json.loads(CliRun.invoke(["plan", "--json", *nodes, file], env=env).stdout)
+    assert plan["actions"] == []
+    for node in survivors:
+        assert served(cluster, node, "kv1") is not None
+        assert served(cluster, node, "kv1")[0] == "v2.0.0"  # type: ignore[index]
+
+
+def _is_active(node: ClusterNode) -> bool:
+    try:
+        with cluster_http_plain(node) as http:
+            return http.get("/v1/sys/health").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def cluster_http_plain(node: ClusterNode) -> httpx.Client:
+    return httpx.Client(base_url=node.address, timeout=5)
