@@ -135,8 +135,29 @@ class _UsageError(click.UsageError):
     exit_code = 1
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    ctx.meta[f"reconciler.{param.name}"] = value
+
+
 def connection_options(command: F) -> F:
-    """--address, --namespace and --token-file, following the Vault/OpenBao CLI conventions."""
+    """--address, --namespace and --token-file, following the Vault/OpenBao CLI conventions;
+    --target/--targets name a cluster of a targets file instead of --address."""
+    command = click.option(
+        "--targets",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default="targets.yaml",
+        show_default=True,
+        expose_value=False,
+        callback=_remember,
+        help="The targets file --target reads.",
+    )(command)
+    command = click.option(
+        "--target",
+        default=None,
+        expose_value=False,
+        callback=_remember,
+        help="Take the address (and CA) from this entry of the targets file.",
+    )(command)
     command = click.option(
         "--token-file",
         type=click.Path(dir_okay=False, path_type=Path),
@@ -155,9 +176,24 @@ def connection_options(command: F) -> F:
 
 
 def _client(address: str | None, namespace: str | None, token_file: Path | None) -> Client:
+    import os
+
     from reconciler.client import Client
 
-    return Client.from_environment(address=address, namespace=namespace, token_file=token_file)
+    environ: dict[str, str] | None = None
+    meta = click.get_current_context().meta
+    if meta.get("reconciler.target"):
+        from reconciler.targets import load_target
+
+        if address:
+            _fail("--target names the address: drop --address")
+        target = load_target(meta["reconciler.target"], Path(meta["reconciler.targets"]))
+        address = target.address
+        if target.ca_cert:
+            environ = {**os.environ, "BAO_CACERT": target.ca_cert}
+    return Client.from_environment(
+        address=address, namespace=namespace, token_file=token_file, environ=environ
+    )
 
 
 def _load(path: Path, max_file_size: int) -> LoadedDesired:
