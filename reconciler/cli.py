@@ -153,6 +153,7 @@ def connection_options(command: F) -> F:
     )(command)
     command = click.option(
         "--target",
+        "target_name",
         default=None,
         expose_value=False,
         callback=_remember,
@@ -182,12 +183,12 @@ def _client(address: str | None, namespace: str | None, token_file: Path | None)
 
     environ: dict[str, str] | None = None
     meta = click.get_current_context().meta
-    if meta.get("reconciler.target"):
+    if meta.get("reconciler.target_name"):
         from reconciler.targets import load_target
 
         if address:
             _fail("--target names the address: drop --address")
-        target = load_target(meta["reconciler.target"], Path(meta["reconciler.targets"]))
+        target = load_target(meta["reconciler.target_name"], Path(meta["reconciler.targets"]))
         address = target.address
         if target.ca_cert:
             environ = {**os.environ, "BAO_CACERT": target.ca_cert}

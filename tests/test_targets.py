@@ -31,3 +31,14 @@ def test_an_unknown_target_names_the_known_ones(server: DevServer, tmp_path: Pat
     )
     assert result.exit_code == 1
     assert "no target 'prod'" in result.stderr and "dev" in result.stderr
+
+
+def test_apply_takes_its_server_from_the_target(server: DevServer, tmp_path: Path) -> None:
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"targets:\n  dev:\n    address: {server.address}\n")
+    file = write_desired(tmp_path, "version: 1\n")
+    env = {"BAO_TOKEN": server.token}
+    result = CliRun.invoke(
+        ["apply", "--yes", "--target", "dev", "--targets", str(targets), str(file)], env
+    )
+    assert result.ok, result.output
