@@ -31,6 +31,9 @@ def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str
     grant("sys/plugins/catalog", "read")
     grant("sys/mounts", "read")
     grant("sys/auth", "read")
+    if not state.settings.nodes:
+        # The nodes of a cluster (one on a single server), unless the file names them.
+        grant("sys/ha-status", "read")
     for entry in state.plugins:
         grant(f"sys/plugins/catalog/{entry.type}/{entry.name}", *_CATALOG_READ)
     if read_only:
