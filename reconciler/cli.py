@@ -176,13 +176,22 @@ def connection_options(command: F) -> F:
     )(command)
 
 
-def _client(address: str | None, namespace: str | None, token_file: Path | None) -> Client:
+def _client(
+    address: str | None,
+    namespace: str | None,
+    token_file: Path | None,
+    meta: dict[str, Any] | None = None,
+) -> Client:
+    """A client for --address, or for --target (`meta`: the command's context, for
+    callers outside it such as watch mode's passes)."""
     import os
 
     from reconciler.client import Client
 
     environ: dict[str, str] | None = None
-    meta = click.get_current_context().meta
+    if meta is None:
+        context = click.get_current_context(silent=True)
+        meta = context.meta if context is not None else {}
     if meta.get("reconciler.target_name"):
         from reconciler.targets import load_target
 
@@ -531,7 +540,9 @@ def watch_command(
     configure_logging(log_format, logging.DEBUG if verbose else logging.INFO)
     watcher = Watcher(
         file,
-        lambda: _client(address, namespace, token_file),
+        functools.partial(
+            _client, address, namespace, token_file, dict(click.get_current_context().meta)
+        ),
         WatchOptions(
             interval=interval,
             allow_destroy=allow_destroy,
