@@ -135,8 +135,30 @@ class _UsageError(click.UsageError):
     exit_code = 1
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    ctx.meta[f"reconciler.{param.name}"] = value
+
+
 def connection_options(command: F) -> F:
-    """--address, --namespace and --token-file, following the Vault/OpenBao CLI conventions."""
+    """--address, --namespace and --token-file, following the Vault/OpenBao CLI conventions;
+    --target/--targets name a cluster of a targets file instead of --address."""
+    command = click.option(
+        "--targets",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default="targets.yaml",
+        show_default=True,
+        expose_value=False,
+        callback=_remember,
+        help="The targets file --target reads.",
+    )(command)
+    command = click.option(
+        "--target",
+        "target_name",
+        default=None,
+        expose_value=False,
+        callback=_remember,
+        help="Take the address (and CA) from this entry of the targets file.",
+    )(command)
     command = click.option(
         "--token-file",
         type=click.Path(dir_okay=False, path_type=Path),
@@ -154,10 +176,34 @@ def connection_options(command: F) -> F:
     )(command)
 
 
-def _client(address: str | None, namespace: str | None, token_file: Path | None) -> Client:
+def _client(
+    address: str | None,
+    namespace: str | None,
+    token_file: Path | None,
+    meta: dict[str, Any] | None = None,
+) -> Client:
+    """A client for --address, or for --target (`meta`: the command's context, for
+    callers outside it such as watch mode's passes)."""
+    import os
+
     from reconciler.client import Client
 
-    return Client.from_environment(address=address, namespace=namespace, token_file=token_file)
+    environ: dict[str, str] | None = None
+    if meta is None:
+        context = click.get_current_context(silent=True)
+        meta = context.meta if context is not None else {}
+    if meta.get("reconciler.target_name"):
+        from reconciler.targets import load_target
+
+        if address:
+            _fail("--target names the address: drop --address")
+        target = load_target(meta["reconciler.target_name"], Path(meta["reconciler.targets"]))
+        address = target.address
+        if target.ca_cert:
+            environ = {**os.environ, "BAO_CACERT": target.ca_cert}
+    return Client.from_environment(
+        address=address, namespace=namespace, token_file=token_file, environ=environ
+    )
 
 
 def _load(path: Path, max_file_size: int) -> LoadedDesired:
@@ -232,6 +278,15 @@ max_file_size_option = click.option(
 )
 
 
+def _node_option(command: F) -> F:
+    return click.option(
+        "--node",
+        "nodes",
+        multiple=True,
+        help="A node's API address (repeatable); default: the nodes sys/ha-status lists.",
+    )(command)
+
+
 @cli.command("plan")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan.")
@@ -242,6 +297,7 @@ max_file_size_option = click.option(
     help="Exit 0 when there is nothing to do, 2 when there are actions, 1 on error.",
 )
 @click.option("--replace", multiple=True, metavar="TYPE/NAME/VERSION", help="Force re-register.")
+@_node_option
 @reload_unmanaged_option
 @max_file_size_option
 @connection_options
@@ -252,6 +308,7 @@ def plan_command(
     as_json: bool,
     detailed_exitcode: bool,
     replace: tuple[str, ...],
+    nodes: tuple[str, ...],
     reload_unmanaged: bool,
     max_file_size: int,
     address: str | None,
@@ -263,7 +320,7 @@ def plan_command(
 
     loaded = _reloading_unmanaged(_load(file, max_file_size), reload_unmanaged)
     client = _client(address, namespace, token_file)
-    the_plan = plan_for(client, loaded, replace=_parse_replace(replace))
+    the_plan = plan_for(client, loaded, replace=_parse_replace(replace), nodes=nodes)
     if out is not None:
         from reconciler.plan import DesiredSource
         from reconciler.reconcile import path_for_saved_plan
@@ -309,6 +366,7 @@ def plan_command(
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the plan and result as JSON on stdout."
 )
+@_node_option
 @reload_unmanaged_option
 @max_file_size_option
 @connection_options
@@ -321,6 +379,7 @@ def apply_command(
     rollback_on_failure: bool,
     lock_timeout: float,
     as_json: bool,
+    nodes: tuple[str, ...],
     reload_unmanaged: bool,
     max_file_size: int,
     address: str | None,
@@ -359,7 +418,10 @@ def apply_command(
         )
 
     options = ApplyOptions(
-        allow_destroy=allow_destroy, rollback_on_failure=rollback_on_failure, replace=replace_keys
+        allow_destroy=allow_destroy,
+        rollback_on_failure=rollback_on_failure,
+        replace=replace_keys,
+        nodes=nodes,
     )
     hooks = PassHooks(on_plan=show, confirm=confirm, progress=_print_progress)
     result = run_pass(client, target_input, options, hooks, lock_timeout=lock_timeout)
@@ -478,7 +540,9 @@ def watch_command(
     configure_logging(log_format, logging.DEBUG if verbose else logging.INFO)
     watcher = Watcher(
         file,
-        lambda: _client(address, namespace, token_file),
+        functools.partial(
+            _client, address, namespace, token_file, dict(click.get_current_context().meta)
+        ),
         WatchOptions(
             interval=interval,
             allow_destroy=allow_destroy,
@@ -577,6 +641,52 @@ def export_command(
     except OSError as error:
         _fail(f"cannot write {out}: {error.strerror or error}: choose another --out")
     click.echo(f"Exported to {out}; check it with: reconciler validate {out}", err=True)
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/status.schema.json).")
+@_node_option
+@connection_options
+@reports_errors
+def status_command(
+    as_json: bool,
+    nodes: tuple[str, ...],
+    address: str | None,
+    namespace: str | None,
+    token_file: Path | None,
+) -> None:
+    """Show, per node, what every mount on an external plugin has, runs and whether it answers."""
+    import json
+
+    from reconciler.nodes import discover_nodes
+    from reconciler.nodestate import read_status
+    from reconciler.state import read_live_state
+
+    with _client(address, namespace, token_file) as client:
+        found = discover_nodes(client, nodes)
+        statuses = read_status(client, found, read_live_state(client))
+        server = client.address
+    if as_json:
+        document = {
+            "format_version": 1,
+            "server": server,
+            "nodes": [{"address": n.address, "active": n.active} for n in found],
+            "mounts": [status.to_dict() for status in statuses],
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    click.echo(f"{server}: {len(found)} node(s)")
+    if not statuses:
+        click.echo("no mount runs an external plugin")
+    for status in statuses:
+        pinned = status.version or "(unpinned)"
+        click.echo(f"{status.kind} {status.path} {status.plugin} {pinned}")
+        for seen in status.nodes:
+            role = "active " if seen.active else "standby"
+            catalog = seen.catalog_sha256[:12] or "missing: " + seen.catalog_error
+            running = f"{seen.running_version or '(unversioned)'} {seen.running_sha256[:12]}"
+            answers = "answers" if seen.answers else "DOES NOT ANSWER: " + seen.error
+            click.echo(f"  {role} {seen.node}  catalog {catalog}  runs {running}  {answers}")
 
 
 @cli.command("schema")

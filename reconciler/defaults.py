@@ -20,3 +20,7 @@ WATCH_BACKOFF_INITIAL = 1.0
 WATCH_BACKOFF_MAX = 60.0
 # How long a watch pass waits for another reconciler on this machine to release the server.
 WATCH_LOCK_TIMEOUT = 30.0
+
+# Clusters: how long a standby may lag the active node before it counts as not having
+# a registered entry or a reloaded mount (standbys lag 0.1-2 s; global reloads queue).
+NODE_LAG_WAIT = 15.0

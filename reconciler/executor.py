@@ -16,8 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from reconciler import defaults
 from reconciler.errors import ApiError, OutcomeUnknown, StaleState
 from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
+from reconciler.nodes import Node, discover_nodes
+from reconciler.nodestate import LAGGING, node_has_entry, read_node_mounts, runs_expected
 from reconciler.plan import (
     Action,
     CreateNamespaceAction,
@@ -49,6 +52,9 @@ log = logging.getLogger(__name__)
 # Test-only: SIGKILL the process right after its k-th write, to prove re-runs converge.
 KILL_AFTER_WRITES_ENV = "RECONCILER_TEST_KILL_AFTER_WRITES"
 
+# How often a node that lags the active node is asked again.
+_NODE_POLL = 0.1
+
 
 ReadState = Callable[[], LiveState]
 
@@ -63,6 +69,8 @@ class ApplyOptions:
     rollback_on_failure: bool = False
     replace: tuple[tuple[str, str, str], ...] = ()
     held: tuple[HeldUpgrade, ...] = ()
+    # The nodes to preflight and verify (API addresses); empty: ask sys/ha-status.
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,7 @@ def apply_plan(
     options: ApplyOptions = ApplyOptions(),
     progress: Progress | None = None,
     skipped: Sequence[Action] = (),
+    nodes: Sequence[Node] | None = None,
 ) -> ApplyResult:
     """Run the plan's actions but `skipped` against the server, then verify.
 
@@ -120,6 +129,7 @@ def apply_plan(
     if fingerprint(live) != plan.fingerprint:
         raise StaleState()
     run = _Run(api, read_state, desired, options, progress or (lambda _e: None))
+    run.known_nodes = None if nodes is None else list(nodes)
     run.result.skipped = list(skipped)
     run.execute([a for a in plan.actions if a not in skipped], live)
     return run.result
@@ -135,6 +145,13 @@ class _Run:
     result: ApplyResult = field(default_factory=ApplyResult)
     # API paths of the mounts a reload was sent for: the ones a rollback must reload.
     reloaded: set[str] = field(default_factory=set)
+    known_nodes: list[Node] | None = None
+
+    def nodes(self) -> list[Node]:
+        """The cluster's nodes, asked once per apply (one node for a single server)."""
+        if self.known_nodes is None:
+            self.known_nodes = discover_nodes(self.api, self.options.nodes)
+        return self.known_nodes
 
     def execute(self, actions: list[Action], before: LiveState) -> None:
         converge = [a for a in actions if a.stage is Stage.CONVERGE]
@@ -204,6 +221,9 @@ class _Run:
                 f"canary {mount_target_name(*split_api_path(path))} {problem}: the other "
                 f"mounts were not reloaded ({action.reason})"
             )
+        on_nodes = self._verify_nodes(live, _home(touched_mounts([action])), repair=True)
+        if on_nodes:
+            return f"canary {'; '.join(on_nodes)}: the other mounts were not reloaded"
         return None
 
     def _run(self, action: Action) -> None:
@@ -219,6 +239,7 @@ class _Run:
                     list(p.args),
                     self._env(p.type, p.name, p.version),
                 )
+                self._preflight(action, p.type, p.name, p.version, p.command)
             case DeregisterAction(params=p):
                 self._write(self.api.deregister_plugin, p.type, p.name, p.version)
             case CreateNamespaceAction(params=p):
@@ -234,6 +255,9 @@ class _Run:
                 self._write(self.api.tune_mount, p.kind, p.path, dict(p.body), p.namespace)
             case DisableAction(params=p):
                 self._write(self.api.disable_mount, p.kind, p.path, p.namespace)
+            case ReloadAction(params=p) if p.node:
+                with self.api.on_node(p.node) as node:
+                    self._write(node.reload_backend, mounts=p.mounts, plugin=p.plugin)
             case ReloadAction(params=p):
                 self.reloaded.update(p.mounts or [])
                 try:
@@ -256,6 +280,39 @@ class _Run:
                 self._write(self.api.reset_connection, p.mount, p.name)
             case _:  # pragma: no cover - every kind is handled above
                 raise AssertionError(action.kind)
+
+    def _preflight(
+        self, action: Action, plugin_type: str, name: str, version: str, command: str
+    ) -> None:
+        """Stop before any tune or reload when a node lacks the entry's file.
+
+        A register checks only the active node's file; each standby's own catalog read
+        checks its file. A node that lacks it would serve no backend after the reload,
+        so the new entry is deregistered again and nothing else is done.
+        """
+        nodes = self.nodes()
+        if len(nodes) < 2:
+            return
+        deadline = time.monotonic() + defaults.NODE_LAG_WAIT
+        missing: list[str] = []
+        for node in nodes:
+            why = node_has_entry(self.api, node, plugin_type, name, version)
+            while why == LAGGING and time.monotonic() < deadline:
+                time.sleep(_NODE_POLL)
+                why = node_has_entry(self.api, node, plugin_type, name, version)
+            if why:
+                missing.append(f"{node.address} ({why})")
+        if not missing:
+            return
+        undone = ""
+        if isinstance(action, RegisterAction):
+            self._write(self.api.deregister_plugin, plugin_type, name, version)
+            undone = "; the new entry was deregistered again"
+        raise ApiError(
+            f"preflight: {command or name} is missing or unreadable in the plugin directory of "
+            f"node {', '.join(missing)}{undone}; nothing else was changed: copy the file to "
+            "every node's plugin directory and apply again"
+        )
 
     def _reload_the_rest(self, action: ReloadAction, unknown: OutcomeUnknown) -> None:
         """After a reload that may have run: reload, once, only the mounts still needing it.
@@ -319,6 +376,8 @@ class _Run:
                 continue
             if (action.kind, action.target) in skipped:
                 continue
+            if isinstance(action, ReloadAction) and action.params.node:
+                continue  # a lagging standby: the per-node check below waits for it
             problems.append(self._not_converged(action, live))
         probed = {_mount_key(live, m): m.backend_answers for m in _all_mounts(live)}
         for kind, path, namespace in touched_mounts(actions):
@@ -329,8 +388,74 @@ class _Run:
             except ApiError as error:
                 where = f" in namespace {namespace}" if namespace else ""
                 problems.append(f"{mount_target_name(kind, path)}{where} does not answer: {error}")
+        if not problems:
+            problems.extend(self._verify_nodes(live, _home(touched_mounts(actions)), repair=True))
         self.result.failures.extend(problems)
         return not problems
+
+    def _verify_nodes(
+        self, live: LiveState, touched: list[tuple[MountKind, str]], *, repair: bool
+    ) -> list[str]:
+        """Check every node runs the catalog's binary for every touched external mount.
+
+        Standbys follow a global reload one request after another, so each node gets
+        a bounded wait. A node that still does not run it gets a local reload of its
+        own (`repair`); what remains is a problem naming the node.
+        """
+        nodes = self.nodes()
+        if len(nodes) < 2:
+            return []
+        sha = {(e.type, e.name, e.version): e.sha256 for e in live.catalog if not e.builtin}
+        by_key = {(m.kind, m.path): m for m in live.mounts}
+        expected: dict[tuple[MountKind, str], tuple[LiveMount, str]] = {}
+        for key in touched:
+            mount = by_key.get(key)
+            if mount is None:
+                continue
+            entry_sha = sha.get((mount.kind, mount.plugin, mount.plugin_version), "")
+            if entry_sha:
+                expected[key] = (mount, entry_sha)
+        if not expected:
+            return []
+        problems: list[str] = []
+        for node in nodes:
+            wrong = self._wait_node(node, expected, defaults.NODE_LAG_WAIT)
+            if wrong and repair:
+                paths = [expected[key][0].api_path for key in sorted(wrong)]
+                self.progress(ProgressEvent(0, 0, None, "repair", f"{node.address}: {paths}"))
+                log.warning("repairing %s with a local reload of %s", node.address, paths)
+                try:
+                    with self.api.on_node(node.address) as pinned:
+                        self._write(pinned.reload_backend, mounts=paths)
+                except ApiError as error:
+                    log.warning("local reload on %s failed: %s", node.address, error)
+                wrong = self._wait_node(node, expected, 0.0)
+            for key, why in sorted(wrong.items()):
+                repaired = " (a local reload sent to it did not repair it)" if repair else ""
+                problems.append(
+                    f"{mount_target_name(*key)} on node {node.address}: {why}{repaired}"
+                )
+        return problems
+
+    def _wait_node(
+        self,
+        node: Node,
+        expected: dict[tuple[MountKind, str], tuple[LiveMount, str]],
+        wait: float,
+    ) -> dict[tuple[MountKind, str], str]:
+        """The expected mounts `node` does not run right (after waiting up to `wait` s)."""
+        deadline = time.monotonic() + wait
+        mounts = [mount for mount, _sha in expected.values()]
+        while True:
+            seen = read_node_mounts(self.api, node, mounts)
+            wrong = {
+                key: why
+                for key, (mount, entry_sha) in expected.items()
+                if (why := runs_expected(seen[key], mount.plugin_version, entry_sha))
+            }
+            if not wrong or time.monotonic() >= deadline:
+                return wrong
+            time.sleep(_NODE_POLL)
 
     def _not_converged(self, action: Action, live: LiveState) -> str:
         if isinstance(action, ReloadAction) and action.params.mounts is not None:
@@ -409,7 +534,12 @@ class _Run:
     def _verify_rollback(
         self, previous: dict[tuple[MountKind, str], LiveMount], upgrades: dict[Any, str]
     ) -> None:
-        live = {(m.kind, m.path): m for m in self.read_state().mounts}
+        state = self.read_state()
+        live = {(m.kind, m.path): m for m in state.mounts}
+        self.result.failures.extend(
+            f"rollback of {problem}"
+            for problem in self._verify_nodes(state, sorted(upgrades), repair=False)
+        )
         for kind, path in sorted(upgrades):
             old, now = previous.get((kind, path)), live.get((kind, path))
             target = mount_target_name(kind, path)
@@ -538,9 +668,19 @@ def _pending_reloads(plan: Plan, stage: Stage) -> set[tuple[str | None, str]]:
     return {
         (planned.params.namespace, path)
         for planned in plan.actions
-        if isinstance(planned, ReloadAction) and planned.stage is stage
+        if isinstance(planned, ReloadAction)
+        and planned.stage is stage
+        # A node's own reload (a lagging standby) is checked per node, not here.
+        and not planned.params.node
         for path in planned.params.mounts or []
     }
+
+
+def _home(
+    touched: list[tuple[MountKind, str, str | None]],
+) -> list[tuple[MountKind, str]]:
+    """The touched mounts of the client's namespace: the ones each node's tables show."""
+    return [(kind, path) for kind, path, namespace in touched if namespace is None]
 
 
 def _since(started: float) -> float:

@@ -181,8 +181,19 @@ class Settings(_Strict):
     prune_mounts: StrictBool = Field(
         default=False, description="Disable mounts the file does not list (destructive)."
     )
-    reload_scope: Literal["local", "global"] = Field(
-        default="local", description="global: reload on every node of a cluster."
+    reload_scope: Literal["local", "global"] | None = Field(
+        default=None,
+        description=(
+            "global: reload on every node of a cluster; local: only the node the tool talks "
+            "to. Default: global when the server is a cluster of several nodes, else local."
+        ),
+    )
+    nodes: list[str] = Field(
+        default=[],
+        description=(
+            "API addresses of the cluster's nodes, when those sys/ha-status lists are not "
+            "reachable from where the tool runs (default: ask sys/ha-status)."
+        ),
     )
     reload_unmanaged: StrictBool = Field(
         default=False,
@@ -578,6 +589,23 @@ class ServerIdentity(_Strict):
     cluster_id: str = ""
 
 
+class NodeRunning(_Strict):
+    """What one node's own mount table says a mount runs."""
+
+    kind: MountKind
+    path: str
+    running_plugin_version: str = ""
+    running_sha256: str = ""
+
+
+class LiveNode(_Strict):
+    """One node of a cluster and what it runs (each node has its own plugin processes)."""
+
+    address: str
+    active: bool = False
+    mounts: list[NodeRunning] = []
+
+
 class LiveState(_Strict):
     """The catalog and mount tables read from the server."""
 
@@ -592,6 +620,8 @@ class LiveState(_Strict):
     elsewhere: list[LiveMount] = []
     # The connections of every database mount (SPEC §10).
     connections: list[LiveConnection] = []
+    # The nodes of a cluster with their own mount tables; empty for a single server.
+    nodes: list[LiveNode] = []
 
     def builtin_version(self, plugin_type: str, name: str) -> str | None:
         """The built-in's own version string, or None when no such built-in exists."""

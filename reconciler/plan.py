@@ -118,6 +118,7 @@ class ReasonCode(StrEnum):
     MOVED_FROM = "moved-from"
     TUNED_VALUES_DIFFER = "tuned-values-differ"
     RUNNING_PLUGIN_DIFFERS = "running-plugin-differs"
+    NODE_RUNS_OTHER_BINARY = "node-runs-other-binary"
     BACKEND_NOT_ANSWERING = "backend-not-answering"
     PLUGIN_VERSION_PINNED = "plugin-version-pinned"
     CANARY = "canary"
@@ -235,6 +236,8 @@ class ReloadParams(_Data):
     # The namespace it is sent in, as a path from the root, with mount paths relative to it
     # (the server reloads nothing for a path that crosses namespaces); None: the client's.
     namespace: str | None = None
+    # A node's API address: the reload is sent to that node only (its drift), else "".
+    node: str = ""
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:

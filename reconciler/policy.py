@@ -45,6 +45,9 @@ def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str
     # and pin) before an entry is deregistered: the file cannot name the undeclared ones.
     # (A LIST is checked against the path with a trailing "/", which `*` covers.)
     grant("+/config/*", "read", "list")
+    if not state.settings.nodes:
+        # The nodes of a cluster (one on a single server), unless the file names them.
+        grant("sys/ha-status", "read")
     for entry in state.plugins:
         grant(f"sys/plugins/catalog/{entry.type}/{entry.name}", *_CATALOG_READ)
     databases = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -28,6 +28,7 @@ from reconciler.executor import (
 )
 from reconciler.loader import LoadedDesired, load_desired
 from reconciler.lock import server_lock
+from reconciler.nodes import Node, discover_nodes
 from reconciler.plan import Action, DesiredSource, Plan
 from reconciler.planner import HeldUpgrade, parse_catalog_target, plan
 from reconciler.resolver import CatalogKey
@@ -117,11 +118,18 @@ def plan_for(
     *,
     replace: Collection[CatalogKey] = (),
     held: Collection[HeldUpgrade] = (),
+    nodes: Sequence[str] = (),
 ) -> Plan:
-    """Read the live state and plan the loaded desired state against it."""
-    live = read_live_state(client)
+    """Read the live state (every node's, on a cluster) and plan the loaded desired state."""
+    live = read_live_state(client, nodes_for(client, loaded, nodes))
     source = DesiredSource(path=str(loaded.path), sha256=loaded.sha256)
     return plan(loaded.state, live, source=source, replace=replace, held=held)
+
+
+def nodes_for(client: Client, loaded: LoadedDesired, given: Sequence[str] = ()) -> list[Node]:
+    """The nodes to read and verify: `--node`, else the file's `settings.nodes`, else
+    sys/ha-status."""
+    return discover_nodes(client, given or loaded.state.settings.nodes)
 
 
 def remake_saved_plan(client: Client, saved: Plan, loaded: LoadedDesired) -> Plan:
@@ -339,7 +347,13 @@ def run_pass(
         if target.saved is not None:
             the_plan = remake_saved_plan(client, target.saved, target.loaded)
         else:
-            the_plan = plan_for(client, target.loaded, replace=options.replace, held=options.held)
+            the_plan = plan_for(
+                client,
+                target.loaded,
+                replace=options.replace,
+                held=options.held,
+                nodes=options.nodes,
+            )
         hooks.on_plan(the_plan)
         decision = _decide(the_plan, options)
         result = PassResult(
@@ -373,14 +387,16 @@ def _execute(
     decision: _Decision,
     progress: Progress,
 ) -> ApplyResult:
+    nodes = nodes_for(client, loaded, options.nodes)
     result = apply_plan(
         client,
-        lambda: read_live_state(client),
+        lambda: read_live_state(client, nodes),
         the_plan,
         loaded.state,
         options,
         progress,
         skipped=[refusal.action for refusal in decision.refused],
+        nodes=nodes,
     )
     return result
 

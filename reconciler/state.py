@@ -24,7 +24,7 @@ connection details never leave the client.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, get_args
 
@@ -36,11 +36,14 @@ from reconciler.model import (
     CatalogEntry,
     LiveConnection,
     LiveMount,
+    LiveNode,
     LiveState,
     MountConfig,
     MountKind,
+    NodeRunning,
     PluginType,
 )
+from reconciler.nodes import Node, on_node
 from reconciler.resolver import is_builtin_version, namespace_path, runs_builtin
 
 log = logging.getLogger(__name__)
@@ -64,9 +67,13 @@ _LIST_KEYS = frozenset(
 _Tables = tuple[Future[dict[str, dict[str, Any]]], Future[dict[str, dict[str, Any]]]]
 
 
-def read_live_state(client: Client) -> LiveState:
+def read_live_state(client: Client, nodes: Sequence[Node] = ()) -> LiveState:
     """The server's catalog (external entries with their hash), every namespace's mounts
-    and its identity."""
+    and its identity.
+
+    With several `nodes`, also each node's own mount tables (two reads per node, sent
+    to that node only): what each node runs, for per-node drift.
+    """
     home = namespace_path(client.namespace)
     with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-read") as pool:
         catalog_list = pool.submit(_list_catalog, client, home)
@@ -122,6 +129,7 @@ def read_live_state(client: Client) -> LiveState:
         namespaces=sorted(namespace for namespace in tables if namespace),
         elsewhere=[m for m in mounts if m.namespace != home],
         connections=connections,
+        nodes=[_read_node(client, node) for node in nodes] if len(nodes) > 1 else [],
     )
 
 
@@ -211,6 +219,23 @@ def _read_connections(
                 )
             )
     return connections
+
+
+def _read_node(client: Client, node: Node) -> LiveNode:
+    def tables(pinned: Client) -> list[NodeRunning]:
+        return [
+            NodeRunning(
+                kind=kind,
+                path=path if path.endswith("/") else path + "/",
+                running_plugin_version=str(raw.get("running_plugin_version") or ""),
+                running_sha256=str(raw.get("running_sha256") or "").lower(),
+            )
+            for kind in ("secret", "auth")
+            for path, raw in pinned.list_mounts(kind).items()
+        ]
+
+    running = on_node(client, node, tables)
+    return LiveNode(address=node.address, active=node.active, mounts=running)
 
 
 def _known_type(entry: Mapping[str, Any]) -> bool:

@@ -88,7 +88,11 @@ class CliRun:
 
 SCHEMAS_DIR = Path(__file__).parent.parent / "schemas"
 # The schema of each command's `--json` document; any of them may print the error one.
-JSON_SCHEMA_OF_COMMAND = {"plan": "plan.schema.json", "apply": "apply.schema.json"}
+JSON_SCHEMA_OF_COMMAND = {
+    "plan": "plan.schema.json",
+    "apply": "apply.schema.json",
+    "status": "status.schema.json",
+}
 
 
 @functools.cache

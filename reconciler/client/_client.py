@@ -61,10 +61,17 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         event_hooks: EventHooks | None = None,
         remount_timeout: float = _REMOUNT_TIMEOUT,
+        pinned: bool = False,
     ) -> None:
         address = check_address(address)
         token = check_token(token)
         self.remount_timeout = remount_timeout
+        # What on_node() needs to open a client for another node with the same settings.
+        self._token = token
+        self._verify = verify
+        self._timeout = timeout
+        self._transport_override = transport
+        self._event_hooks = event_hooks
         remember_secret(token)
         self._flavour: Flavour | None = None
         self._transport = Transport(
@@ -76,6 +83,7 @@ class Client:
             retry=retry or RetryPolicy(),
             transport=transport,
             event_hooks=event_hooks,
+            pinned=pinned,
         )
 
     @classmethod
@@ -150,6 +158,35 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def on_node(self, address: str) -> Client:
+        """A client for one node of a cluster whose requests stay on that node.
+
+        A standby answers reads itself (its own catalog copy, mount tables and plugin
+        processes) instead of forwarding them to the active node; a request only the
+        active can answer fails instead of being redirected.
+        """
+        return Client(
+            address,
+            self._token,
+            namespace=self.namespace,
+            verify=self._verify,
+            timeout=self._timeout,
+            retry=self.retry,
+            transport=self._transport_override,
+            event_hooks=self._event_hooks,
+            pinned=True,
+        )
+
+    def ha_status(self) -> list[dict[str, Any]]:
+        """sys/ha-status: every node of an HA cluster (api_address, active_node, version…).
+
+        Answered by the active node (standbys forward it). A server without HA storage
+        answers with no nodes or an error; callers treat both as a single node.
+        """
+        answer = self._transport.send("GET", "sys/ha-status", namespace=False)
+        nodes = answer.get("nodes") or _data(answer).get("nodes") or []
+        return [dict(node) for node in nodes if isinstance(node, dict)]
 
     # --- the generic request ------------------------------------------------------------
 

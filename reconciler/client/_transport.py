@@ -52,6 +52,10 @@ class RetryPolicy:
         return backoff_delay(retry, initial=self.base_delay, cap=self.max_delay)
 
 
+# Asks a standby to answer itself instead of handing the request to the active node.
+NO_FORWARDING_HEADER = "X-Vault-No-Request-Forwarding"
+
+
 class Transport:
     """One pooled HTTP connection set to one server, in one namespace; thread-safe."""
 
@@ -66,19 +70,26 @@ class Transport:
         retry: RetryPolicy,
         transport: httpx.BaseTransport | None,
         event_hooks: EventHooks | None,
+        pinned: bool = False,
     ) -> None:
         self.address = address
         self.namespace = namespace
         self.retry = retry
         self.http = httpx.Client(
             base_url=address,
-            headers={"X-Vault-Token": token, "X-Vault-Request": "true"},
+            headers={
+                "X-Vault-Token": token,
+                "X-Vault-Request": "true",
+                # A pinned transport talks to one node only: the node answers itself or
+                # redirects, and a redirect is not followed.
+                **({NO_FORWARDING_HEADER: "true"} if pinned else {}),
+            },
             verify=verify,
             timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT)),
             transport=transport,
             event_hooks=dict(event_hooks or {}),
             # Standby nodes redirect to the active node, as the CLI follows.
-            follow_redirects=True,
+            follow_redirects=not pinned,
             max_redirects=5,
         )
 
@@ -141,6 +152,13 @@ class Transport:
                     path=path,
                 ) from None
             else:
+                if response.is_redirect:
+                    raise ApiError(
+                        f"{method} /v1/{path}: {self.address} cannot answer it itself "
+                        f"(it redirects to {response.headers.get('location', 'the active node')})",
+                        status=response.status_code,
+                        path=path,
+                    )
                 if response.status_code < 400:
                     return self._json(response, method, path)
                 error = self._http_error(response, method, path, namespace=target)

@@ -12,6 +12,7 @@ of the phases follows from their arguments:
 - `_connections`: each declared database connection (re-pin, reset);
 - `_cleanup`: deregistrations, refused while a mount (of any namespace) or a
   connection left would need them;
+- `_nodes`: per-node drift on a cluster (a node running another binary);
 - `_overrides`: warnings naming every mount an override of a built-in changes;
 - `_namespaces`: warnings naming the mounts of other namespaces an update leaves
   on the old binary.
@@ -51,6 +52,7 @@ from reconciler.planner._namespaces import (
     namespace_scopes,
     plan_namespace_creation,
 )
+from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
 from reconciler.resolver import CatalogKey
 
@@ -132,6 +134,7 @@ def plan(
         Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
     ]
     actions = [action for outcome in outcomes for action in outcome.actions]
+    actions.extend(plan_node_reloads(context, actions))
     warnings = [warning for outcome in outcomes for warning in outcome.warnings]
     return Plan(
         desired=source or DesiredSource(),

@@ -147,7 +147,7 @@ class Context:
             present_by_name={name: tuple(entries) for name, entries in by_name.items()},
             deregistrations=deregistrations,
             entries_after=frozenset((set(external) | set(present)) - gone),
-            scope="global" if desired.settings.reload_scope == "global" else "",
+            scope=reload_scope(desired.settings.reload_scope, live),
         )
 
     def live_resolution(self, mount: LiveMount, entries: frozenset[CatalogKey]) -> Target | None:
@@ -192,3 +192,10 @@ class Context:
         now = self.running_now(live_mount)
         after = self.live_resolution(live_mount, self.entries_after)
         return now is not None and not now.builtin and now.version == key[2] and after is None
+
+
+def reload_scope(setting: str | None, live: LiveState) -> str:
+    """The scope reloads are sent with: global on a cluster unless the file says local."""
+    if setting is None:
+        return "global" if len(live.nodes) > 1 else ""
+    return "global" if setting == "global" else ""

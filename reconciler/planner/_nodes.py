@@ -1,0 +1,85 @@
+"""Per-node drift: a node of a cluster that runs another binary than the catalog says.
+
+Each node has its own plugin processes: a plain (local) reload sent to one node,
+or a node that missed a global reload, leaves that node running something else
+while the others are right. Such a mount is reloaded on that node only.
+
+Mounts the rest of the plan reloads or changes are left out: that reload (global
+on a cluster) reaches every node, and the verification checks each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from reconciler.plan import (
+    Action,
+    EnableAction,
+    MoveAction,
+    ReasonCode,
+    ReloadAction,
+    ReloadParams,
+    ReplaceAction,
+    TuneAction,
+)
+from reconciler.planner._context import Context
+from reconciler.resolver import api_path
+
+
+def plan_node_reloads(context: Context, others: Iterable[Action]) -> tuple[Action, ...]:
+    """One local reload per node that runs another binary for a mount than the catalog says.
+
+    `others`: the rest of the plan; the mounts it writes to or reloads are left out.
+    """
+    live = context.live
+    if len(live.nodes) < 2:
+        return ()
+    planned = _planned_paths(others)
+    sha = {(e.type, e.name, e.version): e.sha256 for e in live.catalog if not e.builtin}
+    expected: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for mount in live.mounts:
+        entry_sha = sha.get((mount.kind, mount.plugin, mount.plugin_version), "")
+        if entry_sha and mount.api_path not in planned:
+            expected[(mount.kind, mount.path)] = (mount.api_path, mount.plugin_version, entry_sha)
+    actions: list[Action] = []
+    for node in live.nodes:
+        drifted: list[str] = []
+        described: list[str] = []
+        for running in node.mounts:
+            want = expected.get((running.kind, running.path))
+            if want is None:
+                continue
+            api_path, version, entry_sha = want
+            if (running.running_plugin_version, running.running_sha256) == (version, entry_sha):
+                continue
+            drifted.append(api_path)
+            described.append(
+                f"{api_path} runs {running.running_plugin_version or '(unversioned)'} "
+                f"sha256 {running.running_sha256[:12] or '(none)'}"
+            )
+        if drifted:
+            actions.append(
+                ReloadAction(
+                    target=f"mounts {', '.join(sorted(drifted))} on node {node.address}",
+                    reason="this node runs another binary than the catalog says: "
+                    + "; ".join(sorted(described)),
+                    reason_code=ReasonCode.NODE_RUNS_OTHER_BINARY,
+                    params=ReloadParams(mounts=sorted(drifted), node=node.address),
+                )
+            )
+    return tuple(actions)
+
+
+def _planned_paths(actions: Iterable[Action]) -> frozenset[str]:
+    paths: set[str] = set()
+    for action in actions:
+        match action:
+            case EnableAction(params=p) | ReplaceAction(params=p):
+                paths.add(api_path(p.kind, p.path))
+            case TuneAction(params=tune):
+                paths.add(api_path(tune.kind, tune.path))
+            case MoveAction(params=move):
+                paths.update({api_path(move.kind, move.from_path), api_path(move.kind, move.to)})
+            case ReloadAction(params=reload):
+                paths.update(reload.mounts or [])
+    return frozenset(paths)

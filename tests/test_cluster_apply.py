@@ -1,0 +1,193 @@
+"""Upgrades on the real 3-node cluster: preflight, per-node verification, repair, rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.cluster import Cluster, ClusterNode, json_data, wait_until
+from tests.helpers import CliResult, CliRun, write_desired
+
+MOUNTS = ("kv1", "kv2", "kv3")
+
+
+def desired(cluster: Cluster, tmp_path: Path, version: str, mounts: tuple[str, ...]) -> Path:
+    entries = "".join(
+        f"  - {{type: secret, name: demo-kv, version: {v}, command: {p.command}, "
+        f"sha256: {p.sha256}}}\n"
+        for (name, v), p in sorted(cluster.plugins.items())
+        if name == "demo-kv" and v <= version
+    )
+    secrets = "".join(f"  - {{path: {m}/, plugin: demo-kv, version: {version}}}\n" for m in mounts)
+    return write_desired(
+        tmp_path,
+        f"version: 1\nsettings: {{reload_scope: global}}\nplugins:\n{entries}secrets:\n{secrets}",
+    )
+
+
+def cli(cluster: Cluster, *args: str) -> CliResult:
+    env = {"BAO_ADDR": cluster.active().address, "BAO_TOKEN": cluster.root_token}
+    return CliRun.invoke(args, env=env)
+
+
+def served(cluster: Cluster, node: ClusterNode, mount: str) -> tuple[str, int] | None:
+    """(version, pid) of the process that serves `mount` on `node`, asked of that node."""
+    with cluster.http(node, forward=False) as http:
+        answer = http.get(f"/v1/{mount}/info")
+    if answer.status_code != 200:
+        return None
+    data = answer.json()["data"]
+    return str(data["version"]), int(data["pid"])
+
+
+def every_node_serves(cluster: Cluster, mounts: tuple[str, ...], version: str) -> dict[Any, Any]:
+    def all_serving() -> dict[Any, Any] | None:
+        now = {(n.node_id, m): served(cluster, n, m) for n in cluster.nodes for m in mounts}
+        ok = all(v is not None and v[0] == version for v in now.values())
+        return now if ok else None
+
+    return wait_until(all_serving)
+
+
+def catalog_versions(cluster: Cluster) -> list[str]:
+    with cluster.http(cluster.active()) as http:
+        answer = http.get("/v1/sys/plugins/catalog")
+    detailed = json_data(answer)["detailed"]
+    return sorted(e["version"] for e in detailed if e["name"] == "demo-kv")
+
+
+def start_on_v1(cluster: Cluster, tmp_path: Path, mounts: tuple[str, ...]) -> dict[Any, Any]:
+    first = cli(cluster, "apply", "--yes", str(desired(cluster, tmp_path, "v1.0.0", mounts)))
+    assert first.ok, first.output
+    return every_node_serves(cluster, mounts, "v1.0.0")
+
+
+def test_an_upgrade_reaches_every_node_and_is_verified_there(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    before = start_on_v1(cluster, tmp_path, MOUNTS)
+    upgrade = desired(cluster, tmp_path, "v2.0.0", MOUNTS)
+    plan = cli(cluster, "plan", "--json", str(upgrade))
+    actions = json.loads(plan.stdout)["actions"]
+    kinds = [a["kind"] for a in actions]
+    assert (kinds.count("register"), kinds.count("tune")) == (1, 3), plan.output
+    reloads = [a["params"] for a in actions if a["kind"] == "reload"]
+    # Every reload (a canary first, then the rest) goes to every node.
+    assert reloads and all(r["scope"] == "global" and not r["node"] for r in reloads)
+    assert sorted(p for r in reloads for p in r["mounts"]) == [f"{m}/" for m in MOUNTS]
+    result = cli(cluster, "apply", "--yes", str(upgrade))
+    assert result.ok, result.output
+    after = every_node_serves(cluster, MOUNTS, "v2.0.0")
+    # Every node restarted every mount's plugin process: observed, not assumed.
+    assert all(after[key][1] != before[key][1] for key in after)
+    status = cli(cluster, "status", "--json")
+    document = json.loads(status.stdout)
+    sha = cluster.plugins[("demo-kv", "v2.0.0")].sha256
+    for mount in document["mounts"]:
+        assert len(mount["nodes"]) == 3
+        assert all(n["running"]["sha256"] == sha and n["answers"] for n in mount["nodes"])
+
+
+def test_preflight_stops_an_upgrade_whose_binary_one_standby_lacks(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    start_on_v1(cluster, tmp_path, ("kv1",))
+    lacking = cluster.standbys()[0]
+    v2 = cluster.plugins[("demo-kv", "v2.0.0")]
+    (lacking.plugin_directory / v2.command).unlink()
+    result = cli(cluster, "apply", "--yes", str(desired(cluster, tmp_path, "v2.0.0", ("kv1",))))
+    assert result.exit_code == 1, result.output
+    assert "preflight" in result.output and lacking.address in result.output
+    assert v2.command in result.output
+    assert catalog_versions(cluster) == ["v1.0.0"]
+    with cluster.http(cluster.active()) as http:
+        assert json_data(http.get("/v1/sys/mounts"))["kv1/"]["plugin_version"] == "v1.0.0"
+    every_node_serves(cluster, ("kv1",), "v1.0.0")
+
+
+def test_a_broken_binary_on_one_standby_is_named_and_rolled_back_everywhere(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    start_on_v1(cluster, tmp_path, ("kv1",))
+    broken = cluster.standbys()[0]
+    v2 = cluster.plugins[("demo-kv", "v2.0.0")]
+    (broken.plugin_directory / v2.command).write_bytes(b"#!/bin/sh\nexit 1\n")
+    result = cli(
+        cluster,
+        "apply",
+        "--yes",
+        "--rollback-on-failure",
+        str(desired(cluster, tmp_path, "v2.0.0", ("kv1",))),
+    )
+    assert result.exit_code == 1, result.output
+    assert broken.address in result.output
+    every_node_serves(cluster, ("kv1",), "v1.0.0")
+
+
+def test_a_local_reload_on_one_node_shows_as_the_other_nodes_drift(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    start_on_v1(cluster, tmp_path, ("kv1",))
+    v2 = cluster.plugins[("demo-kv", "v2.0.0")]
+    active = cluster.active()
+    with cluster.http(active) as http:
+        http.put(
+            "/v1/sys/plugins/catalog/secret/demo-kv",
+            json={"sha256": v2.sha256, "command": v2.command, "version": v2.version},
+        ).raise_for_status()
+        http.post("/v1/sys/mounts/kv1/tune", json={"plugin_version": "v2.0.0"}).raise_for_status()
+    with cluster.http(active, forward=False) as http:
+        http.put("/v1/sys/plugins/reload/backend", json={"mounts": ["kv1/"]}).raise_for_status()
+    file = str(desired(cluster, tmp_path, "v2.0.0", ("kv1",)))
+    cluster.wait_replicated()
+    plan = json.loads(cli(cluster, "plan", "--json", file).stdout)
+    drift = {a["params"]["node"] for a in plan["actions"]}
+    assert all(a["kind"] == "reload" for a in plan["actions"]), plan
+    assert drift == {n.address for n in cluster.standbys()}
+    result = cli(cluster, "apply", "--yes", file)
+    assert result.ok, result.output
+    every_node_serves(cluster, ("kv1",), "v2.0.0")
+    again = json.loads(cli(cluster, "plan", "--json", file).stdout)
+    assert again["actions"] == []
+
+
+def test_an_apply_whose_active_node_died_converges_on_the_surviving_nodes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    start_on_v1(cluster, tmp_path, ("kv1",))
+    v2 = cluster.plugins[("demo-kv", "v2.0.0")]
+    dying = cluster.active()
+    # The apply's first write (the register) reached the active, then the active died.
+    with cluster.http(dying) as http:
+        http.put(
+            "/v1/sys/plugins/catalog/secret/demo-kv",
+            json={"sha256": v2.sha256, "command": v2.command, "version": v2.version},
+        ).raise_for_status()
+    dying.stop(kill=True)
+    survivors = [node for node in cluster.nodes if node is not dying]
+    new_active = wait_until(lambda: next((n for n in survivors if _is_active(n)), None))
+    env = {"BAO_ADDR": new_active.address, "BAO_TOKEN": cluster.root_token}
+    file = str(desired(cluster, tmp_path, "v2.0.0", ("kv1",)))
+    nodes = [arg for node in survivors for arg in ("--node", node.address)]
+    result = CliRun.invoke(["apply", "--yes", *nodes, file], env=env)
+    assert result.ok, result.output
+    plan = json.loads(CliRun.invoke(["plan", "--json", *nodes, file], env=env).stdout)
+    assert plan["actions"] == []
+    for node in survivors:
+        assert served(cluster, node, "kv1") is not None
+        assert served(cluster, node, "kv1")[0] == "v2.0.0"  # type: ignore[index]
+
+
+def _is_active(node: ClusterNode) -> bool:
+    try:
+        with cluster_http_plain(node) as http:
+            return http.get("/v1/sys/health").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def cluster_http_plain(node: ClusterNode) -> httpx.Client:
+    return httpx.Client(base_url=node.address, timeout=5)
