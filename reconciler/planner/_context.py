@@ -61,6 +61,10 @@ class Outcome:
     warnings: tuple[Problem, ...] = ()
 
 
+# Why the planner never writes an entry a `plugin` stanza owns.
+OWNED_BY_SERVER = "owned by the server configuration (a `plugin` stanza)"
+
+
 def problem(target: str, message: str) -> Problem:
     return Problem(target=target, message=message)
 
@@ -97,6 +101,8 @@ class Context:
     declared_by_name: Mapping[tuple[str, str], Sequence[PluginEntry]]
     # Present entries by (type, name), versions in order.
     present_by_name: Mapping[tuple[str, str], tuple[PluginEntry, ...]]
+    # External entries a `plugin` stanza of the server's configuration owns: never written.
+    declarative: frozenset[CatalogKey]
     # External entries this plan means to deregister, and why (cleanup may still keep some).
     deregistrations: tuple[tuple[CatalogKey, ReasonCode], ...]
     # External catalog keys that exist once the plan is applied.
@@ -115,6 +121,8 @@ class Context:
         present = {e.key: e for e in desired.plugins if e.present}
         absent = {e.key: e for e in desired.plugins if not e.present}
         external = {e.key: e for e in live.catalog if not e.builtin}
+        # A deregister would only last until the next SIGHUP re-registers the stanza.
+        declarative = frozenset(key for key, entry in external.items() if entry.declarative)
         by_name: dict[tuple[str, str], list[PluginEntry]] = {}
         for entry in sorted(present.values(), key=lambda e: e.version):
             by_name.setdefault((entry.type, entry.name), []).append(entry)
@@ -124,7 +132,8 @@ class Context:
                 ReasonCode.DECLARED_ABSENT if key in absent else ReasonCode.UNMANAGED_PLUGIN_PRUNED,
             )
             for key in sorted(external)
-            if key in absent or (key not in present and desired.settings.prune_plugins)
+            if key not in declarative
+            and (key in absent or (key not in present and desired.settings.prune_plugins))
         )
         gone = {key for key, _ in deregistrations}
         return cls(
@@ -135,6 +144,7 @@ class Context:
             present=present,
             absent=absent,
             external=external,
+            declarative=declarative,
             builtins=live_builtins(live.catalog),
             live_mounts={(m.kind, m.path): m for m in live.mounts},
             declared_by_name=entries_by_name(desired.plugins),
