@@ -10,6 +10,8 @@ of the phases follows from their arguments:
 - `_mounts`: each declared mount (move, enable, replace, tune, reload), then
   the unmanaged ones (disable when pruning);
 - `_cleanup`: deregistrations, refused while a mount left would need them;
+- `_server_owned`: references to entries the server's configuration owns,
+  and mounts pinned to entries the catalog lacks;
 - `_overrides`: warnings naming every mount an override of a built-in changes.
 
 How the server resolves plugins is not decided here: `reconciler.resolver`.
@@ -32,6 +34,7 @@ from reconciler.planner._context import (
 )
 from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
 from reconciler.planner._overrides import override_warnings
+from reconciler.planner._server_owned import plan_server_references
 from reconciler.resolver import CatalogKey
 
 __all__ = [
@@ -62,7 +65,8 @@ def plan(
     mounts = plan_declared_mounts(context, catalog.changed)
     pruning = plan_unmanaged_mounts(context, mounts.claimed)
     cleanup = plan_deregistrations(context, mounts, pruning)
-    phases = (catalog, mounts, pruning, cleanup)
+    server_owned = plan_server_references(context, mounts, pruning)
+    phases = (catalog, mounts, pruning, cleanup, server_owned)
     actions = [
         *(action for phase in phases for action in phase.actions),
         *reload_actions(context, mounts.reloads),

@@ -47,6 +47,8 @@ def plan_catalog_writes(context: Context) -> CatalogWrites:
     changed: set[CatalogKey] = set()
     for key, entry in sorted(context.present.items()):
         target = catalog_target_name(key)
+        if entry.managed_by == "server":
+            continue  # a reference: checked against the catalog by `plan_server_references`
         if (entry.type, entry.name) in HARD_WIRED_BUILTINS:
             errors.append(
                 problem(

@@ -136,6 +136,7 @@ class Context:
             and (key in absent or (key not in present and desired.settings.prune_plugins))
         )
         gone = {key for key, _ in deregistrations}
+        owned_by_file = {key for key, entry in present.items() if entry.managed_by == "file"}
         return cls(
             desired=desired,
             live=live,
@@ -150,7 +151,8 @@ class Context:
             declared_by_name=entries_by_name(desired.plugins),
             present_by_name={name: tuple(entries) for name, entries in by_name.items()},
             deregistrations=deregistrations,
-            entries_after=frozenset((set(external) | set(present)) - gone),
+            # A server-owned reference adds nothing: only a stanza can.
+            entries_after=frozenset((set(external) | set(owned_by_file)) - gone),
             scope="global" if desired.settings.reload_scope == "global" else "",
         )
 
@@ -169,7 +171,7 @@ class Context:
 
     def external_target(self, key: CatalogKey) -> Target:
         entry = self.present.get(key)
-        if entry is not None:
+        if entry is not None and (entry.managed_by == "file" or key not in self.external):
             return entry_target(entry)
         return with_sha256(
             Target(*key[:2], builtin=False, version=key[2]), self.external[key].sha256
