@@ -31,6 +31,8 @@ bench: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/reconciler schema > schemas/reconciler.schema.json
 	$(BIN)/reconciler schema --plan > schemas/plan.schema.json
+	$(BIN)/reconciler schema --apply > schemas/apply.schema.json
+	$(BIN)/reconciler schema --error > schemas/error.schema.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

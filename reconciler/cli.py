@@ -6,10 +6,12 @@ commands so that `reconciler --help` starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -31,27 +33,106 @@ class UsageFailure(click.ClickException):
 
     exit_code = 1
 
+    def __init__(self, message: str, *, documented: bool = False) -> None:
+        super().__init__(message)
+        # Whether stdout already holds the JSON document of this failure (`--json`).
+        self.documented = documented
+
     def show(self, file: Any = None) -> None:
         click.echo(click.style("error: ", fg="red", bold=True) + self.message, err=True)
 
 
-def _fail(message: str) -> NoReturn:
-    raise UsageFailure(message)
+def _fail(message: str, *, documented: bool = False) -> NoReturn:
+    raise UsageFailure(message, documented=documented)
+
+
+def _echo_error_document(error: BaseException) -> None:
+    """The one shape of a `--json` failure on stdout (schemas/error.schema.json)."""
+    from reconciler.documents import ErrorDocument, ErrorKind, FileProblem
+    from reconciler.errors import ApiError, DesiredStateError, PlanFileError, PlanRefused
+
+    problems: list[FileProblem] = []
+    if isinstance(error, DesiredStateError):
+        kind = ErrorKind.DESIRED_STATE
+        problems = [
+            FileProblem(file=p.file, line=p.line, column=p.column, message=p.message)
+            for p in error.problems
+        ]
+    elif isinstance(error, click.ClickException):
+        kind = ErrorKind.USAGE
+    elif isinstance(error, PlanFileError):
+        kind = ErrorKind.PLAN_FILE
+    elif isinstance(error, ApiError):
+        kind = ErrorKind.SERVER
+    elif isinstance(error, PlanRefused):
+        kind = ErrorKind.REFUSED
+    else:
+        kind = ErrorKind.OTHER
+    message = error.format_message() if isinstance(error, click.ClickException) else str(error)
+    document = ErrorDocument(error=message, kind=kind, problems=problems)
+    click.echo(document.to_json(), nl=False)
 
 
 def reports_errors(command: F) -> F:
-    """Turn every ReconcilerError into `error: …` on stderr and exit 1."""
+    """Turn every ReconcilerError into `error: …` on stderr and exit 1; with `--json`,
+    an error document on stdout as well."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from reconciler.errors import ReconcilerError
 
+        as_json = bool(kwargs.get("as_json"))
         try:
             return command(*args, **kwargs)
+        except UsageFailure as failure:
+            if as_json and not failure.documented:
+                _echo_error_document(failure)
+            raise
         except ReconcilerError as error:
-            _fail(str(error))
+            if as_json:
+                _echo_error_document(error)
+            _fail(str(error), documented=as_json)
 
     return wrapper  # type: ignore[return-value]
+
+
+class _ContractGroup(click.Group):
+    """Usage errors (unknown flag, missing file or argument) exit 1 like every other error,
+    so that exit 2 only ever means `plan --detailed-exitcode` found changes. Asked for
+    `--json`, they print an error document on stdout too."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _usage_errors_exit_1(wants_json="--json" in args):
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _usage_errors_exit_1(wants_json="--json" in ctx.args):
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_errors_exit_1(*, wants_json: bool) -> Iterator[None]:
+    try:
+        yield
+    except _UsageError:
+        raise
+    except click.exceptions.NoArgsIsHelpError as error:
+        error.show()  # a bare `reconciler`: the help, on stderr
+        raise SystemExit(1) from None
+    except click.UsageError as error:
+        if wants_json:
+            _echo_error_document(error)
+        raise _UsageError(error.format_message(), error.ctx) from None
+
+
+class _UsageError(click.UsageError):
+    exit_code = 1
 
 
 def connection_options(command: F) -> F:
@@ -113,7 +194,7 @@ def _colour() -> bool:
     return sys.stdout.isatty()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_ContractGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reconciler")
 @click.option("-v", "--verbose", count=True, help="Log more (twice: debug).")
 def cli(verbose: int) -> None:
@@ -164,6 +245,12 @@ def plan_command(
     client = _client(address, namespace, token_file)
     the_plan = plan_for(client, loaded, replace=_parse_replace(replace))
     if out is not None:
+        from reconciler.plan import DesiredSource
+        from reconciler.reconcile import path_for_saved_plan
+
+        # Recorded relative to the plan, so the plan travels with the file it names.
+        source = DesiredSource(path=path_for_saved_plan(file, out), sha256=loaded.sha256)
+        the_plan = the_plan.model_copy(update={"desired": source})
         out.write_text(the_plan.to_json())
     if as_json:
         click.echo(the_plan.to_json(), nl=False)
@@ -248,21 +335,25 @@ def apply_command(
     )
     hooks = PassHooks(on_plan=show, confirm=confirm, progress=_print_progress)
     result = run_pass(client, target_input, options, hooks, lock_timeout=lock_timeout)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
     if result.verdict is Verdict.PLAN_ERRORS:
-        _fail("the plan has errors: nothing was changed")
+        _fail("the plan has errors: nothing was changed", documented=as_json)
     if result.verdict is Verdict.REFUSED:
         _fail(
             "refused actions (marked !): nothing was changed"
-            + ("" if allow_destroy else "; pass --allow-destroy to allow disable/replace")
+            + ("" if allow_destroy else "; pass --allow-destroy to allow disable/replace"),
+            documented=as_json,
         )
     if result.verdict is Verdict.DECLINED:
-        _fail("apply declined: nothing was changed")
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        _fail("apply declined: nothing was changed", documented=as_json)
     for line in result.rolled_back:
         click.echo(f"rolled back: {line}", err=True)
     if not result.converged:
-        _fail("apply did not converge:\n" + "\n".join(f"  {p}" for p in result.problems()))
+        _fail(
+            "apply did not converge:\n" + "\n".join(f"  {p}" for p in result.problems()),
+            documented=as_json,
+        )
     if result.applied and not as_json:
         click.echo(
             click.style("Applied and verified: ", fg="green", bold=_colour())
@@ -272,15 +363,20 @@ def apply_command(
 
 
 def _print_progress(event: ProgressEvent) -> None:
+    """Progress on a terminal (or with -v); a log or CI job gets the plan and the result."""
     from reconciler.render import progress_line
 
+    verbose = click.get_current_context().find_root().params.get("verbose") or 0
+    if not (sys.stderr.isatty() or verbose):
+        return
     line = progress_line(event)
     if line is not None:
         click.echo(f"  {line}…" if event.action is None else line, err=True)
 
 
 @cli.command("watch")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+# Not `exists=True`: a file missing at start is waited for, like one deleted later.
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--interval",
     default=f"{defaults.WATCH_INTERVAL:g}s",
@@ -344,6 +440,9 @@ def watch_command(
 
     if interval <= 0:
         _fail("--interval must be more than 0")
+    if not address and not any(os.environ.get(n) for n in ("BAO_ADDR", "VAULT_ADDR")):
+        # A daemon must not retry a guessed default address forever.
+        _fail("no server address: set BAO_ADDR (or VAULT_ADDR), or pass --address URL")
     # Fail now on settings that no retry can fix (no address, unreadable token file),
     # before the process's logging is taken over.
     _client(address, namespace, token_file)
@@ -357,6 +456,7 @@ def watch_command(
             allow_destroy=allow_destroy,
             debounce=debounce,
             max_file_size=max_file_size,
+            token_file=token_file,
         ),
     )
     metrics_server = None
@@ -371,30 +471,61 @@ def watch_command(
 
 
 @cli.command("validate")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @max_file_size_option
-def validate_command(file: Path, max_file_size: int) -> None:
-    """Check FILE (syntax, schema, references, plugin hashes); contacts no server."""
+def validate_command(files: tuple[Path, ...], max_file_size: int) -> None:
+    """Check each FILE (syntax, schema, references, plugin hashes); contacts no server."""
     from reconciler.errors import DesiredStateError
     from reconciler.loader import load_desired
     from reconciler.resolver import SHIPPED_BUILTINS
 
-    try:
-        loaded = load_desired(file, max_file_size=max_file_size, builtins=SHIPPED_BUILTINS)
-    except DesiredStateError as error:
-        for problem in error.problems:
-            click.echo(str(problem), err=True)
+    invalid = False
+    for file in files:
+        try:
+            loaded = load_desired(file, max_file_size=max_file_size, builtins=SHIPPED_BUILTINS)
+        except DesiredStateError as error:
+            for problem in error.problems:
+                click.echo(str(problem), err=True)
+            invalid = True
+            continue
+        state = loaded.state
+        mounts = len(state.secrets) + len(state.auth)
+        click.echo(f"{file}: valid ({len(state.plugins)} plugins, {mounts} mounts)")
+        server_owned = sum(entry.managed_by == "server" for entry in state.plugins)
+        if server_owned:
+            click.echo(
+                f"{file}: {server_owned} plugin entries are owned by the server configuration "
+                "(managed_by: server): whether the catalog holds them, from a `plugin` stanza, "
+                "cannot be checked offline; `plan` checks them against the catalog"
+            )
+    if invalid:
         sys.exit(1)
-    state = loaded.state
-    mounts = len(state.secrets) + len(state.auth)
-    click.echo(f"{file}: valid ({len(state.plugins)} plugins, {mounts} mounts)")
-    server_owned = sum(entry.managed_by == "server" for entry in state.plugins)
-    if server_owned:
-        click.echo(
-            f"{server_owned} plugin entries are owned by the server configuration "
-            "(managed_by: server): whether the catalog holds them, from a `plugin` stanza, "
-            "cannot be checked offline; `plan` checks them against the catalog"
-        )
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_command(shell: str) -> None:
+    """Print the shell completion script, e.g. `eval "$(reconciler completion bash)"`."""
+    from click.shell_completion import get_completion_class
+
+    completion_class = get_completion_class(shell)
+    assert completion_class is not None  # every choice is a shell click supports
+    click.echo(completion_class(cli, {}, "reconciler", "_RECONCILER_COMPLETE").source())
+
+
+@cli.command("policy")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--read-only", is_flag=True, help="The policy `plan` needs (no writes).")
+@max_file_size_option
+@reports_errors
+def policy_command(file: Path, read_only: bool, max_file_size: int) -> None:
+    """Print the least-privilege ACL policy (HCL) that `apply` (or `plan`) of FILE needs."""
+    from reconciler.loader import load_desired
+    from reconciler.policy import policy_hcl
+    from reconciler.resolver import SHIPPED_BUILTINS
+
+    loaded = load_desired(file, max_file_size=max_file_size, builtins=SHIPPED_BUILTINS)
+    click.echo(policy_hcl(loaded.state, read_only=read_only, source=file.name), nl=False)
 
 
 @cli.command("export")
@@ -409,11 +540,14 @@ def export_command(
     out: Path | None, address: str | None, namespace: str | None, token_file: Path | None
 ) -> None:
     """Write the server's catalog and mounts as a desired-state file (env cannot be exported)."""
-    from reconciler.export import export_desired
+    from reconciler.export import export_desired, unmanaged_settings
     from reconciler.state import read_live_state
 
     with _client(address, namespace, token_file) as client:
-        text = export_desired(read_live_state(client))
+        live = read_live_state(client)
+    text = export_desired(live)
+    for setting in unmanaged_settings(live):
+        click.echo(f"warning: not managed, kept on the server as it is: {setting}", err=True)
     if out is None:
         click.echo(text, nl=False)
         return
@@ -426,12 +560,23 @@ def export_command(
 
 @cli.command("schema")
 @click.option("--plan", "of_plan", is_flag=True, help="The schema of `plan --json` instead.")
-def schema_command(of_plan: bool) -> None:
+@click.option("--apply", "of_apply", is_flag=True, help="The schema of `apply --json` instead.")
+@click.option(
+    "--error", "of_error", is_flag=True, help="The schema of the `--json` error document instead."
+)
+def schema_command(of_plan: bool, of_apply: bool, of_error: bool) -> None:
     """Print the JSON Schema of the desired-state file (for editors and CI)."""
+    if of_plan + of_apply + of_error > 1:
+        _fail("choose one of --plan, --apply and --error")
     if of_plan:
         from reconciler.plan import plan_schema_text
 
         click.echo(plan_schema_text(), nl=False)
+        return
+    if of_apply or of_error:
+        from reconciler.documents import apply_schema_text, error_schema_text
+
+        click.echo(apply_schema_text() if of_apply else error_schema_text(), nl=False)
         return
     from reconciler.model import json_schema_text
 

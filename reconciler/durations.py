@@ -21,6 +21,9 @@ SCHEMA_PATTERN = (
     f"^(?=.)({_NUMBER}|" + "".join(f"({_NUMBER}{unit})?" for unit, _ in _UNIT_SECONDS) + ")$"
 )
 EXAMPLES = "e.g. 200ms, 90s, 15m, 1h30m, 7d"
+# The server holds a duration as Go's int64 nanoseconds and refuses a longer one
+# ("multiplication of durations resulted in overflow"): about 292 years.
+SERVER_MAX_SECONDS = (2**63 - 1) // 1_000_000_000
 
 
 def parse_seconds(value: Any) -> float:
@@ -43,6 +46,11 @@ def whole_seconds(value: Any) -> int:
     seconds = parse_seconds(value)
     if not seconds.is_integer():
         raise ValueError(f"invalid duration {value!r}: the server takes whole seconds")
+    if seconds > SERVER_MAX_SECONDS:
+        raise ValueError(
+            f"invalid duration {value!r}: the server refuses durations above "
+            f"{SERVER_MAX_SECONDS} seconds (about 292 years)"
+        )
     return int(seconds)
 
 
@@ -54,3 +62,11 @@ def _parse_text(text: str) -> float:
     if not stripped or match is None:
         raise ValueError(f"invalid duration {text!r} (expected seconds or {EXAMPLES})")
     return sum(float(match[unit]) * factor for unit, factor in _UNIT_SECONDS if match[unit])
+
+
+def duration_text(seconds: int) -> str:
+    """`1h`, `90m`, `45s`: what a person writes, and parses back to the same seconds."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

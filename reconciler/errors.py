@@ -109,10 +109,14 @@ class StaleState(ReconcilerError):
 
     retryable = True  # a new plan from the new state is all it takes
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "") -> None:
         super().__init__(
-            "the server's state changed since the plan was made (or the plan was made against "
-            "another server): nothing was changed; make a new plan"
+            (
+                what
+                or "the server's state changed since the plan was made (or the plan was "
+                "made against another server)"
+            )
+            + ": nothing was changed; make a new plan and review it"
         )
 
 

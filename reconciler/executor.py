@@ -138,13 +138,16 @@ class _Run:
         if not self._run_actions(converge, 0, total):
             self._fail_and_maybe_roll_back(converge, before)
             return
-        if converge and not self._verify(converge, allow_pending_cleanup=True):
+        # Without cleanup, the first verification is the last one: verified once, shown once.
+        if converge and not self._verify(converge, allow_pending_cleanup=bool(cleanup)):
             self._fail_and_maybe_roll_back(converge, before)
+            return
+        if not cleanup:
             return
         if not self._run_actions(cleanup, len(converge), total):
             self.result.converged = False
             return
-        if actions and not self._verify(actions, allow_pending_cleanup=False):
+        if not self._verify(actions, allow_pending_cleanup=False, after_cleanup=True):
             self.result.converged = False
 
     # --- running --------------------------------------------------------------
@@ -213,9 +216,11 @@ class _Run:
 
     # --- verification -----------------------------------------------------------
 
-    def _verify(self, actions: list[Action], allow_pending_cleanup: bool) -> bool:
+    def _verify(
+        self, actions: list[Action], allow_pending_cleanup: bool, after_cleanup: bool = False
+    ) -> bool:
         """Re-read and re-plan; check every touched mount runs its target and answers."""
-        self.progress(ProgressEvent(0, 0, None, "verify"))
+        self.progress(ProgressEvent(0, 0, None, "verify", "after cleanup" if after_cleanup else ""))
         live = self.read_state()
         again = make_plan(
             self.desired,

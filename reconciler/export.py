@@ -11,6 +11,7 @@ the mount runs (SPEC §1, version resolution).
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from reconciler.durations import duration_text
 from reconciler.model import CONFIG_DEFAULTS, CatalogEntry, LiveMount, LiveState, Mount, PluginEntry
 from reconciler.resolver import (
     HARD_WIRED_BUILTINS,
@@ -76,11 +78,22 @@ def export_desired(live: LiveState) -> str:
         document["secrets"] = sections["secret"]
     if sections["auth"]:
         document["auth"] = sections["auth"]
-    document.yaml_set_start_comment(_header(live, skipped))
+    document.yaml_set_start_comment(_header(live, skipped, unmanaged_settings(live)))
     return _dump(document)
 
 
-def _header(live: LiveState, skipped: list[str]) -> str:
+def unmanaged_settings(live: LiveState) -> list[str]:
+    """Live mount settings a desired-state file cannot express, one line each; an export
+    names them (in its header) so that adopting a server never loses one unseen."""
+    return [
+        f"{_section(mount)}/{mount.path}: {key} = {json.dumps(value, sort_keys=True)}"
+        for mount in sorted(live.mounts, key=lambda m: (m.kind, m.path))
+        if not mount.reserved
+        for key, value in sorted(mount.unmanaged_config.items())
+    ]
+
+
+def _header(live: LiveState, skipped: list[str], unmanaged: list[str]) -> str:
     where = live.server.address or "the server"
     if live.server.namespace:
         where += f" (namespace {live.server.namespace})"
@@ -92,6 +105,10 @@ def _header(live: LiveState, skipped: list[str]) -> str:
     if skipped:
         lines.append("Not exported, because a desired-state file cannot express it:")
         lines.extend(f"  {line}" for line in skipped)
+    if unmanaged:
+        lines.append("Not managed by reconciler, kept as they are on the server (plan and")
+        lines.append("apply never change them; set them with `bao auth tune` or the API):")
+        lines.extend(f"  {line}" for line in unmanaged)
     return "\n".join(lines)
 
 
@@ -163,20 +180,12 @@ def _config(config: Mapping[str, Any]) -> CommentedMap:
         if key not in CONFIG_DEFAULTS or value == CONFIG_DEFAULTS[key]:
             continue
         if key in _DURATION_KEYS:
-            written[key] = _duration_text(int(value))
+            written[key] = duration_text(int(value))
         elif isinstance(value, list):
             written[key] = list(value)
         else:
             written[key] = value
     return written
-
-
-def _duration_text(seconds: int) -> str:
-    """`1h`, `90m`, `45s`: what a person writes, and parses back to the same seconds."""
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _section(mount: LiveMount) -> str:

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from reconciler.defaults import MAX_DESTROY
-from reconciler.durations import SCHEMA_PATTERN, whole_seconds
+from reconciler.durations import SCHEMA_PATTERN, SERVER_MAX_SECONDS, whole_seconds
 from reconciler.resolver import api_path, live_builtins, normalize_version
 
 PluginType = Literal["secret", "auth", "database"]
@@ -51,6 +51,10 @@ def _version(value: Any) -> str:
     return normalize_version(value)
 
 
+# `?` and `#` end a URL's path, `%` starts an escape, `*` and `+` are ACL policy globs.
+_UNSAFE_PATH_CHARACTERS = frozenset('?#%*+\\"')
+
+
 def _mount_path(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("a mount path must be a string")
@@ -59,6 +63,13 @@ def _mount_path(value: Any) -> str:
         raise ValueError("a mount path cannot be empty")
     if path.startswith("/") or "//" in path or ".." in path.split("/"):
         raise ValueError(f"invalid mount path {value!r}: no leading '/', '//' or '..'")
+    unsafe = sorted({c for c in path if c in _UNSAFE_PATH_CHARACTERS or not c.isprintable()})
+    if unsafe or any(c.isspace() for c in path):
+        shown = ", ".join(repr(c) for c in unsafe) or "white space"
+        raise ValueError(
+            f"invalid mount path {value!r}: {shown} cannot be used in a mount path "
+            "(a URL or an ACL policy path would read it as something else)"
+        )
     return path if path.endswith("/") else path + "/"
 
 
@@ -92,7 +103,7 @@ Duration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 0},
+                {"type": "integer", "minimum": 0, "maximum": SERVER_MAX_SECONDS},
                 {"type": "string", "pattern": SCHEMA_PATTERN},
             ],
             "description": "Whole seconds, or a duration such as 90s, 15m, 1h30m, 7d.",
@@ -251,7 +262,29 @@ class MountConfig(_Strict):
     audit_non_hmac_response_keys: list[str] | None = None
     passthrough_request_headers: list[str] | None = None
     allowed_response_headers: list[str] | None = None
-    token_type: Literal["default-service", "default-batch", "service", "batch"] | None = None
+    token_type: Literal["default-service", "default-batch", "service", "batch"] | None = Field(
+        default=None, description="Auth methods only: the server refuses it on secrets engines."
+    )
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> MountConfig:
+        # The server refuses both the enable and the tune ("would be less than backend
+        # default lease TTL"); 0 means "the system's", which is not compared.
+        default, maximum = self.default_lease_ttl, self.max_lease_ttl
+        if default and maximum and default > maximum:
+            raise ValueError(
+                f"default_lease_ttl ({default}s) is above max_lease_ttl ({maximum}s): "
+                "the server refuses it; lower the default or raise the max"
+            )
+        return self
+
+
+# Tunables that are durations (whole seconds on both sides).
+DURATION_CONFIG_KEYS = frozenset({"default_lease_ttl", "max_lease_ttl"})
+
+# Tunables the server takes on auth methods only (400 "can only be modified on auth
+# mounts" on a tune, silently dropped on an enable).
+AUTH_ONLY_CONFIG_KEYS = frozenset({"token_type"})
 
 
 # What a tunable reads as on the server when it was never set.
@@ -415,6 +448,9 @@ class LiveMount(_Strict):
     running_sha256: str = ""
     description: str = ""
     config: dict[str, Any] = {}
+    # Settings the server reports in a mount's config that no MountConfig key manages
+    # (e.g. `user_lockout_config`): left as they are, but never silently forgotten.
+    unmanaged_config: dict[str, Any] = {}
     options: dict[str, str] = {}
     local: bool = False
     seal_wrap: bool = False

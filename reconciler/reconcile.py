@@ -9,6 +9,7 @@ present the `PassResult` they get back.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import defaults
+from reconciler.documents import ActionRef, ApplyDocument
 from reconciler.errors import PlanFileError, PlanRefused, StaleState
 from reconciler.executor import (
     ApplyOptions,
@@ -57,12 +59,34 @@ def load_target(path: Path, max_file_size: int = defaults.MAX_FILE_SIZE) -> Pass
         return PassInput(load_desired(path, max_file_size=max_file_size))
     if not saved.desired.path:
         raise PlanFileError("the plan names no desired-state file")
-    loaded = load_desired(Path(saved.desired.path), max_file_size=max_file_size)
+    desired = saved_desired_path(path, saved.desired.path)
+    if not desired.is_file():
+        raise PlanFileError(
+            f"{path}: the desired-state file it was made from, {desired}, does not exist "
+            f"(the plan names it as {saved.desired.path!r}, relative to the plan's folder): "
+            "keep the plan next to the files it was made with, or make a new plan"
+        )
+    loaded = load_desired(desired, max_file_size=max_file_size)
     if loaded.sha256 != saved.desired.sha256:
         raise PlanFileError(
-            f"{saved.desired.path} changed since the plan was made: make a new plan"
+            f"{desired} changed since the plan was made (its content's sha256 was "
+            f"{saved.desired.sha256[:12]}…, is {loaded.sha256[:12]}…): nothing was changed; "
+            f"make a new plan with `reconciler plan {desired} --out {path}` and review it"
         )
     return PassInput(loaded, saved)
+
+
+def saved_desired_path(plan_file: Path, recorded: str) -> Path:
+    """The desired-state file a saved plan names: relative paths are relative to the
+    plan file's folder, so that a plan and its file can move together (another
+    checkout, another working directory, another CI job)."""
+    named = Path(recorded)
+    return named if named.is_absolute() else plan_file.parent / named
+
+
+def path_for_saved_plan(desired: Path, plan_file: Path) -> str:
+    """How `plan --out` records the desired-state file: relative to the plan's folder."""
+    return os.path.relpath(desired.resolve(), plan_file.resolve().parent)
 
 
 def _read_saved_plan(path: Path) -> Plan | None:
@@ -108,17 +132,69 @@ def remake_saved_plan(client: Client, saved: Plan, loaded: LoadedDesired) -> Pla
     """
     replace = [parse_catalog_target(text) for text in saved.replace]
     again = plan_for(client, loaded, replace=replace)
+    if again.server != saved.server:
+        raise StaleState(
+            f"the plan was made against another server ({saved.server.address or '?'}, "
+            f"cluster {saved.server.cluster_id or '?'}), not this one "
+            f"({again.server.address}, cluster {again.server.cluster_id or '?'})"
+        )
     if again.fingerprint != saved.fingerprint:
-        raise StaleState()
-    if again.model_dump(exclude={"reconciler_version"}) != saved.model_dump(
-        exclude={"reconciler_version"}
-    ):
+        raise StaleState(
+            "the server's state changed since the plan was made (its catalog or mounts: "
+            f"{saved.fingerprint[:19]}… is now {again.fingerprint[:19]}…)"
+        )
+    differences = plan_differences(saved, again)
+    if differences:
         raise PlanFileError(
-            "the saved plan is not what its desired file and the server's state give "
-            f"(edited, or made by reconciler {saved.reconciler_version}): nothing was changed; "
-            "make a new plan"
+            "the saved plan is not what its desired file and the server's state give now:\n"
+            + "\n".join(f"  {line}" for line in differences)
+            + "\nnothing was changed; make a new plan and review it (if none of the above "
+            f"was meant to change, the plan file was edited, or made by reconciler "
+            f"{saved.reconciler_version})"
         )
     return again
+
+
+_SKIPPED_IN_COMPARISON = {"reconciler_version", "desired"}
+
+
+def plan_differences(saved: Plan, again: Plan, limit: int = 8) -> list[str]:
+    """What differs between a saved plan and the same plan made again, one line each;
+    a changed sha256 is called out as a changed plugin binary."""
+    before = saved.model_dump(mode="json", exclude=_SKIPPED_IN_COMPARISON)
+    after = again.model_dump(mode="json", exclude=_SKIPPED_IN_COMPARISON)
+    lines: list[str] = []
+    for where, old, new in _leaf_differences(before, after, ""):
+        line = f"{where}: {old!r} → {new!r}"
+        if where.endswith("sha256"):
+            line += " (a plugin binary changed: check it, then make a new plan)"
+        lines.append(line)
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"… and {len(lines) - limit} more"]
+    return lines
+
+
+def _leaf_differences(old: Any, new: Any, where: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            found += _leaf_differences(old.get(key), new.get(key), f"{where}.{key}".lstrip("."))
+        return found
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        found = []
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):
+            label = f"{where}[{index}]"
+            if isinstance(a, dict) and "kind" in a and "target" in a:
+                label += f" ({a['kind']} {a['target']})"
+            found += _leaf_differences(a, b, label)
+        return found
+    if old != new:
+        return [(where, _shown(old), _shown(new))]
+    return []
+
+
+def _shown(value: Any) -> Any:
+    return f"{len(value)} items" if isinstance(value, list) else value
 
 
 # --- policy ------------------------------------------------------------------------------
@@ -223,15 +299,19 @@ class PassResult:
         return []
 
     def to_dict(self) -> dict[str, Any]:
-        """The document `apply --json` prints."""
-        return {
-            "converged": self.converged,
-            "applied": [a.ref() for a in self.applied],
-            "skipped": [r.action.ref() for r in self.refused],
-            "failures": list(self.failures),
-            "rolled_back": list(self.rolled_back),
-            "writes": self.writes,
-        }
+        """The document `apply --json` prints (schemas/apply.schema.json), every verdict alike."""
+        document = ApplyDocument(
+            verdict=self.verdict.value,
+            converged=self.converged,
+            address=self.address,
+            plan=self.plan,
+            applied=[ActionRef.of(a) for a in self.applied],
+            skipped=[ActionRef.of(r.action) for r in self.refused],
+            failures=list(self.failures),
+            rolled_back=list(self.rolled_back),
+            writes=self.writes,
+        )
+        return document.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def run_pass(

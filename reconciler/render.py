@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from reconciler.durations import duration_text
+from reconciler.model import DURATION_CONFIG_KEYS
 from reconciler.plan import Action, ActionKind, Plan, Problem, Safety, Stage
 
 if TYPE_CHECKING:
@@ -126,6 +128,8 @@ def _show(name: str, value: Any) -> str:
         return "(none)"
     if name in _SENSITIVE_FIELDS:
         return "(sensitive)"
+    if name.rsplit(".", 1)[-1] in DURATION_CONFIG_KEYS and type(value) is int:
+        return duration_text(value)  # `1h → 30m`, as the file says it
     if isinstance(value, str):
         return _safe(value) if value else '""'
     return json.dumps(value, sort_keys=True)
@@ -162,10 +166,13 @@ class _Styler:
 def progress_line(event: ProgressEvent) -> str | None:
     """One line for an executor progress event; None for an action's start (its end tells)."""
     if event.action is None:
-        return f"verifying: {event.status}"
+        return " ".join(filter(None, ["verifying", event.message]))
     if event.status == "start":
         return None
     prefix = f"[{event.index}/{event.total}] {event.action.kind.value} {event.action.target}"
     if event.status == "done":
         return f"{prefix}: done ({event.seconds:.2f}s)"
+    if event.status == "failed":
+        # The error itself is quoted once, in the result's problems.
+        return f"{prefix}: failed ({event.seconds:.2f}s)"
     return f"{prefix}: {event.status}: {event.message}"

@@ -120,6 +120,11 @@ def _live_mount(kind: MountKind, path: str, raw: Mapping[str, Any]) -> LiveMount
         running_sha256=str(raw.get("running_sha256") or "").lower(),
         description=str(raw.get("description") or ""),
         config=normalise_config(raw.get("config") or {}),
+        unmanaged_config={
+            str(key): value
+            for key, value in (raw.get("config") or {}).items()
+            if key not in _CONFIG_KEYS and value not in (None, "", [], {})
+        },
         options={str(key): _option_text(value) for key, value in options.items()},
         local=bool(raw.get("local")),
         seal_wrap=bool(raw.get("seal_wrap")),

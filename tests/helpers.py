@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import os
 import socket
 import threading
@@ -14,6 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 from click.testing import CliRunner
+from jsonschema import Draft202012Validator
 
 from reconciler.cli import cli
 from reconciler.demo.devserver import DevServer
@@ -79,7 +82,36 @@ class CliRun:
         result = runner.invoke(
             cli, list(args), env={**clean, **(env or {})}, catch_exceptions=False
         )
+        check_json_output(args, result.exit_code, result.stdout)
         return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+SCHEMAS_DIR = Path(__file__).parent.parent / "schemas"
+# The schema of each command's `--json` document; any of them may print the error one.
+JSON_SCHEMA_OF_COMMAND = {"plan": "plan.schema.json", "apply": "apply.schema.json"}
+
+
+@functools.cache
+def schema_validator(name: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMAS_DIR / name).read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def check_json_output(args: Sequence[str], exit_code: int, stdout: str) -> None:
+    """Every `--json` run in the suite prints exactly one document that its committed
+    schema accepts: the command's own, or the error document with exit code 1."""
+    if "--json" not in args:
+        return
+    command = next(arg for arg in args if not arg.startswith("-"))
+    document = json.loads(stdout)  # one document, nothing else on stdout
+    if isinstance(document, dict) and "error" in document:
+        assert exit_code == 1, f"an error document with exit code {exit_code}"
+        name = "error.schema.json"
+    else:
+        name = JSON_SCHEMA_OF_COMMAND[command]
+    problems = [e.message for e in schema_validator(name).iter_errors(document)]
+    assert not problems, f"`{command} --json` does not follow {name}: {problems}"
 
 
 def run_cli(server: DevServer, *args: str) -> CliResult:

@@ -56,7 +56,7 @@ def test_duration_forms_compare_in_seconds(server, tmp_path: Path) -> None:
     changed = write_desired(tmp_path, KV_TTL.format(ttl="90m"))
     result = run_cli(server, "plan", str(changed), "--detailed-exitcode")
     assert result.exit_code == 2, result.output
-    assert "default_lease_ttl: 3600 → 5400" in result.stdout
+    assert "default_lease_ttl: 1h → 90m" in result.stdout
 
 
 def test_plan_json_and_saved_plan(server, tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_plan_json_and_saved_plan(server, tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     assert json.loads(saved.read_text()) == document
     assert [a["kind"] for a in document["actions"]] == ["enable", "enable"]
-    assert document["desired"]["path"] == str(desired)
+    assert document["desired"]["path"] == desired.name  # relative to the saved plan
     applied = run_cli(server, "apply", str(saved), "--yes")
     assert applied.exit_code == 0, applied.output
     assert mount_config(server, "secret", "app/")["default_lease_ttl"] == 3600

@@ -248,7 +248,10 @@ def test_missing_capability_names_sudo_for_root_protected_paths(server: DevServe
     with Client(server.address, token, retry=NO_WAIT) as client:
         with pytest.raises(PermissionDenied) as caught:
             client.read_plugin("secret", "kv", "")
-        assert "'read' and 'sudo' capability on sys/plugins/catalog/secret/kv" in str(caught.value)
+        assert (
+            "lacks the 'sudo' capability on sys/plugins/catalog/secret/kv (it holds: read)"
+            in str(caught.value)
+        )
         assert token not in str(caught.value)
 
 

@@ -68,7 +68,7 @@ def test_every_duration_flag_reads_the_same_grammar(
     path = tmp_path / "desired.yaml"
     path.write_text("version: 1\n")
     refused = CliRunner().invoke(cli, [command, str(path), flag, "soon"])
-    assert refused.exit_code == 2 and "invalid duration 'soon'" in refused.output
+    assert refused.exit_code == 1 and "invalid duration 'soon'" in refused.output
     # 200ms parses; the command then stops at the missing token, before any request.
     no_token = {"BAO_TOKEN": "", "VAULT_TOKEN": "", "HOME": str(tmp_path)}
     accepted = CliRunner(env=no_token).invoke(

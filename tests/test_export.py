@@ -235,7 +235,7 @@ def test_values_at_their_defaults_are_left_out() -> None:
                 description="tuned",
                 config={
                     "default_lease_ttl": 5400,
-                    "max_lease_ttl": 45,
+                    "max_lease_ttl": 7200,
                     "force_no_cache": True,
                     "audit_non_hmac_request_keys": ["a"],
                 },
@@ -251,11 +251,11 @@ def test_values_at_their_defaults_are_left_out() -> None:
     assert loud.config is not None
     assert loud.config.model_dump(exclude_none=True) == {
         "default_lease_ttl": 5400,
-        "max_lease_ttl": 45,
+        "max_lease_ttl": 7200,
         "force_no_cache": True,
         "audit_non_hmac_request_keys": ["a"],
     }
-    assert "default_lease_ttl: 90m" in text and "max_lease_ttl: 45s" in text
+    assert "default_lease_ttl: 90m" in text and "max_lease_ttl: 2h" in text
     assert (loud.local, loud.seal_wrap, loud.options) == (True, True, {"version": "2"})
     assert_equal_to_live(parse(text), live)
 

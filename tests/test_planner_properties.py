@@ -124,6 +124,10 @@ def _config(draw: st.DrawFn) -> dict[str, Any] | None:
         config["default_lease_ttl"] = draw(_TTLS)
     if draw(st.booleans()):
         config["max_lease_ttl"] = draw(_TTLS)
+    default, maximum = config.get("default_lease_ttl"), config.get("max_lease_ttl")
+    if default and maximum and parse_duration(default) > parse_duration(maximum):
+        # The server (and so the loader) refuses a default above the max.
+        config["default_lease_ttl"], config["max_lease_ttl"] = maximum, default
     if draw(st.booleans()):
         config["listing_visibility"] = draw(st.sampled_from(["", "hidden", "unauth"]))
     return config

@@ -160,7 +160,7 @@ def test_changes_show_before_and_after() -> None:
         ],
     )
     text = render_plan(_plan(tune))
-    assert "      default_lease_ttl: 3600 → 7200\n" in text
+    assert "      default_lease_ttl: 1h → 2h\n" in text
     assert '      description: "" → apps\n' in text
 
 

@@ -31,7 +31,7 @@ from reconciler.errors import ApiError
 from reconciler.executor import ApplyOptions
 from reconciler.loader import load_desired
 from reconciler.reconcile import apply, plan_for
-from tests.helpers import SLACK, CliResult, CliRun, api, write_desired
+from tests.helpers import SLACK, CliResult, CliRun, api, check_json_output, write_desired
 
 _SUFFIX = secrets.token_hex(4)
 TOKEN = f'tok"en/Se+cret=&<x>-{_SUFFIX}'
@@ -112,7 +112,7 @@ def _environment(server: DevServer, token: str, home: Path) -> dict[str, str]:
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    completed = subprocess.run(
         [sys.executable, "-m", "reconciler", "-vv", *args],
         check=False,
         env=env,
@@ -120,6 +120,8 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+    check_json_output(args, completed.returncode, completed.stdout)
+    return completed
 
 
 @dataclass

@@ -220,6 +220,22 @@ class Transport:
             message = f"the connection to {self.address} broke during {where} ({reason})"
         return ConnectionFailed(message, path=path)
 
+    def _held_capabilities(self, path: str, *, in_namespace: bool) -> set[str] | None:
+        """The token's capabilities on `path` (sys/capabilities-self), to name exactly the
+        missing ones after a 403; None when the server does not say (an invalid token)."""
+        headers = {"X-Vault-Namespace": self.namespace} if in_namespace else {}
+        try:
+            response = self.http.request(
+                "POST", "/v1/sys/capabilities-self", json={"paths": [path]}, headers=headers
+            )
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        capabilities = body.get(path, body.get("capabilities")) if isinstance(body, dict) else None
+        if not isinstance(capabilities, list):
+            return None
+        return {str(c) for c in capabilities}
+
     def _http_error(
         self, response: httpx.Response, method: str, path: str, *, in_namespace: bool
     ) -> ApiError:
@@ -231,12 +247,23 @@ class Transport:
         if in_namespace:
             where += f" (namespace {self.namespace})"
         if status == 403:
-            capability = _capability(method, path)
+            needed = _capabilities_needed(method, path)
             policy_path = f"{self.namespace}/{path}" if in_namespace else path
             extra = "" if detail.lower() in {"", "permission denied"} else f" ({detail})"
+            held = self._held_capabilities(path, in_namespace=in_namespace)
+            missing = [c for c in needed if held is not None and not ({c, "root"} & held)]
+            if held is not None and "deny" not in held and missing:
+                lacks = " and ".join(f"'{c}'" for c in missing)
+                has = ", ".join(sorted(held)) or "none"
+                why = f"the token lacks the {lacks} capability on {policy_path} (it holds: {has})"
+            else:
+                lacks = " and ".join(f"'{c}'" for c in needed)
+                why = (
+                    f"the token lacks the {lacks} capability on {policy_path}, or it is "
+                    "invalid or expired"
+                )
             return PermissionDenied(
-                f"permission denied (403) on {where}{extra}: the token lacks the {capability} "
-                f"capability on {policy_path}, or it is invalid or expired: grant it in the "
+                f"permission denied (403) on {where}{extra}: {why}: grant it in the "
                 "token's policy (see the minimal ACL policy in the README) or use another token",
                 status=status,
                 path=path,
@@ -336,14 +363,13 @@ def _server_messages(response: httpx.Response) -> list[str]:
         lines = [line.strip().removeprefix("* ") for line in text.splitlines()]
         lines = [line for line in lines if line and not line.endswith("occurred:")]
         messages.extend(lines or [text])
-    return [message for message in messages if message]
+    # A multi-mount reload repeats one cause per mount: quoted once.
+    return list(dict.fromkeys(message for message in messages if message))
 
 
-def _capability(method: str, path: str) -> str:
-    capability = {"GET": "'read'", "LIST": "'list'", "DELETE": "'delete'"}.get(
-        method.upper(), "'update'"
-    )
+def _capabilities_needed(method: str, path: str) -> list[str]:
+    capability = {"GET": "read", "LIST": "list", "DELETE": "delete"}.get(method.upper(), "update")
     # The sys/ paths the server marks as root-protected need sudo as well.
     if path.startswith(("sys/auth/", "sys/remount", "sys/plugins/catalog/")):
-        capability += " and 'sudo'"
-    return capability
+        return [capability, "sudo"]
+    return [capability]

@@ -8,7 +8,14 @@ from typing import Literal
 
 from reconciler.builtins import BUILTIN_ALIASES
 from reconciler.loader._yaml import Pointer
-from reconciler.model import RESERVED_PATHS, DesiredState, Mount, MountKind, PluginEntry
+from reconciler.model import (
+    AUTH_ONLY_CONFIG_KEYS,
+    RESERVED_PATHS,
+    DesiredState,
+    Mount,
+    MountKind,
+    PluginEntry,
+)
 from reconciler.resolver import (
     SHIPPED_BUILTINS,
     BuiltinVersions,
@@ -64,6 +71,7 @@ def check_references(
     for section, kind in _SECTIONS:
         mounts: list[Mount] = getattr(state, section)
         problems += _check_paths(section, kind, mounts)
+        problems += _check_config_kind(section, kind, mounts)
         for index, mount in enumerate(mounts):
             named = by_name.get((kind, mount.plugin), [])
             problems += _check_resolution(state, named, builtins, section, kind, index, mount)
@@ -184,6 +192,26 @@ def _check_paths(section: str, kind: MountKind, mounts: list[Mount]) -> list[Ref
                 )
             )
     return problems
+
+
+def _check_config_kind(
+    section: str, kind: MountKind, mounts: list[Mount]
+) -> list[ReferenceProblem]:
+    """Tunables the server takes on auth methods only, refused where it would drop them."""
+    if kind == "auth":
+        return []
+    return [
+        ReferenceProblem(
+            (section, index, "config", key),
+            f"{key} applies to auth methods only: the server drops it when enabling a "
+            "secrets engine and refuses it in a tune; remove it",
+            "auth-only",
+        )
+        for index, mount in enumerate(mounts)
+        if mount.config is not None
+        for key in sorted(AUTH_ONLY_CONFIG_KEYS)
+        if getattr(mount.config, key) is not None
+    ]
 
 
 def _parents(path: str) -> Iterator[str]:

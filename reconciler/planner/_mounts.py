@@ -189,6 +189,18 @@ def _plan_mount(
         held_on=held.held_on,
     )
     live_mount = context.live_mounts.get((kind, mount.path))
+    if (
+        live_mount is not None
+        and mount.moved_from is not None
+        and (kind, mount.moved_from) in context.live_mounts
+    ):
+        both = problem(
+            where,
+            f"moved_from {mount.moved_from}: both {mount.moved_from} and {mount.path} exist, "
+            f"so nothing is moved and {mount.moved_from} is not managed by this entry; "
+            "disable one of them, or drop moved_from",
+        )
+        found = _merged(found, MountChanges(warnings=(both,)))
     if live_mount is None and mount.moved_from is not None:
         move = _plan_move(context, kind, mount)
         found = _merged(found, move.outcome)

@@ -50,6 +50,8 @@ class WatchOptions:
     backoff_max: float = defaults.WATCH_BACKOFF_MAX
     lock_timeout: float = defaults.WATCH_LOCK_TIMEOUT
     check_plugin_files: bool = True
+    # Watched too: a replaced token (an expired one renewed by an agent) wakes the watcher.
+    token_file: Path | None = None
 
 
 @dataclass

@@ -6,6 +6,7 @@ and wake the worker, so passes never overlap and a signal never interrupts one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -54,6 +55,15 @@ class Watcher:
         self._external_stop: threading.Event | None = None
         # Set by signal handlers, which must not take a lock the worker may hold.
         self._requested: str | None = None
+        self._file_missing = False
+        self._token_digest = self._read_token_digest()
+
+    def _read_token_digest(self) -> str | None:
+        token_file = self.options.token_file
+        try:
+            return hashlib.sha256(token_file.read_bytes()).hexdigest() if token_file else None
+        except OSError:
+            return None
 
     # --- triggers (any thread, signal handlers included) ------------------------
 
@@ -69,9 +79,35 @@ class Watcher:
 
     def file_event(self) -> None:
         """Something touched the desired file: a pass is due once the debounce expires."""
+        missing = not self.path.exists()
+        if missing and not self._file_missing:
+            log.warning(
+                "%s was deleted or moved away: the last good content stays in force; "
+                "waiting for the file to come back",
+                self.path,
+            )
+        elif self._file_missing and not missing:
+            log.info("%s is back", self.path)
+        self._file_missing = missing
         with self._schedule_lock:
             self._schedule.file_event()
         self._wake.set()
+
+    def token_file_event(self) -> None:
+        """The token file changed: a pass now, even after a terminal failure (an expired
+        or under-privileged token replaced is the fix that failure waited for)."""
+        token_file = self.options.token_file
+        if token_file is None:
+            return
+        try:
+            content = hashlib.sha256(token_file.read_bytes()).hexdigest()
+        except OSError:
+            return  # being replaced: the next event reads the new one
+        if content == self._token_digest:
+            return
+        self._token_digest = content
+        log.info("%s changed: a pass now", token_file)
+        self.request_pass("token-file")
 
     # --- the loop ----------------------------------------------------------------
 
@@ -82,7 +118,14 @@ class Watcher:
     def run_forever(self, stop_event: threading.Event | None = None) -> None:
         """Run passes until `stop_event` (or `stop()`): at start, on change, on timer, on demand."""
         self._external_stop = stop_event
+        if not self.path.exists():
+            self._file_missing = True
+            log.warning("%s does not exist yet: waiting for it to be created", self.path)
         observer = start_observer(self.path, self.file_event)
+        token_file = self.options.token_file
+        token_observer = (
+            start_observer(token_file, self.token_file_event) if token_file is not None else None
+        )
         try:
             while not self._stopping():
                 reason = self._next_reason()
@@ -96,9 +139,10 @@ class Watcher:
                     break
                 self._scheduled(outcome)
         finally:
-            if observer is not None:
-                observer.stop()
-                observer.join(timeout=5)
+            for running in (observer, token_observer):
+                if running is not None:
+                    running.stop()
+                    running.join(timeout=5)
             log.info("watcher stopped")
 
     def _next_reason(self) -> str | None:
@@ -121,9 +165,11 @@ class Watcher:
         if outcome.ok:
             return
         if delay is None:
+            token = f" or {self.options.token_file}" if self.options.token_file else ""
             log.warning(
-                "retrying cannot help: waiting for %s to change (or SIGHUP)",
+                "retrying cannot help: waiting for %s%s to change (or SIGHUP)",
                 self.path,
+                token,
                 extra={"fields": {"failures": failures}},
             )
             return

@@ -1,0 +1,71 @@
+"""The least-privilege ACL policy (HCL) that `plan` or `apply` of one desired state needs.
+
+Pure: the paths follow from the file and from the requests the client sends
+(`reconciler.client`): exact paths for the file's catalog entries and mounts, a
+glob only where the file cannot name the path (pruning undeclared mounts or
+entries). Requests that need no capability are left out: `sys/seal-status`,
+`sys/health`, a mount's help (the verification probe), and the token's own
+`auth/token/lookup-self`/`renew-self` (in the `default` policy).
+"""
+
+from __future__ import annotations
+
+from reconciler.model import DesiredState, MountKind
+
+# Reading a catalog entry (it holds the sha256) is root-protected, like writing one.
+_CATALOG_READ = ("read", "sudo")
+_CATALOG_WRITE = ("create", "update", "delete", "sudo")
+
+
+def _table(kind: MountKind) -> str:
+    return "sys/auth" if kind == "auth" else "sys/mounts"
+
+
+def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str]]:
+    """Path → capabilities, for `plan` (read_only) or `apply` of `state`."""
+    stanzas: dict[str, set[str]] = {}
+
+    def grant(path: str, *capabilities: str) -> None:
+        stanzas.setdefault(path, set()).update(capabilities)
+
+    grant("sys/plugins/catalog", "read")
+    grant("sys/mounts", "read")
+    grant("sys/auth", "read")
+    for entry in state.plugins:
+        grant(f"sys/plugins/catalog/{entry.type}/{entry.name}", *_CATALOG_READ)
+    if read_only:
+        return stanzas
+    for entry in state.plugins:
+        grant(f"sys/plugins/catalog/{entry.type}/{entry.name}", *_CATALOG_WRITE)
+    if state.settings.prune_plugins:
+        grant("sys/plugins/catalog/*", *_CATALOG_READ, *_CATALOG_WRITE)
+    if state.plugins:
+        # A new version reaches running mounts through one reload call.
+        grant("sys/plugins/reload/backend", "update", "sudo")
+    for kind, mount in state.mounts():
+        root = ("sudo",) if kind == "auth" else ()
+        path = mount.path.rstrip("/")
+        grant(f"{_table(kind)}/{path}", "create", "update", *root)
+        grant(f"{_table(kind)}/{path}/tune", "update", *root)
+        if mount.moved_from is not None:
+            grant("sys/remount", "update", "sudo")
+            grant("sys/remount/status/*", "read")
+    if state.settings.prune_mounts:
+        for kind in ("secret", "auth"):
+            grant(f"{_table(kind)}/*", "delete", *(("sudo",) if kind == "auth" else ()))
+    return stanzas
+
+
+_ORDER = ["create", "read", "update", "delete", "list", "sudo"]
+
+
+def policy_hcl(state: DesiredState, *, read_only: bool, source: str = "") -> str:
+    """The policy as HCL text, stanzas sorted by path."""
+    command = "plan" if read_only else "apply"
+    lines = [f"# What `reconciler {command}{' ' + source if source else ''}` needs, and no more."]
+    if not read_only:
+        lines.append("# Replacing a mount (--allow-destroy) also needs `delete` on its path.")
+    for path, capabilities in sorted(policy_stanzas(state, read_only=read_only).items()):
+        listed = ", ".join(f'"{c}"' for c in sorted(capabilities, key=_ORDER.index))
+        lines += ["", f'path "{path}" {{', f"  capabilities = [{listed}]", "}"]
+    return "\n".join(lines) + "\n"
