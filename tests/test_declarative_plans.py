@@ -208,3 +208,35 @@ def test_a_server_entry_refuses_fields_the_stanza_owns(tmp_path: Path) -> None:
 
     assert result.exit_code == 1
     assert "the server configuration owns this entry" in result.stdout + result.stderr
+
+
+def test_export_refers_to_declarative_entries_and_plans_empty(
+    declarative_server: DeclarativeServer, tmp_path: Path
+) -> None:
+    server = declarative_server
+    with server.http() as http:
+        http.post(
+            "/v1/sys/mounts/pinned",
+            json={"type": "demo-kv", "config": {"plugin_version": "v1.0.0"}},
+        ).raise_for_status()
+    exported = tmp_path / "exported.yaml"
+    assert run_cli(server.server, "export", "--out", str(exported)).ok
+
+    text = exported.read_text()
+    assert "managed_by: server" in text
+    assert "command:" not in text
+    plan = run_cli(server.server, "plan", str(exported))
+    assert plan.exit_code == 0, plan.output
+    assert "No changes" in plan.stdout or "no changes" in plan.stdout.lower(), plan.output
+
+    pruning = exported.with_name("pruning.yaml")
+    pruning.write_text(
+        text.replace("version: 1\n", "version: 1\nsettings: {prune_plugins: true}\n", 1)
+    )
+    with RequestLog(server) as requests:
+        applied = run_cli(server.server, "apply", str(pruning), "--yes")
+    assert applied.exit_code == 0, applied.output
+    assert requests.writes() == []
+    for key in (("secret", "demo-kv", "v1.0.0"), ("auth", "demo-auth", "v1.0.0")):
+        entry = server.catalog_entry(*key)
+        assert entry is not None and entry["declarative"] is True, key
