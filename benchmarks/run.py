@@ -24,13 +24,14 @@ from typing import Any
 from benchmarks.common import bao_binary, machine, say
 from benchmarks.files import run_hashing, run_parsing
 from benchmarks.noop_plan import Population, run_size
+from benchmarks.probes import run_probes
 from benchmarks.startup import run_startup
 from benchmarks.upgrade import run_upgrade
 from benchmarks.watch import run_watch
 from reconciler.demo.devserver import DevServer, start_dev_server
 from tests.server_reset import reset_server
 
-SECTIONS = ("startup", "hashing", "parsing", "noop", "watch", "upgrade")
+SECTIONS = ("startup", "hashing", "parsing", "noop", "watch", "upgrade", "probes")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
@@ -40,6 +41,7 @@ class Settings:
     runs: int
     cli_budget: float
     upgrade_mounts: int
+    probe_mounts: tuple[int, ...]
     watch_edits: int
     hash_mib: int
     parse_mounts: int
@@ -51,6 +53,7 @@ FULL = Settings(
     runs=5,
     cli_budget=300.0,
     upgrade_mounts=100,
+    probe_mounts=(0, 5, 20),
     watch_edits=10,
     hash_mib=200,
     parse_mounts=1000,
@@ -61,6 +64,7 @@ QUICK = Settings(
     runs=3,
     cli_budget=30.0,
     upgrade_mounts=10,
+    probe_mounts=(0, 5),
     watch_edits=5,
     hash_mib=200,
     parse_mounts=1000,
@@ -76,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs=base.runs,
         cli_budget=args.cli_budget if args.cli_budget is not None else base.cli_budget,
         upgrade_mounts=args.upgrade_mounts or base.upgrade_mounts,
+        probe_mounts=base.probe_mounts,
         watch_edits=args.watch_edits or base.watch_edits,
         hash_mib=base.hash_mib,
         parse_mounts=base.parse_mounts,
@@ -110,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "parsing",
                 lambda: run_parsing(workdir, settings.parse_mounts, settings.runs),
             )
-        if {"noop", "watch", "upgrade"} & set(sections):
+        if {"noop", "watch", "upgrade", "probes"} & set(sections):
             say("starting the OpenBao dev server")
             server = start_dev_server(workdir=workdir / "bao")
             live_server = server
@@ -139,6 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "upgrade",
                     "upgrade",
                     lambda: run_upgrade(_reset(live_server), settings.upgrade_mounts, workdir),
+                )
+            if "probes" in sections:
+                run(
+                    "probes",
+                    "probes",
+                    lambda: run_probes(_reset(live_server), settings.probe_mounts, settings.runs),
                 )
     finally:
         if server is not None:
@@ -284,10 +295,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "target": f"upgrade one plugin used by {upgrade['mounts']} mounts",
-                "goal": f"1 register, {upgrade['mounts']} tunes, 1 reload",
+                # SPEC §12: a canary mount first, then one call for the others.
+                "goal": f"1 register, {upgrade['mounts']} tunes, 2 reload",
                 "measured": measured,
                 "ratio": None,
-                "met": counts == (1, upgrade["mounts"], 1) if upgrade["mounts"] >= 100 else None,
+                "met": counts == (1, upgrade["mounts"], 2) if upgrade["mounts"] >= 100 else None,
             }
         )
     hashing = results.get("hashing")

@@ -166,6 +166,24 @@ def _load(path: Path, max_file_size: int) -> LoadedDesired:
     return load_desired(path, max_file_size=max_file_size)
 
 
+reload_unmanaged_option = click.option(
+    "--reload-unmanaged",
+    is_flag=True,
+    help="Also reload undeclared mounts left on the old binary of an updated entry "
+    "(the file setting reload_unmanaged: true).",
+)
+
+
+def _reloading_unmanaged(loaded: LoadedDesired, reload_unmanaged: bool) -> LoadedDesired:
+    """`loaded` with its `reload_unmanaged` setting on when the flag asks for it."""
+    import dataclasses
+
+    if not reload_unmanaged:
+        return loaded
+    settings = loaded.state.settings.model_copy(update={"reload_unmanaged": True})
+    return dataclasses.replace(loaded, state=loaded.state.model_copy(update={"settings": settings}))
+
+
 def _parse_replace(values: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
     from reconciler.planner import parse_catalog_target
 
@@ -224,6 +242,7 @@ max_file_size_option = click.option(
     help="Exit 0 when there is nothing to do, 2 when there are actions, 1 on error.",
 )
 @click.option("--replace", multiple=True, metavar="TYPE/NAME/VERSION", help="Force re-register.")
+@reload_unmanaged_option
 @max_file_size_option
 @connection_options
 @reports_errors
@@ -233,6 +252,7 @@ def plan_command(
     as_json: bool,
     detailed_exitcode: bool,
     replace: tuple[str, ...],
+    reload_unmanaged: bool,
     max_file_size: int,
     address: str | None,
     namespace: str | None,
@@ -241,7 +261,7 @@ def plan_command(
     """Show what apply would change on the server."""
     from reconciler.reconcile import plan_for
 
-    loaded = _load(file, max_file_size)
+    loaded = _reloading_unmanaged(_load(file, max_file_size), reload_unmanaged)
     client = _client(address, namespace, token_file)
     the_plan = plan_for(client, loaded, replace=_parse_replace(replace))
     if out is not None:
@@ -274,9 +294,11 @@ def plan_command(
 @click.option("--allow-destroy", is_flag=True, help="Allow disable/replace (up to max_destroy).")
 @click.option("--replace", multiple=True, metavar="TYPE/NAME/VERSION", help="Force re-register.")
 @click.option(
-    "--rollback-on-failure",
-    is_flag=True,
-    help="Tune a mount whose upgrade fails verification back to its previous version.",
+    "--rollback-on-failure/--no-rollback",
+    default=True,
+    show_default=True,
+    help="Tune a mount whose upgrade fails verification back to its previous version "
+    "and reload it (--no-rollback leaves it as the failure left it).",
 )
 @click.option(
     "--lock-timeout",
@@ -287,6 +309,7 @@ def plan_command(
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the plan and result as JSON on stdout."
 )
+@reload_unmanaged_option
 @max_file_size_option
 @connection_options
 @reports_errors
@@ -298,12 +321,14 @@ def apply_command(
     rollback_on_failure: bool,
     lock_timeout: float,
     as_json: bool,
+    reload_unmanaged: bool,
     max_file_size: int,
     address: str | None,
     namespace: str | None,
     token_file: Path | None,
 ) -> None:
     """Apply a desired-state file (or a saved plan) and verify the result."""
+    import dataclasses
     import json
 
     from reconciler.executor import ApplyOptions
@@ -312,6 +337,9 @@ def apply_command(
 
     replace_keys = _parse_replace(replace)
     target_input = load_target(target, max_file_size)
+    target_input = dataclasses.replace(
+        target_input, loaded=_reloading_unmanaged(target_input.loaded, reload_unmanaged)
+    )
     client = _client(address, namespace, token_file)
     out = sys.stderr if as_json else sys.stdout
 

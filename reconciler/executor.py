@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from reconciler.errors import ApiError, StaleState
+from reconciler.errors import ApiError, OutcomeUnknown, StaleState
 from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
 from reconciler.plan import (
     Action,
@@ -130,6 +130,8 @@ class _Run:
     options: ApplyOptions
     progress: Progress
     result: ApplyResult = field(default_factory=ApplyResult)
+    # API paths of the mounts a reload was sent for: the ones a rollback must reload.
+    reloaded: set[str] = field(default_factory=set)
 
     def execute(self, actions: list[Action], before: LiveState) -> None:
         converge = [a for a in actions if a.stage is Stage.CONVERGE]
@@ -159,14 +161,51 @@ class _Run:
             try:
                 self._run(action)
             except ApiError as error:
-                self.result.failures.append(f"{action.kind.value} {action.target}: {error}")
+                failure = f"{action.kind.value} {action.target}: {error}"
+                if isinstance(action, ReloadAction) and action.canary:
+                    failure += f"; the other mounts were not reloaded ({action.reason})"
+                self.result.failures.append(failure)
                 self.progress(
                     ProgressEvent(number, total, action, "failed", str(error), _since(started))
                 )
                 return False
             self.result.applied.append(action)
             self.progress(ProgressEvent(number, total, action, "done", "", _since(started)))
+            if isinstance(action, ReloadAction) and action.canary:
+                failed = self._canary_fails(action)
+                if failed is not None:
+                    self.result.failures.append(failed)
+                    self.progress(ProgressEvent(number, total, action, "failed", failed))
+                    return False
         return True
+
+    def _canary_fails(self, action: ReloadAction) -> str | None:
+        """Why the canary mount does not run its new plugin, or None when it does."""
+        self.progress(ProgressEvent(0, 0, None, "verify canary"))
+        live = self.read_state()
+        again = make_plan(self.desired, live, replace=(), held=self.options.held)
+        pending = {
+            path
+            for planned in again.actions
+            if isinstance(planned, ReloadAction) and planned.stage is Stage.CONVERGE
+            for path in planned.params.mounts or []
+        }
+        mounts = {m.api_path: m for m in live.mounts}
+        for path in action.params.mounts or []:
+            mount = mounts.get(path)
+            if mount is None:
+                problem = "is gone"
+            elif mount.backend_answers is False:
+                problem = "does not answer (its plugin did not start)"
+            elif path in pending:
+                problem = f"runs {_running(mount)}"
+            else:
+                continue
+            return (
+                f"canary {mount_target_name(*split_api_path(path))} {problem}: the other "
+                f"mounts were not reloaded ({action.reason})"
+            )
+        return None
 
     def _run(self, action: Action) -> None:
         match action:
@@ -195,11 +234,39 @@ class _Run:
             case DisableAction(params=p):
                 self._write(self.api.disable_mount, p.kind, p.path)
             case ReloadAction(params=p):
-                self._write(
-                    self.api.reload_backend, mounts=p.mounts, plugin=p.plugin, scope=p.scope
-                )
+                self.reloaded.update(p.mounts or [])
+                try:
+                    self._write(
+                        self.api.reload_backend, mounts=p.mounts, plugin=p.plugin, scope=p.scope
+                    )
+                except OutcomeUnknown as error:
+                    if p.mounts is None:
+                        raise
+                    self._reload_the_rest(action, error)
             case _:  # pragma: no cover - every kind is handled above
                 raise AssertionError(action.kind)
+
+    def _reload_the_rest(self, action: ReloadAction, unknown: OutcomeUnknown) -> None:
+        """After a reload that may have run: reload, once, only the mounts still needing it.
+
+        Each reload restarts the plugin processes it names, and the first one may have
+        done its work: the mounts are read back and planned again, and a mount whose
+        plan no longer reloads it took its new plugin.
+        """
+        log.warning("%s; reading the mounts back", unknown)
+        again = make_plan(self.desired, self.read_state(), replace=(), held=self.options.held)
+        pending = {
+            path
+            for planned in again.actions
+            if isinstance(planned, ReloadAction) and planned.stage is action.stage
+            for path in planned.params.mounts or []
+        }
+        rest = [path for path in action.params.mounts or [] if path in pending]
+        if not rest:
+            log.warning("reload %s: every mount runs its new plugin", action.target)
+            return
+        log.warning("reload %s: reloading %s again", action.target, ", ".join(rest))
+        self._write(self.api.reload_backend, mounts=rest, scope=action.params.scope)
 
     def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         call(*args, **kwargs)
@@ -236,7 +303,10 @@ class _Run:
             if (action.kind, action.target) in skipped:
                 continue
             problems.append(self._not_converged(action, live))
+        probed = {(m.kind, m.path): m.backend_answers for m in live.mounts}
         for kind, path in touched_mounts(actions):
+            if probed.get((kind, path)) is True:
+                continue  # the read just probed it
             try:
                 self.api.probe_mount(kind, path)
             except ApiError as error:
@@ -277,7 +347,10 @@ class _Run:
             except ApiError as error:
                 self.result.failures.append(f"rollback of {target} failed: {error}")
                 continue
-            reload_paths.append(old.api_path)
+            # A mount no reload was sent for still runs its old plugin: a reload would
+            # only restart it.
+            if old.api_path in self.reloaded:
+                reload_paths.append(old.api_path)
         if not reload_paths:
             return
         try:

@@ -149,6 +149,11 @@ class Settings(_Strict):
     reload_scope: Literal["local", "global"] = Field(
         default="local", description="global: reload on every node of a cluster."
     )
+    reload_unmanaged: StrictBool = Field(
+        default=False,
+        description="Reload undeclared mounts whose catalog entry this plan updates (or that "
+        "an out-of-band re-register changed), instead of leaving them on the old binary.",
+    )
     max_destroy: StrictInt = Field(
         default=MAX_DESTROY,
         ge=0,
@@ -455,6 +460,10 @@ class LiveMount(_Strict):
     local: bool = False
     seal_wrap: bool = False
     accessor: str = ""
+    # Whether a request through the mount reached its plugin: None when not probed
+    # (built-ins are not), False for a mount whose backend failed to start, which
+    # `sys/mounts` does not show (its `running_*` values stay stale).
+    backend_answers: bool | None = None
 
     @property
     def api_path(self) -> str:

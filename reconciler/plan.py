@@ -36,7 +36,7 @@ from reconciler.model import (
 # MAJOR.MINOR: a minor version only adds fields to the plan and its actions, and a
 # reader of the same major ignores the ones it does not know; the parameters of an
 # action kind change only with a major version.
-PLAN_FORMAT_VERSION = "2.0"
+PLAN_FORMAT_VERSION = "2.1"
 _PLAN_FORMAT_MAJOR = PLAN_FORMAT_VERSION.split(".", maxsplit=1)[0]
 
 
@@ -107,6 +107,9 @@ class ReasonCode(StrEnum):
     MOVED_FROM = "moved-from"
     TUNED_VALUES_DIFFER = "tuned-values-differ"
     RUNNING_PLUGIN_DIFFERS = "running-plugin-differs"
+    BACKEND_NOT_ANSWERING = "backend-not-answering"
+    PLUGIN_VERSION_PINNED = "plugin-version-pinned"
+    CANARY = "canary"
     BUILTIN_AFTER_CLEANUP = "builtin-after-cleanup"
     UNMANAGED_MOUNT_PRUNED = "unmanaged-mount-pruned"
     DECLARED_ABSENT = "declared-absent"
@@ -294,6 +297,10 @@ class DisableAction(_Action):
 class ReloadAction(_Action):
     kind: Literal[ActionKind.RELOAD] = ActionKind.RELOAD
     params: ReloadParams
+    # The first mount moved onto a new binary that other mounts of this plan move onto
+    # too: the executor verifies it (running sha256 and a probe) before going on, so a
+    # broken binary takes down one mount, not all of them.
+    canary: bool = False
 
 
 Action = Annotated[
@@ -395,7 +402,9 @@ def fingerprint(live: LiveState) -> str:
             key=lambda e: (e["type"], e["name"], e["version"]),
         ),
         "mounts": sorted(
-            (m.model_dump(exclude={"accessor"}) for m in live.mounts),
+            # Whether a backend answers is what a plan reacts to, not a state to pin:
+            # a plan made while a mount was dead still applies once it answers again.
+            (m.model_dump(exclude={"accessor", "backend_answers"}) for m in live.mounts),
             key=lambda m: (m["kind"], m["path"]),
         ),
     }

@@ -1,10 +1,12 @@
 """Read the live catalog and mount tables into a `LiveState`.
 
-The number of requests depends on the number of external catalog entries,
-never on the number of mounts: one catalog list, one read per external entry
-(for its command, args and the `declarative` and `oci` flags, which the list
-does not carry), the two mount tables and the server's identity. They run
-concurrently.
+The number of requests depends on the number of external catalog entries
+and of mounts that run one, never on the number of built-in mounts: one
+catalog list, one read per external entry (for its command, args and the
+`declarative` and `oci` flags, which the list does not carry), the two mount
+tables, the server's identity, and one probe per mount that runs an external
+plugin (`sys/mounts` keeps reporting a plugin that failed to start as running:
+only a request through the mount shows it is dead). They run concurrently.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from reconciler.model import (
     MountKind,
     PluginType,
 )
+from reconciler.resolver import is_builtin_version, runs_builtin
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,13 @@ def read_live_state(client: Client) -> LiveState:
             *(_live_mount("auth", path, raw) for path, raw in auth_mounts.result().items()),
         ]
         server = identity.result()
+        probes = {
+            index: pool.submit(_backend_answers, client, mount)
+            for index, mount in enumerate(mounts)
+            if _runs_external(mount)
+        }
+        for index, probe in probes.items():
+            mounts[index] = mounts[index].model_copy(update={"backend_answers": probe.result()})
     catalog.sort(key=lambda e: (e.type, e.name, e.version))
     mounts.sort(key=lambda m: (m.kind, m.path))
     return LiveState(server=server, catalog=catalog, mounts=mounts)
@@ -80,6 +90,28 @@ def _known_type(entry: Mapping[str, Any]) -> bool:
         return True
     log.debug("ignoring catalog entry of unknown type: %s", entry)
     return False
+
+
+def _runs_external(mount: LiveMount) -> bool:
+    """A mount whose plugin is a process of its own, which can fail to start."""
+    if mount.reserved:
+        return False
+    pinned_external = mount.plugin_version != "" and not is_builtin_version(mount.plugin_version)
+    return not runs_builtin(mount) or pinned_external
+
+
+def _backend_answers(client: Client, mount: LiveMount) -> bool | None:
+    """Whether the mount's backend answers a help request; None when the probe says nothing."""
+    try:
+        client.probe_mount(mount.kind, mount.path)
+    except ApiError as error:
+        if error.status == 404 and "nothing is mounted" not in str(error):
+            return False
+        # Disabled since the table was read, a refused token or a server error: no
+        # verdict on the backend, and no reason to fail the whole read.
+        log.warning("could not probe %s: %s", mount.api_path, error)
+        return None
+    return True
 
 
 def _read_external(client: Client, entry: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -4,6 +4,8 @@ It forwards every request and records it, except the ones it was told to lie
 about: those get a success answer of the proxy's own and never reach the
 server. A hook can also run right after a request was forwarded, to break the
 server behind the command's back (kill a plugin, say) once it has answered.
+And a request can lose its answer: the connection closes without one, after
+the request was forwarded (it ran) or before (it never reached the server).
 Verification is what must notice: a lie costs the command nothing but its
 exit code.
 """
@@ -34,6 +36,8 @@ class LyingProxy:
         self.requests: list[tuple[str, str]] = []
         self._lies: list[tuple[str, str, int]] = []
         self._after: list[tuple[str, str, AfterHook]] = []
+        self._drops: list[tuple[str, str, bool]] = []
+        self._forwarded: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._upstream = httpx.Client(base_url=upstream, timeout=120)
         handler = type("Handler", (_Handler,), {"proxy": self})
@@ -57,6 +61,20 @@ class LyingProxy:
         """Run `hook` once, after the first `METHOD path` was forwarded and answered 2xx."""
         with self._lock:
             self._after.append((method, path, hook))
+
+    def drop_answer(self, method: str, path: str, *, forward: bool = True) -> None:
+        """Close the connection of the next `METHOD path` without an answer.
+
+        `forward`: the server carries the request out first (its answer is lost);
+        otherwise the request never reaches it.
+        """
+        with self._lock:
+            self._drops.append((method, path, forward))
+
+    def forwarded(self, method: str, path: str) -> int:
+        """How many `METHOD path` requests reached the server."""
+        with self._lock:
+            return self._forwarded.count((method, path))
 
     def count(self, method: str, path: str) -> int:
         with self._lock:
@@ -88,6 +106,19 @@ class LyingProxy:
             self.requests.append((method, path))
             return next((s for m, p, s in self._lies if (m, p) == (method, path)), None)
 
+    def _take_drop(self, method: str, path: str) -> bool | None:
+        """None: answer it; else drop its answer, forwarding it first when True."""
+        with self._lock:
+            for index, (m, p, forward) in enumerate(self._drops):
+                if (m, p) == (method, path):
+                    del self._drops[index]
+                    return forward
+        return None
+
+    def _note_forwarded(self, method: str, path: str) -> None:
+        with self._lock:
+            self._forwarded.append((method, path))
+
     def _take_hook(self, method: str, path: str) -> AfterHook | None:
         with self._lock:
             for index, (m, p, hook) in enumerate(self._after):
@@ -112,10 +143,18 @@ class _Handler(BaseHTTPRequestHandler):
         if lie is not None:
             self._answer(lie, _SUCCESS[lie], "application/json" if _SUCCESS[lie] else None)
             return
+        drop = self.proxy._take_drop(self.command, path)
+        if drop is False:
+            self.close_connection = True
+            return
         headers = {k: v for k in _FORWARDED_HEADERS if (v := self.headers.get(k)) is not None}
         answer = self.proxy._upstream.request(
             self.command, self.path, headers=headers, content=body
         )
+        self.proxy._note_forwarded(self.command, path)
+        if drop:
+            self.close_connection = True
+            return
         if answer.is_success and (hook := self.proxy._take_hook(self.command, path)):
             hook()
         self._answer(answer.status_code, answer.content, answer.headers.get("Content-Type"))

@@ -304,6 +304,12 @@ class _Server:
             running = resolve(self.catalog.values(), kind, mount.plugin, mount.plugin_version)
             if running is None:
                 raise ServerRefused(f"reload {api_path}: backend is nil")
+            # A reload starts the plugin again: its backend answers (binaries do not fail here).
+            answers = None if mount.backend_answers is None else True
             self.mounts[(kind, path)] = mount.model_copy(
-                update={"running_plugin_version": running[0], "running_sha256": running[1]}
+                update={
+                    "running_plugin_version": running[0],
+                    "running_sha256": running[1],
+                    "backend_answers": answers,
+                }
             )

@@ -68,7 +68,7 @@ def test_fresh_server_register_enable_write_read_then_noop(server, plugins, tmp_
     assert requests.writes() == []
 
 
-def test_upgrade_registers_tunes_reloads_once_and_keeps_data(
+def test_upgrade_registers_tunes_reloads_canary_then_rest_and_keeps_data(
     server, plugins, tmp_path: Path
 ) -> None:
     # `other/` stays on v1 across the upgrade: an unrelated mount must not be reloaded.
@@ -100,13 +100,14 @@ auth:
 """,
     )
     plan = run_cli(server, "plan", str(upgraded))
-    assert "1 to register, 2 to tune, 1 to reload" in plan.stdout, plan.output
+    # Two mounts onto v2.0.0: a canary reload, then the other.
+    assert "1 to register, 2 to tune, 2 to reload" in plan.stdout, plan.output
     with RequestLog(server) as requests:
         result = run_cli(server, "apply", str(upgraded), "--yes")
     assert result.exit_code == 0, result.output
     assert len(requests.matching("PUT", "/sys/plugins/catalog/")) == 1
     assert len(requests.matching("POST", "/tune")) == 2
-    assert len(requests.matching("POST", "/sys/plugins/reload/backend")) == 1
+    assert len(requests.matching("POST", "/sys/plugins/reload/backend")) == 2
 
     v2_sha = sha256_of(plugins / "demo-kv-2.0.0")
     for path in ("demo/", "apps/"):
@@ -293,15 +294,15 @@ def _broken_upgrade(server: DevServer, plugins: Path, tmp_path: Path) -> Path:
 
 def test_broken_binary_fails_naming_the_mount(server, plugins, tmp_path: Path) -> None:
     upgrade = _broken_upgrade(server, plugins, tmp_path)
-    result = run_cli(server, "apply", str(upgrade), "--yes")
+    result = run_cli(server, "apply", str(upgrade), "--yes", "--no-rollback")
     assert result.exit_code == 1
     assert "fragile/" in result.stderr
     assert "did not converge" in result.stderr
 
 
-def test_broken_binary_rolls_back_with_rollback_on_failure(server, plugins, tmp_path: Path) -> None:
+def test_broken_binary_rolls_back_by_default(server, plugins, tmp_path: Path) -> None:
     upgrade = _broken_upgrade(server, plugins, tmp_path)
-    result = run_cli(server, "apply", str(upgrade), "--yes", "--rollback-on-failure")
+    result = run_cli(server, "apply", str(upgrade), "--yes")
     assert result.exit_code == 1
     assert "rolled back: secrets/fragile/" in result.stderr, result.output
     entry = mount_entry(server, "secret", "fragile/")

@@ -36,8 +36,9 @@ V2 = (
     "  - {{type: secret, name: demo-kv, version: v2.0.0, command: demo-kv-2.0.0}}\n"
     "secrets:\n" + _SECRETS
 )
-# register v2, tune ×3, one reload of the three mounts, deregister v1: one write each.
-UPGRADE_ACTIONS = ["register", "tune", "tune", "tune", "reload", "deregister"]
+# register v2, tune ×3, a canary reload of one mount, one reload of the other two,
+# deregister v1: one write each.
+UPGRADE_ACTIONS = ["register", "tune", "tune", "tune", "reload", "reload", "deregister"]
 
 
 def _plan_actions(server: DevServer, desired: Path) -> list[str]:

@@ -97,14 +97,16 @@ def test_demo_uses_the_external_plugin(full_run: Run) -> None:
     assert re.search(r"version\s+v1\.0\.0", before_upgrade)
 
 
-def test_demo_upgrade_plan_registers_tunes_and_reloads_once(full_run: Run) -> None:
+def test_demo_upgrade_plan_registers_tunes_and_reloads_canary_first(full_run: Run) -> None:
     plan = full_run.section(
         "$ reconciler plan desired-upgrade.yaml", "$ reconciler apply desired-upgrade.yaml"
     )
     assert "+ register secret/demo-kv/v2.0.0" in plan
     assert "+ register secret/transit/v1.0.0" in plan
     assert "~ tune secrets/demo/" in plan
-    assert plan.count("↻ reload") == 1
+    # The two demo-kv mounts onto v2.0.0: a canary, then the other.
+    assert plan.count("↻ reload") == 2
+    assert "canary for demo-kv v2.0.0" in plan
     assert "overrides the built-in secret plugin 'transit'" in plan
 
 

@@ -153,12 +153,35 @@ def test_upgrade_of_a_plugin_used_by_3_mounts(
     tunes = sorted(w for w in writes if w[0] == "POST" and w[1].endswith("/tune"))
     assert writes.count(register) == 1
     assert tunes == [("POST", f"/v1/sys/mounts/app-{i}/tune") for i in range(3)]
-    assert writes.count(reload) == 1
+    assert writes.count(reload) == 2
     # The old version goes only once the new one is verified; nothing else is written.
     assert writes.count(deregister) == 1
-    assert len(writes) == 1 + 3 + 1 + 1, writes
-    assert writes.index(deregister) > writes.index(reload)
-    # One reload call for all three mounts, and only them (the built-ins are not touched).
-    body = sent.body(*reload)
-    assert isinstance(body, dict)
-    assert sorted(body["mounts"]) == ["app-0/", "app-1/", "app-2/"]
+    assert len(writes) == 1 + 3 + 2 + 1, writes
+    assert writes.index(deregister) > len(writes) - 1 - writes[::-1].index(reload)
+    # A canary reload of one mount, then one call for the other two, and only them
+    # (the built-ins are not touched).
+    bodies = [json.loads(body) for m, p, body in sent.requests if (m, p) == reload]
+    assert [sorted(b["mounts"]) for b in bodies] == [["app-0/"], ["app-1/", "app-2/"]]
+
+
+def test_plan_probes_each_external_plugin_mount_once_and_no_builtin(
+    server: DevServer, client: Client, plugins: Path, tmp_path: Path
+) -> None:
+    desired = write_desired(tmp_path, DESIRED_V1.format(plugins=plugins, mounts=external_mounts(3)))
+    loaded = load_desired(desired)
+    assert apply(client, plan_for(client, loaded), loaded).converged
+    enable_builtin_mounts(client, 0, 6)
+
+    sent = Sent()
+    with sent.client(server) as counted:
+        the_plan = plan_for(counted, loaded)
+    assert the_plan.errors == []
+    mount_paths = {"/v1/app-0", "/v1/app-1", "/v1/app-2"}
+    probes = [path for method, path in sent.calls() if method == "GET" and path in mount_paths]
+    assert sorted(probes) == sorted(mount_paths)
+    # Built-in mounts, declared or not, cost no request of their own.
+    assert not [
+        path
+        for _, path in sent.calls()
+        if any(name in path for name in ("/cache", "/crypto", "/robots", "scale-"))
+    ]

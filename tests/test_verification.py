@@ -34,7 +34,7 @@ def proxy(server: DevServer) -> Iterator[LyingProxy]:
 
 def apply_via(proxy: LyingProxy, server: DevServer, desired: Path) -> CliResult:
     return CliRun.invoke(
-        ["apply", str(desired), "--yes"],
+        ["apply", str(desired), "--yes", "--no-rollback"],
         env={"BAO_ADDR": proxy.address, "BAO_TOKEN": server.token},
     )
 

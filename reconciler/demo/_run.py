@@ -329,8 +329,9 @@ class _Demo:
         self.say.command(f"reconciler plan {DESIRED_UPGRADE}")
         self._show_plan(self._plan(DESIRED_UPGRADE))
         self.say.note(
-            "One reload call restarts exactly the mounts whose plugin changes; v1.0.0 stays\n"
-            "  registered, so a failed upgrade could go back to it."
+            "Reloads restart exactly the mounts whose plugin changes: one canary mount\n"
+            "  first, verified before the others; v1.0.0 stays registered, so a failed\n"
+            "  upgrade goes back to it."
         )
 
     def _file_diff(self) -> list[str]:

@@ -22,7 +22,15 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from reconciler.model import DesiredState, LiveState
-from reconciler.plan import KIND_ORDER, DesiredSource, Plan, Problem, Stage, fingerprint
+from reconciler.plan import (
+    KIND_ORDER,
+    DesiredSource,
+    Plan,
+    Problem,
+    ReloadAction,
+    Stage,
+    fingerprint,
+)
 from reconciler.planner._catalog import plan_catalog_writes
 from reconciler.planner._cleanup import plan_deregistrations
 from reconciler.planner._context import (
@@ -33,7 +41,7 @@ from reconciler.planner._context import (
     parse_catalog_target,
 )
 from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
-from reconciler.planner._overrides import override_warnings
+from reconciler.planner._overrides import leftover_override_warnings, override_warnings
 from reconciler.planner._server_owned import plan_server_references
 from reconciler.resolver import CatalogKey
 
@@ -63,17 +71,18 @@ def plan(
     context = Context.of(desired, live, frozenset(replace), frozenset(held))
     catalog = plan_catalog_writes(context)
     mounts = plan_declared_mounts(context, catalog.changed)
-    pruning = plan_unmanaged_mounts(context, mounts.claimed)
+    pruning = plan_unmanaged_mounts(context, mounts.claimed, catalog.changed)
     cleanup = plan_deregistrations(context, mounts, pruning)
     server_owned = plan_server_references(context, mounts, pruning)
     phases = (catalog, mounts, pruning, cleanup, server_owned)
     actions = [
         *(action for phase in phases for action in phase.actions),
-        *reload_actions(context, mounts.reloads),
+        *reload_actions(context, mounts.reloads | pruning.reloads, mounts.targets),
     ]
     warnings = [
         *(warning for phase in phases for warning in phase.warnings),
         *override_warnings(context, catalog.changed, mounts, pruning),
+        *leftover_override_warnings(context, mounts, pruning),
     ]
     return Plan(
         desired=source or DesiredSource(),
@@ -82,7 +91,13 @@ def plan(
         max_destroy=desired.settings.max_destroy,
         replace=sorted({catalog_target_name(key) for key in replace}),
         actions=sorted(
-            actions, key=lambda a: (a.stage != Stage.CONVERGE, KIND_ORDER[a.kind], a.target)
+            actions,
+            key=lambda a: (
+                a.stage != Stage.CONVERGE,
+                KIND_ORDER[a.kind],
+                not isinstance(a, ReloadAction) or not a.canary,
+                a.target,
+            ),
         ),
         errors=_in_order(error for phase in phases for error in phase.errors),
         warnings=_in_order(warnings),

@@ -48,13 +48,24 @@ from reconciler.resolver import (
 
 @dataclass(frozen=True)
 class Reloads:
-    """Mounts (API paths) to reload: now, or once cleanup has deregistered their shadow."""
+    """Mounts (API paths) to reload: now, or once cleanup has deregistered their shadow.
+
+    `dead` and `repinned` say why some of them are reloaded (their backend does not
+    answer; their plugin_version is tuned), for the reason the plan shows.
+    """
 
     converge: frozenset[str] = frozenset()
     cleanup: frozenset[str] = frozenset()
+    dead: frozenset[str] = frozenset()
+    repinned: frozenset[str] = frozenset()
 
     def __or__(self, other: Reloads) -> Reloads:
-        return Reloads(self.converge | other.converge, self.cleanup | other.cleanup)
+        return Reloads(
+            self.converge | other.converge,
+            self.cleanup | other.cleanup,
+            self.dead | other.dead,
+            self.repinned | other.repinned,
+        )
 
     @property
     def paths(self) -> frozenset[str]:
@@ -78,6 +89,8 @@ class MountChanges(Outcome):
 class Pruning(Outcome):
     # Unmanaged paths this plan disables.
     disabled: frozenset[MountKey] = frozenset()
+    # Unmanaged mounts reloaded onto an updated entry (`reload_unmanaged`).
+    reloads: Reloads = Reloads()
 
 
 def plan_declared_mounts(context: Context, changed: frozenset[CatalogKey]) -> MountChanges:
@@ -104,17 +117,34 @@ def plan_declared_mounts(context: Context, changed: frozenset[CatalogKey]) -> Mo
     )
 
 
-def plan_unmanaged_mounts(context: Context, claimed: frozenset[MountKey]) -> Pruning:
-    """Disable undeclared mounts when `prune_mounts` is on; otherwise name them."""
+def plan_unmanaged_mounts(
+    context: Context, claimed: frozenset[MountKey], changed: frozenset[CatalogKey] = frozenset()
+) -> Pruning:
+    """Disable undeclared mounts when `prune_mounts` is on; otherwise name them.
+
+    An undeclared mount left on the old binary of an entry that is updated (by this
+    plan, or out of band) is reloaded when `reload_unmanaged` is on, else named.
+    """
     if not context.desired.settings.prune_mounts:
-        return Pruning(
-            warnings=tuple(
-                problem(
-                    mount_target_name(*key), f"unmanaged mount ({live_mount.plugin}): left alone"
+        warnings: list[Problem] = []
+        reload: set[str] = set()
+        for key, live_mount in context.unmanaged_mounts(claimed):
+            where = mount_target_name(*key)
+            warnings.append(problem(where, _unmanaged_warning(live_mount)))
+            stale = _old_binary(context, changed, live_mount)
+            if stale is None:
+                continue
+            if context.desired.settings.reload_unmanaged:
+                reload.add(live_mount.api_path)
+            else:
+                warnings.append(
+                    problem(
+                        where,
+                        f"left on the old binary of {stale}: set reload_unmanaged: true "
+                        "(or pass --reload-unmanaged) to reload it too",
+                    )
                 )
-                for key, live_mount in context.unmanaged_mounts(claimed)
-            )
-        )
+        return Pruning(warnings=tuple(warnings), reloads=Reloads(converge=frozenset(reload)))
     unmanaged = list(context.unmanaged_mounts(claimed))
     return Pruning(
         actions=tuple(
@@ -131,31 +161,148 @@ def plan_unmanaged_mounts(context: Context, claimed: frozenset[MountKey]) -> Pru
     )
 
 
-def reload_actions(context: Context, reloads: Reloads) -> tuple[Action, ...]:
-    """One reload per stage, naming every mount it reloads."""
-    return tuple(
-        ReloadAction(
-            target="mounts " + ", ".join(sorted(paths)),
-            stage=stage,
-            reason=reason,
-            reason_code=code,
-            params=ReloadParams(mounts=sorted(paths), scope=context.scope),
+def _old_binary(
+    context: Context, changed: frozenset[CatalogKey], live_mount: LiveMount
+) -> str | None:
+    """The updated entry a live mount still runs the old binary of, or None."""
+    if runs_builtin(live_mount):
+        return None
+    target = context.live_resolution(live_mount, context.entries_after)
+    if target is None or target.builtin or target.version != live_mount.running_plugin_version:
+        return None
+    if target.sha256 == live_mount.running_sha256 and target.key not in changed:
+        return None
+    return (
+        f"{target.name} {target.version or '(unversioned)'} (runs sha256 "
+        f"{live_mount.running_sha256[:12]}…, the entry has {target.sha256[:12]}…)"
+    )
+
+
+def _unmanaged_warning(live_mount: LiveMount) -> str:
+    if live_mount.backend_answers is False:
+        return (
+            f"unmanaged mount ({live_mount.plugin}): left alone, and its backend does not "
+            "answer (its plugin failed to start): reload it (sys/plugins/reload/backend) "
+            "or declare it"
         )
-        for stage, paths, code, reason in (
-            (
-                Stage.CONVERGE,
-                reloads.converge,
-                ReasonCode.RUNNING_PLUGIN_DIFFERS,
-                "running plugin differs from its catalog entry",
-            ),
-            (
-                Stage.CLEANUP,
-                reloads.cleanup,
-                ReasonCode.BUILTIN_AFTER_CLEANUP,
-                "back to the built-in once the shadowing entry is deregistered",
-            ),
+    return f"unmanaged mount ({live_mount.plugin}): left alone"
+
+
+def reload_actions(
+    context: Context, reloads: Reloads, targets: Mapping[MountKey, Target]
+) -> tuple[Action, ...]:
+    """The reloads of each stage, naming every mount they reload and why.
+
+    One call restarts every mount it names at once, so mounts moving onto the same
+    new binary go in two steps: a canary (one mount, verified by the executor before
+    it goes on), then the rest. The reason code is the most urgent of its mounts'
+    reasons (a dead backend, then a tuned pin).
+    """
+    actions: list[Action] = []
+    if reloads.converge:
+        canaries = _canaries(context, reloads.converge, targets)
+        for path, target, others in canaries:
+            actions.append(_canary_reload(context, path, target, others))
+        rest = reloads.converge - {path for path, _, _ in canaries}
+        if rest:
+            actions.append(_converge_reload(context, reloads, rest, canaries))
+    if reloads.cleanup:
+        actions.append(
+            ReloadAction(
+                target="mounts " + ", ".join(sorted(reloads.cleanup)),
+                stage=Stage.CLEANUP,
+                reason="back to the built-in once the shadowing entry is deregistered",
+                reason_code=ReasonCode.BUILTIN_AFTER_CLEANUP,
+                params=ReloadParams(mounts=sorted(reloads.cleanup), scope=context.scope),
+            )
         )
-        if paths
+    return tuple(actions)
+
+
+_Canary = tuple[str, Target, tuple[str, ...]]
+
+
+def _canaries(
+    context: Context, paths: frozenset[str], targets: Mapping[MountKey, Target]
+) -> list[_Canary]:
+    """Per new external binary more than one reloaded mount moves onto: (first, the rest).
+
+    A binary a live mount already runs and answers with has proven itself on this
+    server (a canary that worked before an interruption, say): it needs no canary.
+    """
+    proven = {
+        (m.plugin, m.running_plugin_version, m.running_sha256)
+        for m in context.live_mounts.values()
+        if m.backend_answers is True
+    }
+    by_binary: dict[Target, list[str]] = {}
+    for (kind, path), target in targets.items():
+        where = api_path(kind, path)
+        fresh = (target.name, target.version, target.sha256) not in proven
+        if where in paths and not target.builtin and fresh:
+            by_binary.setdefault(target, []).append(where)
+    return [
+        (first, target, tuple(rest))
+        for target, (first, *rest) in ((t, sorted(p)) for t, p in by_binary.items())
+        if rest
+    ]
+
+
+def _canary_reload(
+    context: Context, path: str, target: Target, others: tuple[str, ...]
+) -> ReloadAction:
+    command = next(
+        (e.command for e in context.desired.plugins if e.present and e.key == target.key), ""
+    )
+    binary = ", ".join(
+        part for part in (command and f"command {command}", f"sha256 {target.sha256[:12]}…") if part
+    )
+    return ReloadAction(
+        target=f"mounts {path}",
+        reason=(
+            f"canary for {target.name} {target.version or '(unversioned)'} ({binary}): "
+            f"reloaded and verified (running sha256 and a probe) before {', '.join(others)}"
+        ),
+        reason_code=ReasonCode.CANARY,
+        canary=True,
+        params=ReloadParams(mounts=[path], scope=context.scope),
+    )
+
+
+def _converge_reload(
+    context: Context, reloads: Reloads, paths: frozenset[str], canaries: list[_Canary]
+) -> ReloadAction:
+    dead = sorted(paths & reloads.dead)
+    repinned = sorted((paths & reloads.repinned) - reloads.dead)
+    differs = sorted(paths - reloads.dead - reloads.repinned)
+    reasons = []
+    if dead:
+        reasons.append(
+            "backend does not answer (its plugin failed to start; sys/mounts still reports "
+            "it running): " + ", ".join(dead)
+        )
+    if repinned:
+        reasons.append("plugin_version is tuned: " + ", ".join(repinned))
+    if differs:
+        reasons.append("running plugin differs from its catalog entry: " + ", ".join(differs))
+    code = (
+        ReasonCode.BACKEND_NOT_ANSWERING
+        if dead
+        else ReasonCode.PLUGIN_VERSION_PINNED
+        if repinned
+        else ReasonCode.RUNNING_PLUGIN_DIFFERS
+    )
+    if len(reasons) == 1:
+        # One reason for every mount: the target names them already.
+        reasons = [reasons[0].rsplit(": ", 1)[0]]
+    if canaries:
+        reasons.append("once the canary " + ", ".join(path for path, _, _ in canaries) + " works")
+    return ReloadAction(
+        target="mounts " + ", ".join(sorted(paths)),
+        stage=Stage.CONVERGE,
+        reason="; ".join(reasons),
+        reason_code=code,
+        params=ReloadParams(mounts=sorted(paths), scope=context.scope),
     )
 
 
@@ -507,15 +654,21 @@ def _reload(
             or live_mount.running_sha256 != target.sha256
             or (kind, mount.plugin, target.version) in changed
         )
-    if not stale:
+    # The running_* values of a mount whose plugin failed to start stay as they were, and
+    # so do they when a tune moves the pin back to what they report: neither can be
+    # trusted to say a reload is not needed.
+    dead = live_mount.backend_answers is False
+    repinned = isinstance(_pin_change(context, kind, mount, live_mount, target), str)
+    if not (stale or dead or repinned):
         return Reloads()
     path = frozenset({api_path(kind, mount.path)})
+    why = Reloads(dead=path if dead else frozenset(), repinned=path if repinned else frozenset())
     if _shadowed_until_cleanup(context, kind, mount.plugin, target):
         # Only once the unversioned shadow is deregistered does a reload bring the built-in
         # back; before, an unpinned mount (tuning to the built-in's version may leave it
         # unpinned) would reload onto the shadow again.
-        return Reloads(cleanup=path)
-    return Reloads(converge=path)
+        return why | Reloads(cleanup=path)
+    return why | Reloads(converge=path)
 
 
 def _shadowed_until_cleanup(context: Context, kind: MountKind, plugin: str, target: Target) -> bool:

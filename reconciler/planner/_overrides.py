@@ -1,4 +1,5 @@
-"""Warnings that name every mount an override of a built-in changes, managed or not."""
+"""Warnings that name every mount an override of a built-in changes, managed or not,
+and every built-in mount a leftover override (registered, no longer declared) shadows."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from reconciler.planner._context import (
     problem,
 )
 from reconciler.planner._mounts import MountChanges, Pruning
-from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey, api_path
+from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey, api_path, newest_version
 
 
 def override_warnings(
@@ -85,3 +86,51 @@ def _unmanaged_on(
             state = "unmanaged, switches at its next reload"
         found.add((mount, state))
     return found
+
+
+def leftover_override_warnings(
+    context: Context, mounts: MountChanges, pruning: Pruning
+) -> tuple[Problem, ...]:
+    """One warning per registered override the file no longer declares and the plan keeps.
+
+    Left alone it is "unmanaged", yet a built-in mount of that name switches to it at its
+    next reload, and a new mount enabled without a pin runs the newest registered entry.
+    """
+    warnings = []
+    for key in sorted(context.external):
+        plugin_type, name, version = key
+        builtin = (plugin_type, name)
+        if (
+            builtin not in context.builtins
+            or builtin in HARD_WIRED_BUILTINS
+            or key in context.present
+            or key not in context.entries_after
+        ):
+            continue
+        shadowed = sorted(
+            mount_target_name(*where)
+            for where, live_mount in context.live_mounts.items()
+            if where not in pruning.disabled
+            and (live_mount.kind, live_mount.plugin) == builtin
+            and (target := context.live_resolution(live_mount, context.entries_after)) is not None
+            and target.key == key
+            and mounts.targets.get(where, target).key == key
+        )
+        registered = [k[2] for k in context.entries_after if k[:2] == builtin]
+        newest = newest_version(registered)
+        runs = "it" if newest == version else f"{name} {newest or '(unversioned)'}"
+        listing = (
+            "built-in mounts it shadows (they run it from their next reload): "
+            + ", ".join(shadowed)
+            if shadowed
+            else "it shadows no mount yet"
+        )
+        warnings.append(
+            problem(
+                catalog_target_name(key),
+                f"not declared, yet registered: it overrides the built-in {plugin_type} plugin "
+                f"{name!r}; {listing}; a new mount of {name!r} without a plugin_version would "
+                f"run {runs}, not the built-in: declare it state: absent to remove it",
+            )
+        )
+    return tuple(warnings)

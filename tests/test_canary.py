@@ -1,0 +1,92 @@
+"""Canary reloads (SPEC §12): a broken binary used by several mounts takes down one
+of them, which is rolled back; the others never stop serving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reconciler.demo.devserver import DevServer
+from tests.helpers import RequestLog, api, mount_entry, run_cli, write_desired
+from tests.test_apply_plugins import sha256_of
+
+MOUNTS = [f"app-{i}/" for i in range(5)]
+
+FIVE_MOUNTS = """\
+version: 1
+plugins:
+  - {{type: secret, name: demo-kv, version: v1.0.0, command: demo-kv-1.0.0, sha256: {v1}}}
+  - {{type: secret, name: demo-kv, version: v2.0.0, command: {v2_command}, sha256: {v2}}}
+secrets:
+{mounts}
+"""
+
+
+def _desired(tmp_path: Path, plugins: Path, version: str, v2_command: str) -> Path:
+    text = FIVE_MOUNTS.format(
+        v1=sha256_of(plugins / "demo-kv-1.0.0"),
+        v2=sha256_of(plugins / "demo-kv-2.0.0"),
+        v2_command=v2_command,
+        mounts="\n".join(f"  - {{path: {m}, plugin: demo-kv, version: {version}}}" for m in MOUNTS),
+    )
+    return write_desired(tmp_path, text, name=f"desired-{version}.yaml")
+
+
+def _pids(server: DevServer) -> dict[str, int]:
+    http = api(server)
+    return {m: int(http.get(f"/v1/{m}info").json()["data"]["pid"]) for m in MOUNTS}
+
+
+def test_a_broken_binary_takes_down_only_the_canary_which_is_rolled_back(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    # The binary on disk does not match the sha256 registered for v2.0.0: it cannot start.
+    broken = plugins / "canary-broken-kv-2.0.0"
+    broken.write_text((plugins / "demo-kv-2.0.0").read_text() + "\n# tampered\n")
+    broken.chmod(0o755)
+    on_v1 = _desired(tmp_path, plugins, "v1.0.0", broken.name)
+    assert run_cli(server, "apply", str(on_v1), "--yes").ok
+    for mount in MOUNTS:
+        api(server).put(f"/v1/{mount}data/kept", json={"v": mount}).raise_for_status()
+    before = _pids(server)
+
+    upgrade = _desired(tmp_path, plugins, "v2.0.0", broken.name)
+    planned = json.loads(run_cli(server, "plan", str(upgrade), "--json").stdout)
+    reloads = [a for a in planned["actions"] if a["kind"] == "reload"]
+    assert [(a["params"]["mounts"], a["canary"]) for a in reloads] == [
+        (["app-0/"], True),
+        (MOUNTS[1:], False),
+    ]
+
+    with RequestLog(server) as requests:
+        result = run_cli(server, "apply", str(upgrade), "--yes")
+
+    assert result.exit_code == 1, result.output
+    assert "canary" in result.stderr and "secrets/app-0/" in result.stderr, result.output
+    assert broken.name in result.stderr, result.output
+    assert "rolled back: secrets/app-0/" in result.stderr, result.output
+    # The canary reload, then the rollback's: never one naming the other four.
+    assert len(requests.matching("POST", "/v1/sys/plugins/reload/backend")) == 2
+    after = _pids(server)
+    assert {m: after[m] for m in MOUNTS[1:]} == {m: before[m] for m in MOUNTS[1:]}
+    for mount in MOUNTS:
+        entry = mount_entry(server, "secret", mount)
+        assert (entry["plugin_version"], entry["running_plugin_version"]) == ("v1.0.0", "v1.0.0")
+        assert api(server).get(f"/v1/{mount}data/kept").json()["data"]["v"] == mount
+    broken.unlink()
+
+
+def test_a_good_binary_goes_canary_first_then_the_rest(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    on_v1 = _desired(tmp_path, plugins, "v1.0.0", "demo-kv-2.0.0")
+    assert run_cli(server, "apply", str(on_v1), "--yes").ok
+    upgrade = _desired(tmp_path, plugins, "v2.0.0", "demo-kv-2.0.0")
+    with RequestLog(server) as requests:
+        # The default now, still accepted for scripts that pass it.
+        result = run_cli(server, "apply", str(upgrade), "--yes", "--rollback-on-failure")
+    assert result.exit_code == 0, result.output
+    assert len(requests.matching("POST", "/v1/sys/plugins/reload/backend")) == 2
+    for mount in MOUNTS:
+        assert mount_entry(server, "secret", mount)["running_plugin_version"] == "v2.0.0"
+    assert run_cli(server, "plan", str(upgrade), "--detailed-exitcode").exit_code == 0
