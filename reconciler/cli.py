@@ -583,6 +583,13 @@ def validate_command(files: tuple[Path, ...], max_file_size: int) -> None:
         state = loaded.state
         mounts = len(state.secrets) + len(state.auth)
         click.echo(f"{file}: valid ({len(state.plugins)} plugins, {mounts} mounts)")
+        server_owned = sum(entry.managed_by == "server" for entry in state.plugins)
+        if server_owned:
+            click.echo(
+                f"{file}: {server_owned} plugin entries are owned by the server configuration "
+                "(managed_by: server): whether the catalog holds them, from a `plugin` stanza, "
+                "cannot be checked offline; `plan` checks them against the catalog"
+            )
     if invalid:
         sys.exit(1)
 

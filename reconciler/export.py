@@ -3,9 +3,12 @@
 The file validates and plans empty against the server it was read from: it
 lists every external catalog entry and every mount that is not reserved, with
 only the values a plan compares and that differ from the server's defaults.
-A mount's `version` is written when the mount is pinned, and for an unpinned
-mount only where leaving it out would resolve to something other than what
-the mount runs (SPEC §1, version resolution). A database mount lists its
+An entry a `plugin` stanza of the server's configuration owns is written as a
+`managed_by: server` reference (type, name, version, sha256), so that the
+mounts pinned to it stay valid and no plan writes it. A mount's `version` is
+written when the mount is pinned, and for an unpinned mount only where leaving
+it out would resolve to something other than what the mount runs (SPEC §1,
+version resolution). A database mount lists its
 connections with their plugin and pin only: their connection details are
 never read into the live state, so they cannot reach the file.
 """
@@ -170,6 +173,10 @@ def _header(live: LiveState, skipped: list[str], unmanaged: list[str]) -> str:
             "The `env` of plugin entries cannot be exported: the server never returns it",
             "(it is write-only). Add `env:` by hand to the entries that need it.",
         ]
+    if any(entry.declarative for entry in live.catalog):
+        lines.append("Entries with `managed_by: server` are owned by `plugin` stanzas of the")
+        lines.append("server configuration: plans check them, never write them; change the")
+        lines.append("stanza (and send SIGHUP) to change one.")
     if skipped:
         lines.append("Not exported, because a desired-state file cannot express it:")
         lines.extend(f"  {line}" for line in skipped)
@@ -185,6 +192,11 @@ def _plugin(entry: CatalogEntry) -> CommentedMap:
     item["type"] = entry.type
     item["name"] = entry.name
     item["version"] = entry.version
+    if entry.declarative:
+        # A reference, never an owned entry: a register over it would fight the stanza.
+        item["managed_by"] = "server"
+        item["sha256"] = entry.sha256
+        return item
     item["command"] = entry.command
     item["sha256"] = entry.sha256
     if entry.args:

@@ -229,6 +229,26 @@ class PluginEntry(_Strict):
     state: Literal["present", "absent"] = Field(
         default="present", description="absent: deregister this (type, name, version)."
     )
+    managed_by: Literal["file", "server"] = Field(
+        default="file",
+        description=(
+            "server: a `plugin` stanza of the server's configuration owns the entry; the file "
+            "only refers to it (type, name, version, optional sha256 to expect), never writes it."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _server_entries_are_references(self) -> PluginEntry:
+        if self.managed_by == "server":
+            owned = [name for name in ("command", "args", "env") if getattr(self, name) is not None]
+            if self.state != "present":
+                owned.append("state")
+            if owned:
+                raise ValueError(
+                    f"{', '.join(owned)}: the server configuration owns this entry "
+                    "(managed_by: server): change its `plugin` stanza instead"
+                )
+        return self
 
     @field_validator("command")
     @classmethod

@@ -24,8 +24,8 @@ def hash_plugin_files(
     digests: dict[str, tuple[str, str]] = {}
     for index, entry in enumerate(state.plugins):
         plugins.append(entry)
-        if not entry.present:
-            continue
+        if not entry.present or entry.managed_by == "server":
+            continue  # the server's configuration names and hashes its own binaries
         command = entry.effective_command
         pointer: Pointer = ("plugins", index, "command" if entry.command else "name")
         if command not in digests:

@@ -137,7 +137,12 @@ def _check_plugins(state: DesiredState) -> list[ReferenceProblem]:
                     "reserved-plugin",
                 )
             )
-        if entry.present and entry.sha256 is None and state.plugin_directory is None:
+        if (
+            entry.present
+            and entry.managed_by == "file"
+            and entry.sha256 is None
+            and state.plugin_directory is None
+        ):
             problems.append(
                 ReferenceProblem(
                     ("plugins", index),

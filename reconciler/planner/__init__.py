@@ -12,6 +12,8 @@ of the phases follows from their arguments:
 - `_connections`: each declared database connection (re-pin, reset);
 - `_cleanup`: deregistrations, refused while a mount (of any namespace) or a
   connection left would need them;
+- `_server_owned`: references to entries the server's configuration owns,
+  and mounts pinned to entries the catalog lacks;
 - `_nodes`: per-node drift on a cluster (a node running another binary);
 - `_overrides`: warnings naming every mount an override of a built-in changes;
 - `_namespaces`: warnings naming the mounts of other namespaces an update leaves
@@ -54,6 +56,7 @@ from reconciler.planner._namespaces import (
 )
 from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
+from reconciler.planner._server_owned import plan_server_references
 from reconciler.resolver import CatalogKey
 
 __all__ = [
@@ -95,6 +98,8 @@ def plan(
     # Connections are read and written in the client's namespace, the first scope.
     connections = plan_connections(context, catalog.changed)
     cleanup = plan_deregistrations(context, planned, connections)
+    # References and pins are checked once, against the client's namespace's mounts.
+    server_owned = plan_server_references(context, planned[0].mounts, planned[0].pruning)
     outcomes = [
         Outcome(errors=binding_errors(desired, live)),
         creation,
@@ -131,6 +136,7 @@ def plan(
         ),
         connections,
         cleanup,
+        server_owned,
         Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
     ]
     actions = [action for outcome in outcomes for action in outcome.actions]

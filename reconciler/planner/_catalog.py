@@ -15,6 +15,7 @@ from reconciler.plan import (
     UpdateAction,
 )
 from reconciler.planner._context import (
+    OWNED_BY_SERVER,
     Context,
     Outcome,
     catalog_target_name,
@@ -48,6 +49,8 @@ def plan_catalog_writes(context: Context) -> CatalogWrites:
     changed: set[CatalogKey] = set()
     for key, entry in sorted(context.present.items()):
         target = catalog_target_name(key)
+        if entry.managed_by == "server":
+            continue  # a reference: checked against the catalog by `plan_server_references`
         if (entry.type, entry.name) in HARD_WIRED_BUILTINS:
             errors.append(
                 problem(
@@ -56,6 +59,10 @@ def plan_catalog_writes(context: Context) -> CatalogWrites:
                     "server and cannot be overridden by an external entry: rename the plugin",
                 )
             )
+            continue
+        if key in context.declarative:
+            owned = _owned_by_server(context, key, entry)
+            (errors if owned.is_error else warnings).append(owned.problem)
             continue
         if entry.sha256 is None:
             errors.append(problem(target, "sha256 is unknown: give it, or set plugin_directory"))
@@ -73,6 +80,48 @@ def plan_catalog_writes(context: Context) -> CatalogWrites:
             changed.add(key)
             actions += written
     return CatalogWrites(tuple(actions), tuple(errors), tuple(warnings), frozenset(changed))
+
+
+@dataclass(frozen=True)
+class _Owned:
+    problem: Problem
+    is_error: bool
+
+
+def _owned_by_server(context: Context, key: CatalogKey, entry: PluginEntry) -> _Owned:
+    """A file entry naming a declarative one: a no-op note when it matches, else an error.
+
+    Never a write: an API register flips the entry to non-declarative, and from then
+    on the server's every SIGHUP stops at that stanza (later stanzas unregistered).
+    """
+    target = catalog_target_name(key)
+    live_entry = context.external[key]
+    have = {"command": live_entry.command, "sha256": live_entry.sha256, "args": live_entry.args}
+    wanted = {
+        "command": entry.effective_command,
+        "sha256": entry.sha256,
+        "args": list(entry.args or []),
+    }
+    differing = [c.field for c in changes_between(have, wanted)]
+    if key in context.replace:
+        why = "--replace names it"
+    elif differing:
+        why = "the file gives a different " + ", ".join(differing)
+    elif entry.env:
+        why = "the file gives env"
+    else:
+        return _Owned(
+            problem(target, f"{OWNED_BY_SERVER}; every field matches the file: nothing written"),
+            is_error=False,
+        )
+    return _Owned(
+        problem(
+            target,
+            f"{OWNED_BY_SERVER}: {why}, and the reconciler never writes it; change the stanza "
+            "and send SIGHUP, or drop the entry from the file",
+        ),
+        is_error=True,
+    )
 
 
 def _write(context: Context, key: CatalogKey, entry: PluginEntry) -> list[Action]:

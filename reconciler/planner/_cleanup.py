@@ -19,6 +19,7 @@ from reconciler.planner._connections import (
     live_connections,
 )
 from reconciler.planner._context import (
+    OWNED_BY_SERVER,
     Context,
     Outcome,
     catalog_target_name,
@@ -57,7 +58,17 @@ def plan_deregistrations(
         for key in sorted(context.external)
         if key not in context.absent
         and key not in context.present
+        and key not in context.declarative
         and not context.desired.settings.prune_plugins
+    ]
+    warnings += [
+        problem(
+            catalog_target_name(key),
+            f"{OWNED_BY_SERVER}: left registered, never deregistered (the next SIGHUP "
+            "would register it again); remove its stanza to retire it",
+        )
+        for key in sorted(context.declarative)
+        if key not in context.present
     ]
     for key, code in context.deregistrations:
         target = catalog_target_name(key)

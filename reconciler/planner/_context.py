@@ -67,6 +67,10 @@ class Outcome:
     warnings: tuple[Problem, ...] = ()
 
 
+# Why the planner never writes an entry a `plugin` stanza owns.
+OWNED_BY_SERVER = "owned by the server configuration (a `plugin` stanza)"
+
+
 def problem(target: str, message: str) -> Problem:
     return Problem(target=target, message=message)
 
@@ -103,6 +107,8 @@ class Context:
     declared_by_name: Mapping[tuple[str, str], Sequence[PluginEntry]]
     # Present entries by (type, name), versions in order.
     present_by_name: Mapping[tuple[str, str], tuple[PluginEntry, ...]]
+    # External entries a `plugin` stanza of the server's configuration owns: never written.
+    declarative: frozenset[CatalogKey]
     # External entries this plan means to deregister, and why (cleanup may still keep some).
     deregistrations: tuple[tuple[CatalogKey, ReasonCode], ...]
     # External catalog keys that exist once the plan is applied.
@@ -121,6 +127,8 @@ class Context:
         present = {e.key: e for e in desired.plugins if e.present}
         absent = {e.key: e for e in desired.plugins if not e.present}
         external = {e.key: e for e in live.catalog if not e.builtin}
+        # A deregister would only last until the next SIGHUP re-registers the stanza.
+        declarative = frozenset(key for key, entry in external.items() if entry.declarative)
         by_name: dict[tuple[str, str], list[PluginEntry]] = {}
         for entry in sorted(present.values(), key=lambda e: e.version):
             by_name.setdefault((entry.type, entry.name), []).append(entry)
@@ -130,9 +138,11 @@ class Context:
                 ReasonCode.DECLARED_ABSENT if key in absent else ReasonCode.UNMANAGED_PLUGIN_PRUNED,
             )
             for key in sorted(external)
-            if key in absent or (key not in present and desired.settings.prune_plugins)
+            if key not in declarative
+            and (key in absent or (key not in present and desired.settings.prune_plugins))
         )
         gone = {key for key, _ in deregistrations}
+        owned_by_file = {key for key, entry in present.items() if entry.managed_by == "file"}
         return cls(
             desired=desired,
             live=live,
@@ -141,12 +151,14 @@ class Context:
             present=present,
             absent=absent,
             external=external,
+            declarative=declarative,
             builtins=live_builtins(live.catalog),
             live_mounts={(m.kind, m.path): m for m in live.mounts},
             declared_by_name=entries_by_name(desired.plugins),
             present_by_name={name: tuple(entries) for name, entries in by_name.items()},
             deregistrations=deregistrations,
-            entries_after=frozenset((set(external) | set(present)) - gone),
+            # A server-owned reference adds nothing: only a stanza can.
+            entries_after=frozenset((set(external) | set(owned_by_file)) - gone),
             scope=reload_scope(desired.settings.reload_scope, live),
         )
 
@@ -165,7 +177,7 @@ class Context:
 
     def external_target(self, key: CatalogKey) -> Target:
         entry = self.present.get(key)
-        if entry is not None:
+        if entry is not None and (entry.managed_by == "file" or key not in self.external):
             return entry_target(entry)
         return with_sha256(
             Target(*key[:2], builtin=False, version=key[2]), self.external[key].sha256

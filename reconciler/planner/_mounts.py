@@ -386,7 +386,8 @@ def _resolve(context: Context, kind: MountKind, mount: Mount) -> Target | Proble
         context.builtins,
     )
     if isinstance(outcome, Target):
-        return outcome
+        # A server-owned entry's hash comes from the catalog, not the file.
+        return outcome if outcome.key is None else context.external_target(outcome.key)
     name = mount.plugin
     match outcome:
         case Unresolved.NOT_A_BUILTIN:
