@@ -117,7 +117,7 @@ class ReasonCode(StrEnum):
 
 
 class _Data(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class _Readable(BaseModel):
@@ -125,7 +125,10 @@ class _Readable(BaseModel):
 
     # Every field is written (the schema describes the written document).
     model_config = ConfigDict(
-        extra="ignore", frozen=True, json_schema_serialization_defaults_required=True
+        extra="ignore",
+        frozen=True,
+        json_schema_serialization_defaults_required=True,
+        defer_build=True,
     )
 
 
@@ -177,7 +180,9 @@ class EnableParams(_Data):
 
 
 class MoveParams(_Data):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, defer_build=True
+    )
 
     kind: MountKind
     from_path: str = Field(alias="from")
