@@ -7,6 +7,7 @@ those are read again from the desired file the plan names.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -180,9 +181,7 @@ class EnableParams(_Data):
 
 
 class MoveParams(_Data):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, defer_build=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     kind: MountKind
     from_path: str = Field(alias="from")
@@ -322,12 +321,16 @@ Action = Annotated[
 ]
 """One step of the plan: its kind decides the shape of `params`, its safety and stages."""
 
-_ACTION = TypeAdapter[Action](Action)
+
+@functools.cache
+def _action_adapter() -> TypeAdapter[Action]:
+    # Built on first use: a plan that parses no action (every `plan`) never pays for it.
+    return TypeAdapter[Action](Action)
 
 
 def parse_action(data: Any) -> Action:
     """An action from its JSON form (a mapping); ValidationError when params do not fit the kind."""
-    return _ACTION.validate_python(data)
+    return _action_adapter().validate_python(data)
 
 
 class Problem(_Data):
