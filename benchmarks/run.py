@@ -25,6 +25,7 @@ from benchmarks.chart import plan_time_svg
 from benchmarks.common import bao_binary, machine, say
 from benchmarks.daemon import run_daemon
 from benchmarks.files import run_hashing, run_parsing
+from benchmarks.namespaces import run_namespaces
 from benchmarks.noop_plan import Population, run_size
 from benchmarks.probes import run_probes
 from benchmarks.processes import run_processes
@@ -46,8 +47,18 @@ SECTIONS = (
     "upgrade",
     "reload",
     "probes",
+    "namespaces",
 )
-SERVER_SECTIONS = {"processes", "noop", "watch", "daemon", "upgrade", "reload", "probes"}
+SERVER_SECTIONS = {
+    "processes",
+    "noop",
+    "watch",
+    "daemon",
+    "upgrade",
+    "reload",
+    "probes",
+    "namespaces",
+}
 RESULTS = Path(__file__).resolve().parent / "results.json"
 # Written beside the results file.
 CHART = "plan_time.svg"
@@ -227,6 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "probes",
                     "probes",
                     lambda: run_probes(_reset(live_server), settings.probe_mounts, settings.runs),
+                )
+            if "namespaces" in sections:
+                run(
+                    "namespaces",
+                    "namespaces",
+                    lambda: run_namespaces(_reset(live_server), workdir, 20, 50, settings.runs),
                 )
     finally:
         if server is not None:
@@ -440,6 +457,36 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{daemon['idle_s']:.0f} s)",
                 "ratio": round(share / 0.01, 2),
                 "met": share < 0.01,
+            }
+        )
+    namespaces = results.get("namespaces")
+    if namespaces:
+        few, many = namespaces["few_mounts"], namespaces["many_mounts"]
+        rows.append(
+            {
+                "target": f"no-op plan, {namespaces['namespaces']} namespaces: requests "
+                "independent of the mount count",
+                "goal": "catalog reads + 1 + 3 per namespace (root included)",
+                "measured": f"{few['requests']} requests at {few['mounts_per_namespace']} and "
+                f"{many['requests']} at {namespaces['mounts_per_namespace']} mounts per "
+                f"namespace ({many['median_s']:.2f} s)",
+                "ratio": None,
+                "met": few["requests"]
+                == many["requests"]
+                == 5 + namespaces["requests_per_namespace"] * namespaces["namespaces"],
+            }
+        )
+        over_floor = namespaces["ours_over_floor"]
+        rows.append(
+            {
+                "target": f"no-op plan, {namespaces['namespaces']} namespaces × "
+                f"{namespaces['mounts_per_namespace']} mounts vs the floor doing the same reads",
+                "goal": "≤ 1.5×",
+                "measured": f"{over_floor:.2f}× ({many['median_s']:.2f} s vs "
+                f"{namespaces['floor']['median_s']:.2f} s; {many['requests']} vs "
+                f"{namespaces['floor']['requests']} requests)",
+                "ratio": round(over_floor / 1.5, 2),
+                "met": over_floor <= 1.5 and many["requests"] == namespaces["floor"]["requests"],
             }
         )
     upgrade = results.get("upgrade")

@@ -20,6 +20,7 @@ from reconciler.errors import ApiError, OutcomeUnknown, StaleState
 from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
 from reconciler.plan import (
     Action,
+    CreateNamespaceAction,
     DeregisterAction,
     DisableAction,
     EnableAction,
@@ -36,7 +37,7 @@ from reconciler.plan import (
 )
 from reconciler.planner import HeldUpgrade, mount_target_name
 from reconciler.planner import plan as make_plan
-from reconciler.resolver import runs_builtin, split_api_path
+from reconciler.resolver import api_path, namespace_path, runs_builtin, split_api_path
 
 if TYPE_CHECKING:
     from reconciler.client import Client
@@ -184,20 +185,16 @@ class _Run:
         self.progress(ProgressEvent(0, 0, None, "verify canary"))
         live = self.read_state()
         again = make_plan(self.desired, live, replace=(), held=self.options.held)
-        pending = {
-            path
-            for planned in again.actions
-            if isinstance(planned, ReloadAction) and planned.stage is Stage.CONVERGE
-            for path in planned.params.mounts or []
-        }
-        mounts = {m.api_path: m for m in live.mounts}
+        pending = _pending_reloads(again, Stage.CONVERGE)
+        mounts = {_mount_key(live, m): m for m in _all_mounts(live)}
+        namespace = action.params.namespace
         for path in action.params.mounts or []:
-            mount = mounts.get(path)
+            mount = mounts.get((namespace, path))
             if mount is None:
                 problem = "is gone"
             elif mount.backend_answers is False:
                 problem = "does not answer (its plugin did not start)"
-            elif path in pending:
+            elif (namespace, path) in pending:
                 problem = f"runs {_running(mount)}"
             else:
                 continue
@@ -222,22 +219,28 @@ class _Run:
                 )
             case DeregisterAction(params=p):
                 self._write(self.api.deregister_plugin, p.type, p.name, p.version)
+            case CreateNamespaceAction(params=p):
+                self._write(self.api.create_namespace, p.parent, p.name)
             case ReplaceAction(params=p):
-                self._write(self.api.disable_mount, p.kind, p.path)
-                self._write(self.api.enable_mount, p.kind, p.path, enable_body(p))
+                self._write(self.api.disable_mount, p.kind, p.path, p.namespace)
+                self._write(self.api.enable_mount, p.kind, p.path, enable_body(p), p.namespace)
             case EnableAction(params=p):
-                self._write(self.api.enable_mount, p.kind, p.path, enable_body(p))
+                self._write(self.api.enable_mount, p.kind, p.path, enable_body(p), p.namespace)
             case MoveAction(params=p):
-                self._write(self.api.remount, p.kind, p.from_path, p.to)
+                self._write(self.api.remount, p.kind, p.from_path, p.to, p.namespace)
             case TuneAction(params=p):
-                self._write(self.api.tune_mount, p.kind, p.path, dict(p.body))
+                self._write(self.api.tune_mount, p.kind, p.path, dict(p.body), p.namespace)
             case DisableAction(params=p):
-                self._write(self.api.disable_mount, p.kind, p.path)
+                self._write(self.api.disable_mount, p.kind, p.path, p.namespace)
             case ReloadAction(params=p):
                 self.reloaded.update(p.mounts or [])
                 try:
                     self._write(
-                        self.api.reload_backend, mounts=p.mounts, plugin=p.plugin, scope=p.scope
+                        self.api.reload_backend,
+                        mounts=p.mounts,
+                        plugin=p.plugin,
+                        scope=p.scope,
+                        namespace=p.namespace,
                     )
                 except OutcomeUnknown as error:
                     if p.mounts is None:
@@ -255,18 +258,16 @@ class _Run:
         """
         log.warning("%s; reading the mounts back", unknown)
         again = make_plan(self.desired, self.read_state(), replace=(), held=self.options.held)
-        pending = {
-            path
-            for planned in again.actions
-            if isinstance(planned, ReloadAction) and planned.stage is action.stage
-            for path in planned.params.mounts or []
-        }
-        rest = [path for path in action.params.mounts or [] if path in pending]
+        pending = _pending_reloads(again, action.stage)
+        namespace = action.params.namespace
+        rest = [path for path in action.params.mounts or [] if (namespace, path) in pending]
         if not rest:
             log.warning("reload %s: every mount runs its new plugin", action.target)
             return
         log.warning("reload %s: reloading %s again", action.target, ", ".join(rest))
-        self._write(self.api.reload_backend, mounts=rest, scope=action.params.scope)
+        self._write(
+            self.api.reload_backend, mounts=rest, scope=action.params.scope, namespace=namespace
+        )
 
     def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         call(*args, **kwargs)
@@ -303,14 +304,15 @@ class _Run:
             if (action.kind, action.target) in skipped:
                 continue
             problems.append(self._not_converged(action, live))
-        probed = {(m.kind, m.path): m.backend_answers for m in live.mounts}
-        for kind, path in touched_mounts(actions):
-            if probed.get((kind, path)) is True:
+        probed = {_mount_key(live, m): m.backend_answers for m in _all_mounts(live)}
+        for kind, path, namespace in touched_mounts(actions):
+            if probed.get((namespace, api_path(kind, path))) is True:
                 continue  # the read just probed it
             try:
-                self.api.probe_mount(kind, path)
+                self.api.probe_mount(kind, path, namespace)
             except ApiError as error:
-                problems.append(f"{mount_target_name(kind, path)} does not answer: {error}")
+                where = f" in namespace {namespace}" if namespace else ""
+                problems.append(f"{mount_target_name(kind, path)}{where} does not answer: {error}")
         self.result.failures.extend(problems)
         return not problems
 
@@ -422,27 +424,35 @@ def enable_body(params: EnableParams) -> dict[str, Any]:
     return body
 
 
-def touched_mounts(actions: list[Action]) -> list[tuple[MountKind, str]]:
-    """Mounts an action wrote to or reloaded (disabled ones are gone, not touched)."""
-    touched: set[tuple[MountKind, str]] = set()
+def touched_mounts(actions: list[Action]) -> list[tuple[MountKind, str, str | None]]:
+    """Mounts an action wrote to or reloaded (disabled ones are gone, not touched), with the
+    namespace they live in (None: the client's)."""
+    touched: set[tuple[MountKind, str, str | None]] = set()
     for action in actions:
         match action:
             case EnableAction(params=p) | ReplaceAction(params=p):
-                touched.add((p.kind, p.path))
+                touched.add((p.kind, p.path, p.namespace))
             case TuneAction(params=tune):
-                touched.add((tune.kind, tune.path))
+                touched.add((tune.kind, tune.path, tune.namespace))
             case MoveAction(params=move):
-                touched.add((move.kind, move.to))
+                touched.add((move.kind, move.to, move.namespace))
             case ReloadAction(params=reload):
-                touched.update(split_api_path(path) for path in reload.mounts or [])
-    return sorted(touched)
+                touched.update(
+                    (*split_api_path(path), reload.namespace) for path in reload.mounts or []
+                )
+    return sorted(touched, key=lambda t: (t[2] or "", t[0], t[1]))
 
 
 def _version_tunes(actions: list[Action]) -> dict[tuple[MountKind, str], str]:
     """Mounts whose plugin_version the plan tuned → the version they had before."""
     tunes: dict[tuple[MountKind, str], str] = {}
     for action in actions:
-        if isinstance(action, TuneAction) and "plugin_version" in action.params.body:
+        if (
+            isinstance(action, TuneAction)
+            and "plugin_version" in action.params.body
+            # Rollback restores the client's namespace; other namespaces' tunes are verified.
+            and action.params.namespace is None
+        ):
             before = next(c.before for c in action.changes if c.field == "plugin_version")
             tunes[(action.params.kind, action.params.path)] = before or ""
     return tunes
@@ -456,6 +466,26 @@ def _running(mount: LiveMount) -> str:
     if runs_builtin(mount):
         return f"the built-in ({mount.running_plugin_version})"
     return f"{mount.running_plugin_version or '(unversioned)'} sha256 {mount.running_sha256[:12]}…"
+
+
+def _all_mounts(live: LiveState) -> list[LiveMount]:
+    return [*live.mounts, *live.elsewhere]
+
+
+def _mount_key(live: LiveState, mount: LiveMount) -> tuple[str | None, str]:
+    """(namespace, API path) as actions name mounts: None is the client's namespace."""
+    home = mount.namespace == namespace_path(live.server.namespace)
+    return (None if home else mount.namespace, mount.api_path)
+
+
+def _pending_reloads(plan: Plan, stage: Stage) -> set[tuple[str | None, str]]:
+    """The (namespace, API path) of every mount `plan` still reloads in `stage`."""
+    return {
+        (planned.params.namespace, path)
+        for planned in plan.actions
+        if isinstance(planned, ReloadAction) and planned.stage is stage
+        for path in planned.params.mounts or []
+    }
 
 
 def _since(started: float) -> float:

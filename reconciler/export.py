@@ -25,6 +25,7 @@ from reconciler.resolver import (
     HARD_WIRED_BUILTINS,
     effective_entry,
     live_builtins,
+    namespace_path,
     pins_builtin,
 )
 
@@ -32,7 +33,13 @@ _DURATION_KEYS = frozenset({"default_lease_ttl", "max_lease_ttl"})
 
 
 def export_desired(live: LiveState) -> str:
-    """The YAML text of a desired-state file equal to `live`."""
+    """The YAML text of a desired-state file equal to `live`.
+
+    Read at the root: the whole server, the catalog and every namespace's mounts. Read
+    in a namespace: a file bound to it (`namespace:`), its mounts and those of the
+    namespaces below it, and no catalog entry (the catalog is the root file's).
+    """
+    home = namespace_path(live.server.namespace)
     skipped: list[str] = []
     plugins = CommentedSeq()
     exported_keys: set[tuple[str, str, str]] = set()
@@ -55,8 +62,52 @@ def export_desired(live: LiveState) -> str:
         plugins.append(item)
         exported_keys.add(entry.key)
 
+    document = CommentedMap()
+    document["version"] = 1
+    if home:
+        # Bound to its namespace: mounts name the live catalog's entries, written elsewhere.
+        document["namespace"] = home
+    elif plugins:
+        document["plugins"] = plugins
+    _mount_sections(document, live.mounts, live, exported_keys, skipped, "")
+    below = sorted(n for n in live.namespaces if n != home and n.startswith(home))
+    if below:
+        by_namespace: dict[str, list[LiveMount]] = {}
+        for mount in live.elsewhere:
+            by_namespace.setdefault(mount.namespace, []).append(mount)
+        tree = CommentedMap()
+        for namespace in below:
+            node = tree
+            *parents, name = namespace[len(home) :].rstrip("/").split("/")
+            for parent in parents:
+                node = node.setdefault(parent + "/", CommentedMap()).setdefault(
+                    "namespaces", CommentedMap()
+                )
+            declared = node.setdefault(name + "/", CommentedMap())
+            _mount_sections(
+                declared,
+                by_namespace.get(namespace, []),
+                live,
+                exported_keys,
+                skipped,
+                f"namespace {namespace}: ",
+            )
+        document["namespaces"] = tree
+    document.yaml_set_start_comment(_header(live, skipped, unmanaged_settings(live)))
+    return _dump(document)
+
+
+def _mount_sections(
+    into: CommentedMap,
+    mounts: list[LiveMount],
+    live: LiveState,
+    exported_keys: set[tuple[str, str, str]],
+    skipped: list[str],
+    where: str,
+) -> None:
+    """`secrets:` and `auth:` of one namespace's mounts, into `into`."""
     sections: dict[str, CommentedSeq] = {"secret": CommentedSeq(), "auth": CommentedSeq()}
-    for mount in sorted(live.mounts, key=lambda m: (m.kind, m.path)):
+    for mount in sorted(mounts, key=lambda m: (m.kind, m.path)):
         if mount.reserved:
             continue
         item, problem = _mount(mount, live, exported_keys)
@@ -66,42 +117,48 @@ def export_desired(live: LiveState) -> str:
             except ValidationError as error:
                 problem = _first_error(error)
         if problem is not None:
-            skipped.append(f"{_section(mount)}/{mount.path}: {problem}")
+            skipped.append(f"{where}{_section(mount)}/{mount.path}: {problem}")
             continue
         sections[mount.kind].append(item)
-
-    document = CommentedMap()
-    document["version"] = 1
-    if plugins:
-        document["plugins"] = plugins
     if sections["secret"]:
-        document["secrets"] = sections["secret"]
+        into["secrets"] = sections["secret"]
     if sections["auth"]:
-        document["auth"] = sections["auth"]
-    document.yaml_set_start_comment(_header(live, skipped, unmanaged_settings(live)))
-    return _dump(document)
+        into["auth"] = sections["auth"]
 
 
 def unmanaged_settings(live: LiveState) -> list[str]:
     """Live mount settings a desired-state file cannot express, one line each; an export
     names them (in its header) so that adopting a server never loses one unseen."""
     return [
-        f"{_section(mount)}/{mount.path}: {key} = {json.dumps(value, sort_keys=True)}"
-        for mount in sorted(live.mounts, key=lambda m: (m.kind, m.path))
+        f"{_where(mount)}{_section(mount)}/{mount.path}: {key} = "
+        f"{json.dumps(value, sort_keys=True)}"
+        for mount in sorted(
+            [*live.mounts, *live.elsewhere], key=lambda m: (m.namespace, m.kind, m.path)
+        )
         if not mount.reserved
         for key, value in sorted(mount.unmanaged_config.items())
     ]
+
+
+def _where(mount: LiveMount) -> str:
+    return f"namespace {mount.namespace}: " if mount.namespace else ""
 
 
 def _header(live: LiveState, skipped: list[str], unmanaged: list[str]) -> str:
     where = live.server.address or "the server"
     if live.server.namespace:
         where += f" (namespace {live.server.namespace})"
-    lines = [
-        f"Desired state exported from {where} by `reconciler export`.",
-        "The `env` of plugin entries cannot be exported: the server never returns it",
-        "(it is write-only). Add `env:` by hand to the entries that need it.",
-    ]
+    lines = [f"Desired state exported from {where} by `reconciler export`."]
+    if live.server.namespace:
+        lines += [
+            "Bound to this namespace: its mounts name the catalog's entries, which the",
+            "root's file declares (the one catalog serves every namespace).",
+        ]
+    else:
+        lines += [
+            "The `env` of plugin entries cannot be exported: the server never returns it",
+            "(it is write-only). Add `env:` by hand to the entries that need it.",
+        ]
     if skipped:
         lines.append("Not exported, because a desired-state file cannot express it:")
         lines.extend(f"  {line}" for line in skipped)

@@ -1,4 +1,10 @@
-"""One writer per server: an exclusive flock keyed by the server's identity.
+"""One writer per namespace tree: flocks keyed by the server's identity and namespace.
+
+An apply in namespace N writes N and the namespaces below it (a root apply writes
+the catalog, which every namespace's mounts run). It holds N's lock exclusively and
+each ancestor's lock shared: a root apply excludes every other apply on the server,
+an apply in `team1` excludes one in `team1/sub` (and the reverse), and `team1` and
+`team2` run side by side.
 
 The key is the cluster id the server reports, plus the namespace: two spellings of
 one address (`127.0.0.1` and `localhost`), two nodes of one raft cluster, or an
@@ -40,31 +46,47 @@ def lock_directory() -> Path:
     return Path(tempfile.gettempdir())
 
 
-def lock_path(server: ServerIdentity) -> Path:
-    """The lock file of one server (cluster id, or the address when it has none) and namespace."""
+def lock_path(server: ServerIdentity, namespace: str | None = None) -> Path:
+    """The lock file of one server (cluster id, or the address when it has none) and
+    namespace (the server's own unless given)."""
     key = server.cluster_id or server.address
-    digest = hashlib.sha256(f"{key}|{server.namespace}".encode()).hexdigest()[:16]
+    where = (server.namespace if namespace is None else namespace).strip("/")
+    digest = hashlib.sha256(f"{key}|{where}".encode()).hexdigest()[:16]
     return lock_directory() / f"reconciler-{digest}.lock"
+
+
+def _ancestors(namespace: str) -> list[str]:
+    """`team1/sub` → ["", "team1"]: the namespaces whose trees contain it."""
+    segments = [s for s in namespace.strip("/").split("/") if s]
+    return ["/".join(segments[:depth]) for depth in range(len(segments))]
 
 
 @contextlib.contextmanager
 def server_lock(server: ServerIdentity, timeout: float = 0.0) -> Iterator[None]:
-    """Hold the server's lock, waiting up to `timeout` seconds; LockBusy if it stays held."""
-    path = lock_path(server)
-    descriptor = _open_shared(path)
+    """Hold the lock of the server's namespace tree, waiting up to `timeout` seconds;
+    LockBusy if it stays held."""
+    deadline = time.monotonic() + timeout
+    # Root first, always in the same order: two appliers never wait on each other crosswise.
+    wanted = [(name, fcntl.LOCK_SH) for name in _ancestors(server.namespace)]
+    wanted.append((server.namespace.strip("/"), fcntl.LOCK_EX))
+    descriptors: list[int] = []
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockBusy(_busy_message(server, path)) from None
-                time.sleep(_POLL_SECONDS)
+        for namespace, mode in wanted:
+            path = lock_path(server, namespace)
+            descriptor = _open_shared(path)
+            descriptors.append(descriptor)
+            while True:
+                try:
+                    fcntl.flock(descriptor, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockBusy(_busy_message(server, path, namespace)) from None
+                    time.sleep(_POLL_SECONDS)
         yield
     finally:
-        os.close(descriptor)
+        for descriptor in reversed(descriptors):
+            os.close(descriptor)
 
 
 def _open_shared(path: Path) -> int:
@@ -90,9 +112,13 @@ def _open_shared(path: Path) -> int:
         return descriptor
 
 
-def _busy_message(server: ServerIdentity, path: Path) -> str:
+def _busy_message(server: ServerIdentity, path: Path, holder: str) -> str:
     namespace = f", namespace {server.namespace}" if server.namespace else ""
     cluster = f"cluster {server.cluster_id}" if server.cluster_id else "no cluster id"
+    if holder != server.namespace.strip("/"):
+        # An apply of an enclosing tree (the root's writes every namespace) holds it.
+        where = f"namespace {holder}" if holder else "the root namespace"
+        namespace += f"; an apply in {where} writes this namespace too"
     return (
         f"another apply holds the lock for {server.address} ({cluster}{namespace}): "
         f"lock {path} is held; retry later or pass --lock-timeout"

@@ -115,6 +115,41 @@ MountPath = Annotated[
     BeforeValidator(_mount_path),
     WithJsonSchema({"type": "string", "minLength": 1, "description": 'Trailing "/" optional.'}),
 ]
+
+
+def _namespace_name(value: Any) -> str:
+    """One namespace segment as a `namespaces:` key: `team1/` (trailing "/" optional)."""
+    if not isinstance(value, str):
+        raise ValueError("a namespace name must be a string")
+    name = value.strip().strip("/")
+    if not name or "/" in name or name in {".", ".."} or any(c.isspace() for c in name):
+        raise ValueError(
+            f"invalid namespace name {value!r}: one path segment (nest children under "
+            "its `namespaces:`), no spaces"
+        )
+    return name + "/"
+
+
+def _namespace_path(value: Any) -> str:
+    """A namespace as a path from the root: `team1/sub/` (trailing "/" optional)."""
+    if not isinstance(value, str):
+        raise ValueError("a namespace must be a string")
+    segments = value.strip().strip("/").split("/")
+    if segments == [""]:
+        raise ValueError("a namespace cannot be empty: leave `namespace:` out for the root")
+    return "".join(_namespace_name(segment) for segment in segments)
+
+
+NamespaceName = Annotated[
+    str,
+    BeforeValidator(_namespace_name),
+    WithJsonSchema({"type": "string", "pattern": "^[^/\\s]+/?$"}),
+]
+NamespacePath = Annotated[
+    str,
+    BeforeValidator(_namespace_path),
+    WithJsonSchema({"type": "string", "pattern": "^[^/\\s]+(/[^/\\s]+)*/?$"}),
+]
 Sha256 = Annotated[
     str,
     BeforeValidator(_sha256),
@@ -324,6 +359,20 @@ def _option_text(value: Any) -> Any:
     return value
 
 
+class Namespace(_Strict):
+    """The mounts of one namespace and its child namespaces."""
+
+    secrets: list[Mount] = []
+    auth: list[Mount] = []
+    namespaces: dict[NamespaceName, Namespace] = Field(
+        default={}, description="Child namespaces: created when absent, never deleted."
+    )
+
+    def mounts(self) -> list[tuple[MountKind, Mount]]:
+        """Every declared mount with the table it lives in."""
+        return [("secret", m) for m in self.secrets] + [("auth", m) for m in self.auth]
+
+
 class DesiredState(_Strict):
     """A desired-state file, format version 1."""
 
@@ -334,13 +383,38 @@ class DesiredState(_Strict):
         description="Local copy of the server's plugin directory, relative to this file.",
     )
     settings: Settings = Settings()
+    namespace: NamespacePath | None = Field(
+        default=None,
+        description="Bind the file to this namespace (a team's file): mounts only, no plugins.",
+    )
     plugins: list[PluginEntry] = []
     secrets: list[Mount] = []
     auth: list[Mount] = []
+    namespaces: dict[NamespaceName, Namespace] = Field(
+        default={},
+        description="Namespaces below the file's own: created when absent, never deleted; "
+        "undeclared ones are left alone.",
+    )
 
     def mounts(self) -> list[tuple[MountKind, Mount]]:
-        """Every declared mount with the table it lives in."""
+        """Every declared mount of the file's own namespace with the table it lives in."""
         return [("secret", m) for m in self.secrets] + [("auth", m) for m in self.auth]
+
+    def namespace_tree(self) -> list[tuple[str, Namespace, tuple[str | int, ...]]]:
+        """Every declared namespace below the file's own, parents first: its path from the
+        file's namespace ("team1/sub/"), its declaration and where the file declares it."""
+        found: list[tuple[str, Namespace, tuple[str | int, ...]]] = []
+
+        def walk(
+            prefix: str, children: dict[str, Namespace], pointer: tuple[str | int, ...]
+        ) -> None:
+            for name, child in sorted(children.items()):
+                at = (*pointer, "namespaces", name)
+                found.append((prefix + name, child, at))
+                walk(prefix + name, child.namespaces, at)
+
+        walk("", self.namespaces, ())
+        return found
 
 
 SCHEMA_ID = "urn:reconciler:desired-state:1"
@@ -444,6 +518,8 @@ class LiveMount(_Strict):
     # (built-ins are not), False for a mount whose backend failed to start, which
     # `sys/mounts` does not show (its `running_*` values stay stale).
     backend_answers: bool | None = None
+    # The namespace it lives in, as a path from the root ("team1/sub/"); "" is the root.
+    namespace: str = ""
 
     @property
     def api_path(self) -> str:
@@ -473,7 +549,13 @@ class LiveState(_Strict):
 
     server: ServerIdentity = ServerIdentity()
     catalog: list[CatalogEntry] = []
+    # The mounts of the namespace the client works in (`server.namespace`).
     mounts: list[LiveMount] = []
+    # Every namespace below the root the walk found ("team1/", "team1/sub/").
+    namespaces: list[str] = []
+    # The mounts of every other namespace walked: never in a plan's mount actions, but a
+    # catalog entry any of them runs is in use.
+    elsewhere: list[LiveMount] = []
 
     def builtin_version(self, plugin_type: str, name: str) -> str | None:
         """The built-in's own version string, or None when no such built-in exists."""

@@ -42,6 +42,7 @@ _PLAN_FORMAT_MAJOR = PLAN_FORMAT_VERSION.split(".", maxsplit=1)[0]
 
 
 class ActionKind(StrEnum):
+    CREATE_NAMESPACE = "create-namespace"
     REGISTER = "register"
     UPDATE = "update"
     REPLACE = "replace"
@@ -81,6 +82,8 @@ class KindRule:
 _CONVERGE = (Stage.CONVERGE,)
 _CLEANUP = (Stage.CLEANUP,)
 KIND_RULES: dict[ActionKind, KindRule] = {
+    # A declared namespace exists before anything is mounted in it.
+    ActionKind.CREATE_NAMESPACE: KindRule("+", Safety.SAFE, _CONVERGE, -1),
     ActionKind.REGISTER: KindRule("+", Safety.SAFE, _CONVERGE, 0),
     ActionKind.UPDATE: KindRule("~", Safety.SAFE, _CONVERGE, 0),
     ActionKind.REPLACE: KindRule("±", Safety.DESTRUCTIVE, _CONVERGE, 1),
@@ -99,6 +102,7 @@ KIND_ORDER: dict[ActionKind, int] = {kind: rule.order for kind, rule in KIND_RUL
 class ReasonCode(StrEnum):
     """Why an action is planned, for machines; `reason` says it for people."""
 
+    NAMESPACE_MISSING = "namespace-missing"
     NOT_REGISTERED = "not-registered"
     REGISTRATION_DIFFERS = "registration-differs"
     REPLACE_REQUESTED = "replace-requested"
@@ -156,6 +160,14 @@ class RegistrationParams(_Data):
     has_env: bool
 
 
+class NamespaceParams(_Data):
+    """create-namespace: `name` is created inside `parent` (a path from the root; "" is the
+    root), one level per request as the server requires."""
+
+    parent: str
+    name: str
+
+
 class DeregistrationParams(_Data):
     type: PluginType
     name: str
@@ -178,6 +190,8 @@ class EnableParams(_Data):
     options: dict[str, str] | None = None
     local: bool | None = None
     seal_wrap: bool | None = None
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 class MoveParams(_Data):
@@ -186,6 +200,8 @@ class MoveParams(_Data):
     kind: MountKind
     from_path: str = Field(alias="from")
     to: str
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 class TuneParams(_Data):
@@ -193,6 +209,8 @@ class TuneParams(_Data):
     path: str
     # Only the changed keys.
     body: dict[str, Any]
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 class MountParams(_Data):
@@ -200,6 +218,8 @@ class MountParams(_Data):
 
     kind: MountKind
     path: str
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 class ReloadParams(_Data):
@@ -209,6 +229,9 @@ class ReloadParams(_Data):
     plugin: str | None = None
     # "global": every node of a cluster; "": this node.
     scope: str = ""
+    # The namespace it is sent in, as a path from the root, with mount paths relative to it
+    # (the server reloads nothing for a path that crosses namespaces); None: the client's.
+    namespace: str | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:
@@ -256,6 +279,11 @@ class _Action(_Readable):
     @property
     def symbol(self) -> str:
         return KIND_RULES[self.kind].symbol
+
+
+class CreateNamespaceAction(_Action):
+    kind: Literal[ActionKind.CREATE_NAMESPACE] = ActionKind.CREATE_NAMESPACE
+    params: NamespaceParams
 
 
 class RegisterAction(_Action):
@@ -308,7 +336,8 @@ class ReloadAction(_Action):
 
 
 Action = Annotated[
-    RegisterAction
+    CreateNamespaceAction
+    | RegisterAction
     | UpdateAction
     | DeregisterAction
     | EnableAction
@@ -352,6 +381,9 @@ class Plan(_Readable):
     reconciler_version: str = __version__
     desired: DesiredSource = DesiredSource()
     server: ServerIdentity = ServerIdentity()
+    # The namespaces the plan manages, as paths from the root ("" is the root): the
+    # server's own first, then those the file declares below it.
+    namespaces: list[str] = []
     fingerprint: str = ""
     max_destroy: int = MAX_DESTROY
     # `--replace TYPE/NAME/VERSION` the plan was made with, so it can be made again.
@@ -403,19 +435,31 @@ class Plan(_Readable):
 
 def fingerprint(live: LiveState) -> str:
     """Hash of the normalised live state and the server identity (order-independent)."""
-    document = {
+    document: dict[str, Any] = {
         "server": live.server.model_dump(),
         "catalog": sorted(
             (e.model_dump() for e in live.catalog),
             key=lambda e: (e["type"], e["name"], e["version"]),
         ),
         "mounts": sorted(
-            # Whether a backend answers is what a plan reacts to, not a state to pin:
-            # a plan made while a mount was dead still applies once it answers again.
-            (m.model_dump(exclude={"accessor", "backend_answers"}) for m in live.mounts),
+            # Whether a backend answers is what a plan reacts to, not a state to pin: a
+            # plan made while a mount was dead still applies once it answers again. The
+            # server identity names the mounts' namespace.
+            (
+                m.model_dump(exclude={"accessor", "backend_answers", "namespace"})
+                for m in live.mounts
+            ),
             key=lambda m: (m["kind"], m["path"]),
         ),
     }
+    if live.namespaces or live.elsewhere:
+        # Every namespace's mounts decide what the catalog may lose; a server without
+        # namespaces keeps the fingerprint it always had.
+        document["namespaces"] = sorted(live.namespaces)
+        document["elsewhere"] = sorted(
+            (m.model_dump(exclude={"accessor", "backend_answers"}) for m in live.elsewhere),
+            key=lambda m: (m["namespace"], m["kind"], m["path"]),
+        )
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 

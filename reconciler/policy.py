@@ -31,6 +31,16 @@ def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str
     grant("sys/plugins/catalog", "read")
     grant("sys/mounts", "read")
     grant("sys/auth", "read")
+    # The walk of every namespace (catalog safety counts all their mounts): the children
+    # of each namespace and their mount tables; `+/` covers undeclared ones one level down.
+    grant("sys/namespaces", "list")
+    grant("+/sys/namespaces", "list")
+    grant("+/sys/mounts", "read")
+    grant("+/sys/auth", "read")
+    for relative, _, _ in state.namespace_tree():
+        grant(f"{relative}sys/namespaces", "list")
+        grant(f"{relative}sys/mounts", "read")
+        grant(f"{relative}sys/auth", "read")
     for entry in state.plugins:
         grant(f"sys/plugins/catalog/{entry.type}/{entry.name}", *_CATALOG_READ)
     if read_only:
@@ -53,6 +63,25 @@ def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str
     if state.settings.prune_mounts:
         for kind in ("secret", "auth"):
             grant(f"{_table(kind)}/*", "delete", *(("sudo",) if kind == "auth" else ()))
+    for relative, namespace, _ in state.namespace_tree():
+        # Created in its parent when absent; its mounts are written inside it.
+        parent, _, name = relative.rstrip("/").rpartition("/")
+        grant(f"{parent + '/' if parent else ''}sys/namespaces/{name}", "create", "update")
+        if state.plugins:
+            grant(f"{relative}sys/plugins/reload/backend", "update", "sudo")
+        for kind, mount in namespace.mounts():
+            root = ("sudo",) if kind == "auth" else ()
+            path = mount.path.rstrip("/")
+            grant(f"{relative}{_table(kind)}/{path}", "create", "update", *root)
+            grant(f"{relative}{_table(kind)}/{path}/tune", "update", *root)
+            if mount.moved_from is not None:
+                grant(f"{relative}sys/remount", "update", "sudo")
+                grant(f"{relative}sys/remount/status/*", "read")
+        if state.settings.prune_mounts:
+            for kind in ("secret", "auth"):
+                grant(
+                    f"{relative}{_table(kind)}/*", "delete", *(("sudo",) if kind == "auth" else ())
+                )
     return stanzas
 
 

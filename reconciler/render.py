@@ -26,6 +26,7 @@ _COLOURS: dict[str, str] = {
 }
 _CATALOG_KINDS = {ActionKind.REGISTER, ActionKind.UPDATE, ActionKind.DEREGISTER}
 _SUMMARY_ORDER = [
+    (ActionKind.CREATE_NAMESPACE, "namespaces to create"),
     (ActionKind.REGISTER, "to register"),
     (ActionKind.UPDATE, "to update"),
     (ActionKind.REPLACE, "to replace"),
@@ -55,12 +56,22 @@ def summary(plan: Plan, allow_destroy: bool = False) -> str:
     return ", ".join(parts) if parts else "no changes: the server matches the file"
 
 
+def _namespaces_text(plan: Plan) -> str:
+    """Which namespaces the plan writes: "namespace team1/", "namespaces: root, team1/"."""
+    names = [_safe(n) or "root" for n in plan.namespaces] or [_safe(plan.server.namespace)]
+    if len(names) == 1:
+        return f"namespace {names[0]}"
+    return "namespaces: " + ", ".join(names)
+
+
 def render_plan(plan: Plan, *, allow_destroy: bool = False, colour: bool = False) -> str:
     """The plan as a readable diff with symbols, grouped by catalog and mounts."""
     style = _Styler(colour)
     refusals = plan.refusals(allow_destroy)
     lines: list[str] = []
     header = f"Plan for {_safe(plan.server.address) or 'the server'}"
+    if plan.server.namespace or len(plan.namespaces) > 1:
+        header += " (" + _namespaces_text(plan) + ")"
     if plan.desired.path:
         header += f" from {_safe(plan.desired.path)}"
     lines.append(style.bold(header))

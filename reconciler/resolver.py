@@ -112,6 +112,12 @@ def api_path(kind: MountKind, path: str) -> str:
     return f"auth/{path}" if kind == "auth" else path
 
 
+def namespace_path(namespace: str) -> str:
+    """A namespace as plans and live mounts name it: "team1/sub/", "" for the root."""
+    stripped = namespace.strip("/")
+    return stripped + "/" if stripped else ""
+
+
 def split_api_path(path: str) -> tuple[MountKind, str]:
     """The inverse of `api_path`."""
     if path.startswith("auth/"):

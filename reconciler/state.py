@@ -1,12 +1,18 @@
-"""Read the live catalog and mount tables into a `LiveState`.
+"""Read the live catalog and the mount tables of every namespace into a `LiveState`.
 
-The number of requests depends on the number of external catalog entries
-and of mounts that run one, never on the number of built-in mounts: one
-catalog list, one read per external entry (for its command, args and the
-`declarative` and `oci` flags, which the list does not carry), the two mount
-tables, the server's identity, and one probe per mount that runs an external
-plugin (`sys/mounts` keeps reporting a plugin that failed to start as running:
-only a request through the mount shows it is dead). They run concurrently.
+The number of requests depends on the number of external catalog entries,
+of namespaces and of mounts that run an external plugin, never on the number
+of built-in mounts: one catalog list, one read per external entry (for its
+command, args and the `declarative` and `oci` flags, which the list does not
+carry), the server's identity, per namespace one `LIST sys/namespaces` (it
+lists one level, so nested namespaces need a walk) and the two mount tables,
+and one probe per mount that runs an external plugin, sent in its namespace
+(`sys/mounts` keeps reporting a plugin that failed to start as running: only
+a request through the mount shows it is dead). They run concurrently.
+
+The one catalog serves the mounts of every namespace, so the walk starts at
+the root whatever namespace the client works in; a token that may not list
+the root's namespaces (one scoped to a namespace) walks from its own.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any, get_args
 
 from reconciler.client import Client
 from reconciler.durations import whole_seconds
-from reconciler.errors import ApiError
+from reconciler.errors import ApiError, PermissionDenied
 from reconciler.model import (
     CatalogEntry,
     LiveMount,
@@ -27,7 +33,7 @@ from reconciler.model import (
     MountKind,
     PluginType,
 )
-from reconciler.resolver import is_builtin_version, runs_builtin
+from reconciler.resolver import is_builtin_version, namespace_path, runs_builtin
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +53,23 @@ _LIST_KEYS = frozenset(
 )
 
 
+_Tables = tuple[Future[dict[str, dict[str, Any]]], Future[dict[str, dict[str, Any]]]]
+
+
 def read_live_state(client: Client) -> LiveState:
-    """The server's catalog (external entries with their hash), mounts and identity."""
+    """The server's catalog (external entries with their hash), every namespace's mounts
+    and its identity."""
+    home = namespace_path(client.namespace)
     with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-read") as pool:
-        catalog_list = pool.submit(client.list_catalog)
-        secret_mounts = pool.submit(client.list_mounts, "secret")
-        auth_mounts = pool.submit(client.list_mounts, "auth")
+        catalog_list = pool.submit(_list_catalog, client, home)
         identity = pool.submit(client.server_identity)
-        listed = [entry for entry in catalog_list.result() if _known_type(entry)]
+        walk = _NamespaceWalk(client, pool, home)
+        entries, readable = catalog_list.result()
+        listed = [entry for entry in entries if _known_type(entry)]
         details: dict[int, Future[dict[str, Any] | None]] = {
             index: pool.submit(_read_external, client, entry)
             for index, entry in enumerate(listed)
-            if not entry.get("builtin")
+            if readable and not entry.get("builtin")
         }
         catalog = []
         for index, entry in enumerate(listed):
@@ -68,9 +79,20 @@ def read_live_state(client: Client) -> LiveState:
             detail = details[index].result()
             if detail is not None:
                 catalog.append(_catalog_entry(entry, detail))
+        tables = walk.finish()
         mounts = [
-            *(_live_mount("secret", path, raw) for path, raw in secret_mounts.result().items()),
-            *(_live_mount("auth", path, raw) for path, raw in auth_mounts.result().items()),
+            mount
+            for namespace, (secret_mounts, auth_mounts) in tables.items()
+            for mount in (
+                *(
+                    _live_mount("secret", path, raw, namespace)
+                    for path, raw in secret_mounts.result().items()
+                ),
+                *(
+                    _live_mount("auth", path, raw, namespace)
+                    for path, raw in auth_mounts.result().items()
+                ),
+            )
         ]
         server = identity.result()
         probes = {
@@ -81,8 +103,76 @@ def read_live_state(client: Client) -> LiveState:
         for index, probe in probes.items():
             mounts[index] = mounts[index].model_copy(update={"backend_answers": probe.result()})
     catalog.sort(key=lambda e: (e.type, e.name, e.version))
-    mounts.sort(key=lambda m: (m.kind, m.path))
-    return LiveState(server=server, catalog=catalog, mounts=mounts)
+    mounts.sort(key=lambda m: (m.namespace, m.kind, m.path))
+    return LiveState(
+        server=server,
+        catalog=catalog,
+        mounts=[m for m in mounts if m.namespace == home],
+        namespaces=sorted(namespace for namespace in tables if namespace),
+        elsewhere=[m for m in mounts if m.namespace != home],
+    )
+
+
+class _NamespaceWalk:
+    """Every namespace from the root down (from `home` when the root refuses the token),
+    each with its two mount tables being read.
+
+    The root's requests are sent when the walk is made; `finish` waits for them and
+    walks on. Answers are awaited after the catalog list's: a `LIST` to a wrong
+    address (plain HTTP to a TLS listener) gets no answer at all, while a `GET` gets
+    one that says what is wrong.
+    """
+
+    def __init__(self, client: Client, pool: ThreadPoolExecutor, home: str) -> None:
+        self._client, self._pool, self._home = client, pool, home
+        self._found = {"": self._tables("")}
+        self._pending = {"": pool.submit(client.list_namespaces, "")}
+
+    def _tables(self, namespace: str) -> _Tables:
+        return (
+            self._pool.submit(self._client.list_mounts, "secret", namespace),
+            self._pool.submit(self._client.list_mounts, "auth", namespace),
+        )
+
+    def finish(self) -> dict[str, _Tables]:
+        found, pending, home = self._found, self._pending, self._home
+        while pending:
+            namespace, children = pending.popitem()
+            try:
+                keys = children.result()
+            except PermissionDenied:
+                if namespace != "" or not home:
+                    raise
+                # A token scoped to `home` sees neither the root nor its siblings.
+                log.debug("the token may not list the root's namespaces: walking from %s", home)
+                for future in found.pop(""):
+                    future.cancel()
+                found[home] = self._tables(home)
+                pending[home] = self._pool.submit(self._client.list_namespaces, home)
+                continue
+            for key in keys:
+                child = namespace + key
+                found[child] = self._tables(child)
+                pending[child] = self._pool.submit(self._client.list_namespaces, child)
+        if home not in found:
+            # Not among the walked namespaces: its own tables say why (404, 403).
+            found[home] = self._tables(home)
+        return found
+
+
+def _list_catalog(client: Client, home: str) -> tuple[list[dict[str, Any]], bool]:
+    """The catalog list, and whether its entries can be read one by one.
+
+    A token scoped to a namespace is refused at the root; through its namespace the
+    list answers (sha256 included) but single entries do not, so command and args stay
+    unknown: such a token's file never writes the catalog.
+    """
+    try:
+        return client.list_catalog(), True
+    except PermissionDenied:
+        if not home:
+            raise
+        return client.list_catalog(home), False
 
 
 def _known_type(entry: Mapping[str, Any]) -> bool:
@@ -103,7 +193,7 @@ def _runs_external(mount: LiveMount) -> bool:
 def _backend_answers(client: Client, mount: LiveMount) -> bool | None:
     """Whether the mount's backend answers a help request; None when the probe says nothing."""
     try:
-        client.probe_mount(mount.kind, mount.path)
+        client.probe_mount(mount.kind, mount.path, mount.namespace)
     except ApiError as error:
         if error.status == 404 and "nothing is mounted" not in str(error):
             return False
@@ -132,7 +222,7 @@ def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> Cata
         name=str(listed["name"]),
         version=str(listed.get("version") or ""),
         builtin=bool(listed.get("builtin")),
-        sha256=str(detail.get("sha256") or "").lower(),
+        sha256=str(detail.get("sha256") or listed.get("sha256") or "").lower(),
         command=str(detail.get("command") or ""),
         args=[str(arg) for arg in detail.get("args") or []],
         # Only a read carries these (the list does not); servers before them omit them.
@@ -141,7 +231,9 @@ def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> Cata
     )
 
 
-def _live_mount(kind: MountKind, path: str, raw: Mapping[str, Any]) -> LiveMount:
+def _live_mount(
+    kind: MountKind, path: str, raw: Mapping[str, Any], namespace: str = ""
+) -> LiveMount:
     options = raw.get("options") or {}
     return LiveMount(
         kind=kind,
@@ -161,6 +253,7 @@ def _live_mount(kind: MountKind, path: str, raw: Mapping[str, Any]) -> LiveMount
         local=bool(raw.get("local")),
         seal_wrap=bool(raw.get("seal_wrap")),
         accessor=str(raw.get("accessor") or ""),
+        namespace=namespace,
     )
 
 

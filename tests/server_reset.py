@@ -50,17 +50,36 @@ def reset_server(address: str, token: str, *, timeout: float = 30.0) -> None:
 def _remove_namespaces(
     http: httpx.Client, ok: Callable[[httpx.Response], httpx.Response], timeout: float
 ) -> None:
+    """Delete every namespace, deepest first: the server refuses to delete one with children."""
     deadline = time.monotonic() + timeout
     while True:
-        answer = http.request("LIST", "/v1/sys/namespaces")
-        if answer.status_code == 404:  # none left
+        found = _namespaces_below(http, ok, "")
+        if not found:
             return
-        keys = ok(answer).json()["data"].get("keys") or []
-        if not keys:
-            return
-        for key in keys:
-            # Deletion is asynchronous; asking again while it runs is harmless.
-            ok(http.delete(f"/v1/sys/namespaces/{key.rstrip('/')}"))
+        for path in sorted(found, key=lambda p: (-p.count("/"), p)):
+            parent, _, name = path.rpartition("/")
+            # Deletion is asynchronous; asking again while it runs is harmless, and a parent
+            # whose children are still going is deleted on a later round.
+            answer = http.delete(
+                f"/v1/sys/namespaces/{name}", headers={"X-Vault-Namespace": parent}
+            )
+            if answer.status_code >= 400 and "child namespaces" not in answer.text:
+                ok(answer)
         if time.monotonic() > deadline:
-            raise DevServerError(f"reset: namespaces {keys} still exist after {timeout:.0f}s")
+            raise DevServerError(f"reset: namespaces {found} still exist after {timeout:.0f}s")
         time.sleep(0.02)
+
+
+def _namespaces_below(
+    http: httpx.Client, ok: Callable[[httpx.Response], httpx.Response], parent: str
+) -> list[str]:
+    """Every namespace below `parent`, as paths from the root without slashes at the ends."""
+    answer = http.request("LIST", "/v1/sys/namespaces", headers={"X-Vault-Namespace": parent})
+    if answer.status_code == 404:  # no children
+        return []
+    keys = ok(answer).json()["data"].get("keys") or []
+    found = []
+    for key in keys:
+        path = f"{parent}/{key.strip('/')}".strip("/")
+        found += [path, *_namespaces_below(http, ok, path)]
+    return found

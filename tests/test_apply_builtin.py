@@ -252,5 +252,7 @@ def test_request_errors_name_the_path(server, tmp_path: Path) -> None:
         ["plan", str(desired)], env={"BAO_ADDR": server.address, "BAO_TOKEN": "not-a-token"}
     )
     assert result.exit_code == 1
-    assert "permission denied (403) on GET /v1/sys/" in result.stderr, result.output
+    # The first read refused: the namespace walk (LIST) or a table (GET).
+    assert "permission denied (403) on " in result.stderr, result.output
+    assert " /v1/sys/" in result.stderr, result.output
     assert "not-a-token" not in result.output

@@ -126,16 +126,26 @@ def test_lock_timeout_waits_for_the_holder_to_finish(server: DevServer, tmp_path
     assert "solo/" in _mounts(server)
 
 
-def test_the_lock_is_per_namespace(server: DevServer, tmp_path: Path) -> None:
+def test_the_lock_covers_the_namespace_tree_it_writes(server: DevServer, tmp_path: Path) -> None:
     api(server).post("/v1/sys/namespaces/team-lock").raise_for_status()
+    api(server).post("/v1/sys/namespaces/team-other").raise_for_status()
     desired = write_desired(tmp_path, ONE_MOUNT)
-    with server_lock(_identity(server)):
+    # A sibling namespace's apply writes nothing of this one: both run.
+    with server_lock(_identity(server, "team-other")):
         result = run_cli(server, "apply", str(desired), "--yes", "--namespace", "team-lock")
     assert result.exit_code == 0, result.output
     with server_lock(_identity(server, "team-lock")):
         busy = run_cli(server, "apply", str(desired), "--yes", "--namespace", "team-lock")
     assert busy.exit_code == 1
     assert "namespace team-lock)" in busy.stderr
+    # A root apply writes the catalog and may write every namespace: it excludes them all.
+    with server_lock(_identity(server)):
+        busy = run_cli(server, "apply", str(desired), "--yes", "--namespace", "team-lock")
+    assert busy.exit_code == 1
+    assert "an apply in the root namespace writes this namespace too" in busy.stderr
+    with server_lock(_identity(server, "team-lock")):
+        busy = run_cli(server, "apply", str(desired), "--yes")
+    assert busy.exit_code == 1
 
 
 _HOLDER = """

@@ -48,6 +48,7 @@ PATHS = ["a/", "b/", "c/", "d/"]
 MOUNT_KINDS = ["secret", "auth"]
 
 EXPECTED_SAFETY: dict[ActionKind, Safety] = {
+    ActionKind.CREATE_NAMESPACE: Safety.SAFE,
     ActionKind.REGISTER: Safety.SAFE,
     ActionKind.UPDATE: Safety.SAFE,
     ActionKind.ENABLE: Safety.SAFE,

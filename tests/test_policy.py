@@ -91,6 +91,7 @@ NEEDED = [
     ("sys/plugins/catalog", "fresh"),
     ("sys/mounts", "fresh"),
     ("sys/auth", "fresh"),
+    ("sys/namespaces", "fresh"),
     ("sys/plugins/catalog/secret/demo-kv", "fresh"),
     ("sys/mounts/app", "fresh"),
     ("sys/mounts/ext", "fresh"),

@@ -33,6 +33,7 @@ SHA = "ab" * 32
 
 # Written out rather than imported: the symbols are part of the user interface (SPEC §4).
 SYMBOLS = {
+    ActionKind.CREATE_NAMESPACE: "+",
     ActionKind.REGISTER: "+",
     ActionKind.ENABLE: "+",
     ActionKind.UPDATE: "~",
@@ -50,6 +51,7 @@ _MOUNT = {"kind": "secret", "path": "a/"}
 _ENTRY = {"type": "secret", "name": "a", "version": "v1.0.0"}
 _REGISTRATION = {**_ENTRY, "command": "a", "sha256": SHA, "args": [], "has_env": False}
 PARAMS: dict[ActionKind, dict[str, object]] = {
+    ActionKind.CREATE_NAMESPACE: {"parent": "team1", "name": "sub"},
     ActionKind.REGISTER: _REGISTRATION,
     ActionKind.UPDATE: _REGISTRATION,
     ActionKind.DEREGISTER: _ENTRY,

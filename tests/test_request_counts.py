@@ -84,9 +84,42 @@ def test_noop_plan_request_count_does_not_grow_with_the_mounts(
 
     assert len(with_40) == len(with_5), (with_5, with_40)
     assert Counter(with_40) == Counter(with_5)
-    assert all(method == "GET" for method, _ in with_40)
+    assert all(method in {"GET", "LIST"} for method, _ in with_40)
     # Mounts are read from the two tables, never one by one.
     assert not [path for _, path in with_40 if "scale-" in path or "robots-" in path]
+
+
+def enable_builtin_mounts_in(server: DevServer, namespace: str, start: int, stop: int) -> None:
+    http = httpx.Client(
+        base_url=server.address,
+        headers={"X-Vault-Token": server.token, "X-Vault-Namespace": namespace},
+        timeout=30,
+    )
+    with http:
+        for index in range(start, stop):
+            kind, plugin = ("auth", "approle") if index % 3 == 2 else ("mounts", "kv")
+            http.post(f"/v1/sys/{kind}/scale-{index}", json={"type": plugin}).raise_for_status()
+
+
+def test_noop_plan_request_count_grows_with_namespaces_never_with_their_mounts(
+    server: DevServer, client: Client, tmp_path: Path
+) -> None:
+    without = noop_plan_requests(server, tmp_path)
+    namespaces = ("team1", "team1/sub", "team1/sub/deep", "team2")
+    for path in namespaces:
+        parent, _, name = path.rpartition("/")
+        client.request("POST", f"sys/namespaces/{name}", {}, namespace=parent)
+        enable_builtin_mounts_in(server, path, 0, 3)
+    with_3_each = noop_plan_requests(server, tmp_path)
+    for path in namespaces:
+        enable_builtin_mounts_in(server, path, 3, 30)
+    with_30_each = noop_plan_requests(server, tmp_path)
+
+    # Per namespace: one LIST sys/namespaces (the walk) and the two mount tables.
+    assert len(with_3_each) == len(without) + 3 * len(namespaces), (without, with_3_each)
+    assert Counter(with_30_each) == Counter(with_3_each)
+    assert Counter(with_3_each)[("LIST", "/v1/sys/namespaces")] == 1 + len(namespaces)
+    assert not [path for _, path in with_30_each if "scale-" in path]
 
 
 DESIRED_V1 = """\

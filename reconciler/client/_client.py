@@ -158,21 +158,28 @@ class Client:
         method: str,
         path: str,
         json: Any = None,
-        namespace: bool = True,
+        namespace: bool | str = True,
         *,
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Send `METHOD /v1/<path>`; the JSON answer ({} for 204). Retryable failures retry.
 
-        `namespace=False` sends the request to the root namespace.
+        `namespace=False` sends the request to the root namespace, a string to that
+        namespace (a path from the root).
         """
         return self._transport.send(method, path, json=json, namespace=namespace, params=params)
 
     # --- the plugin catalog (root namespace) ----------------------------------------
 
-    def list_catalog(self) -> list[dict[str, Any]]:
-        """Every catalog entry: {type, name, version, builtin, deprecation_status}."""
-        answer = self._transport.send("GET", "sys/plugins/catalog", namespace=False)
+    def list_catalog(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every catalog entry: {type, name, version, builtin, sha256, deprecation_status}.
+
+        Read at the root, or through `namespace` for a token scoped to it: the list is the
+        root's catalog either way (reading one entry is only possible at the root).
+        """
+        answer = self._transport.send(
+            "GET", "sys/plugins/catalog", namespace=False if namespace is None else namespace
+        )
         detailed = _data(answer).get("detailed") or []
         return [dict(entry) for entry in detailed if isinstance(entry, dict)]
 
@@ -235,58 +242,106 @@ class Client:
 
     # --- mounts (in the namespace) ------------------------------------------------------
 
-    def list_mounts(self, kind: MountKind) -> dict[str, dict[str, Any]]:
-        """The mount table of `kind` ("secret" or "auth"): path → entry, as the server has it."""
-        answer = self._transport.send("GET", _table(kind))
+    def list_namespaces(self, namespace: str = "") -> list[str]:
+        """The child namespaces of `namespace` (a path from the root), one level: `sub/` keys.
+
+        The server lists one level only and answers 404 when there is no child.
+        """
+        try:
+            answer = self._transport.send("LIST", "sys/namespaces", namespace=namespace)
+        except ApiError as error:
+            if error.status == 404:
+                return []
+            raise
+        keys = _data(answer).get("keys") or []
+        return sorted(str(key).strip("/") + "/" for key in keys if str(key).strip("/"))
+
+    def create_namespace(self, parent: str, name: str) -> None:
+        """Create the child `name` of `parent` (the server creates one level per call)."""
+        self._transport.send(
+            "POST", f"sys/namespaces/{_segment(name.strip('/'))}", json={}, namespace=parent
+        )
+
+    def list_mounts(
+        self, kind: MountKind, namespace: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The mount table of `kind` ("secret" or "auth"): path → entry, as the server has it.
+
+        In the client's namespace, or in `namespace` (a path from the root) when given.
+        """
+        answer = self._transport.send("GET", _table(kind), namespace=_in(namespace))
         return {
             str(path): dict(entry)
             for path, entry in _data(answer).items()
             if isinstance(entry, dict)
         }
 
-    def enable_mount(self, kind: MountKind, path: str, body: dict[str, Any]) -> None:
+    def enable_mount(
+        self, kind: MountKind, path: str, body: dict[str, Any], namespace: str | None = None
+    ) -> None:
         """Enable a secrets engine or auth method at `path` (body as sys/mounts takes it)."""
         self._transport.send(
             "POST",
             f"{_table(kind)}/{_mount_segment(path)}",
             json=body,
+            namespace=_in(namespace),
             done_if=lambda error: error.status == 400 and "already in use" in str(error),
         )
 
-    def tune_mount(self, kind: MountKind, path: str, body: dict[str, Any]) -> None:
+    def tune_mount(
+        self, kind: MountKind, path: str, body: dict[str, Any], namespace: str | None = None
+    ) -> None:
         """Tune a mount: description, TTLs, options, plugin_version, …"""
-        self._transport.send("POST", f"{_table(kind)}/{_mount_segment(path)}/tune", json=body)
+        self._transport.send(
+            "POST",
+            f"{_table(kind)}/{_mount_segment(path)}/tune",
+            json=body,
+            namespace=_in(namespace),
+        )
 
-    def disable_mount(self, kind: MountKind, path: str) -> None:
+    def disable_mount(self, kind: MountKind, path: str, namespace: str | None = None) -> None:
         """Disable a mount: this destroys its data."""
-        self._transport.send("DELETE", f"{_table(kind)}/{_mount_segment(path)}")
+        self._transport.send(
+            "DELETE", f"{_table(kind)}/{_mount_segment(path)}", namespace=_in(namespace)
+        )
 
-    def remount(self, kind: MountKind, from_path: str, to_path: str) -> None:
+    def remount(
+        self, kind: MountKind, from_path: str, to_path: str, namespace: str | None = None
+    ) -> None:
         """Move a mount with its data (sys/remount), waiting until the move is done."""
         source, target = api_path(kind, from_path), api_path(kind, to_path)
         answer = self._transport.send(
             "POST",
             "sys/remount",
             json={"from": source, "to": target},
-            done_if=lambda error: error.status == 400 and self._moved(kind, from_path, to_path),
+            namespace=_in(namespace),
+            done_if=lambda error: (
+                error.status == 400 and self._moved(kind, from_path, to_path, namespace)
+            ),
         )
         migration = _data(answer).get("migration_id") or answer.get("migration_id")
         if migration:
-            self._wait_for_move(str(migration), source, target)
+            self._wait_for_move(str(migration), source, target, namespace)
 
-    def _moved(self, kind: MountKind, from_path: str, to_path: str) -> bool:
+    def _moved(
+        self, kind: MountKind, from_path: str, to_path: str, namespace: str | None = None
+    ) -> bool:
         """Whether a move whose answer was lost took place (a retry meets "no matching mount")."""
         try:
-            mounts = self.list_mounts(kind)
+            mounts = self.list_mounts(kind, namespace)
         except ApiError:
             return False
         return to_path.strip("/") + "/" in mounts and from_path.strip("/") + "/" not in mounts
 
-    def _wait_for_move(self, migration: str, source: str, target: str) -> None:
+    def _wait_for_move(
+        self, migration: str, source: str, target: str, namespace: str | None = None
+    ) -> None:
         deadline = time.monotonic() + self.remount_timeout
         polls = 0
         while True:
-            answer = self._transport.send("GET", f"sys/remount/status/{_segment(migration)}")
+            answer = self._transport.send(
+                "GET", f"sys/remount/status/{_segment(migration)}", namespace=_in(namespace)
+            )
             info = _data(answer).get("migration_info") or {}
             status = str(info.get("status", "")) if isinstance(info, dict) else ""
             if status == "success":
@@ -307,14 +362,19 @@ class Client:
             time.sleep(backoff_delay(polls, initial=_MOVE_POLL_INITIAL, cap=_MOVE_POLL_CAP))
 
     def reload_backend(
-        self, mounts: list[str] | None = None, plugin: str | None = None, scope: str = ""
+        self,
+        mounts: list[str] | None = None,
+        plugin: str | None = None,
+        scope: str = "",
+        namespace: str | None = None,
     ) -> dict[str, Any]:
         """Reload mounts (auth ones as `auth/<path>`) or every mount of a plugin.
 
         Raises OutcomeUnknown when the request may have reached the server but no
         answer came back: the caller reads the mounts back instead of reloading again.
 
-        Sent in the client's namespace: the server resolves both `mounts` and `plugin`
+        Sent in the client's namespace, or in `namespace` (a path from the root) when
+        given, with paths relative to it: the server resolves both `mounts` and `plugin`
         there, and a root-namespace reload naming `ns/path/` answers 200 but reloads
         nothing.
         """
@@ -332,6 +392,7 @@ class Client:
             "POST",
             "sys/plugins/reload/backend",
             json=body,
+            namespace=_in(namespace),
             read_timeout=_RELOAD_TIMEOUT,
             send_once=True,
         )
@@ -339,7 +400,7 @@ class Client:
             log.warning("reload: %s", redact(str(warning)))
         return _data(answer)
 
-    def probe_mount(self, kind: MountKind, path: str) -> None:
+    def probe_mount(self, kind: MountKind, path: str, namespace: str | None = None) -> None:
         """Raise ApiError unless a request through the mount reaches a working backend.
 
         A help request costs the backend nothing and needs no capability; any answer
@@ -348,7 +409,12 @@ class Client:
         """
         mount_path = api_path(kind, path)
         try:
-            self._transport.send("GET", mount_path.rstrip("/"), params={"help": "1"})
+            self._transport.send(
+                "GET",
+                mount_path.rstrip("/"),
+                params={"help": "1"},
+                namespace=_in(namespace),
+            )
         except ApiError as error:
             # Not a retry decision (the transport has retried already): no answer, a
             # server error or a refused token says nothing about the backend.
@@ -426,3 +492,8 @@ def _mount_segment(path: str) -> str:
 
 def _table(kind: MountKind) -> str:
     return "sys/auth" if kind == "auth" else "sys/mounts"
+
+
+def _in(namespace: str | None) -> bool | str:
+    """`send`'s namespace argument: the client's namespace for None, else that one."""
+    return True if namespace is None else namespace

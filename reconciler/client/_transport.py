@@ -92,7 +92,7 @@ class Transport:
         path: str,
         *,
         json: Any = None,
-        namespace: bool = True,
+        namespace: bool | str = True,
         params: Mapping[str, str] | None = None,
         done_if: Callable[[ApiError], bool] | None = None,
         read_timeout: float | None = None,
@@ -100,7 +100,8 @@ class Transport:
     ) -> dict[str, Any]:
         """`METHOD /v1/<path>`; the JSON answer ({} for 204). Retryable failures retry.
 
-        `namespace=False` sends the request to the root namespace. `done_if` recognises
+        `namespace=False` sends the request to the root namespace, a string to that
+        namespace (a path from the root; "" is the root). `done_if` recognises
         the error a retry meets when the attempt that timed out had in fact succeeded.
         `send_once` is for requests that must not run twice: once the request may have
         reached the server, a missing answer raises OutcomeUnknown instead of a retry
@@ -112,7 +113,8 @@ class Transport:
                 connect=timeout.connect, read=read_timeout, write=timeout.write, pool=timeout.pool
             )
         path = path.lstrip("/")
-        headers = {"X-Vault-Namespace": self.namespace} if namespace and self.namespace else {}
+        target = self._namespace_of(namespace)
+        headers = {"X-Vault-Namespace": target} if target else {}
         attempts = max(1, self.retry.attempts)
         for attempt in range(1, attempts + 1):
             try:
@@ -141,7 +143,7 @@ class Transport:
             else:
                 if response.status_code < 400:
                     return self._json(response, method, path)
-                error = self._http_error(response, method, path, in_namespace=bool(headers))
+                error = self._http_error(response, method, path, namespace=target)
                 if attempt > 1 and done_if is not None and done_if(error):
                     return {}
             if not error.retryable or attempt == attempts:
@@ -220,10 +222,16 @@ class Transport:
             message = f"the connection to {self.address} broke during {where} ({reason})"
         return ConnectionFailed(message, path=path)
 
-    def _held_capabilities(self, path: str, *, in_namespace: bool) -> set[str] | None:
+    def _namespace_of(self, namespace: bool | str) -> str:
+        """The X-Vault-Namespace value for `send`'s `namespace` argument ("" for the root)."""
+        if isinstance(namespace, str):
+            return namespace.strip("/")
+        return self.namespace if namespace else ""
+
+    def _held_capabilities(self, path: str, *, namespace: str) -> set[str] | None:
         """The token's capabilities on `path` (sys/capabilities-self), to name exactly the
         missing ones after a 403; None when the server does not say (an invalid token)."""
-        headers = {"X-Vault-Namespace": self.namespace} if in_namespace else {}
+        headers = {"X-Vault-Namespace": namespace} if namespace else {}
         try:
             response = self.http.request(
                 "POST", "/v1/sys/capabilities-self", json={"paths": [path]}, headers=headers
@@ -237,20 +245,20 @@ class Transport:
         return {str(c) for c in capabilities}
 
     def _http_error(
-        self, response: httpx.Response, method: str, path: str, *, in_namespace: bool
+        self, response: httpx.Response, method: str, path: str, *, namespace: str
     ) -> ApiError:
         """The one place where an HTTP error status becomes an ApiError with a fix."""
         status = response.status_code
         messages = [redact(m) for m in _server_messages(response)]
         detail = "; ".join(messages)
         where = f"{method} /v1/{path}"
-        if in_namespace:
-            where += f" (namespace {self.namespace})"
+        if namespace:
+            where += f" (namespace {namespace})"
         if status == 403:
             needed = _capabilities_needed(method, path)
-            policy_path = f"{self.namespace}/{path}" if in_namespace else path
+            policy_path = f"{namespace}/{path}" if namespace else path
             extra = "" if detail.lower() in {"", "permission denied"} else f" ({detail})"
-            held = self._held_capabilities(path, in_namespace=in_namespace)
+            held = self._held_capabilities(path, namespace=namespace)
             missing = [c for c in needed if held is not None and not ({c, "root"} & held)]
             if held is not None and "deny" not in held and missing:
                 lacks = " and ".join(f"'{c}'" for c in missing)

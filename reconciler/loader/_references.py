@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from reconciler.builtins import BUILTIN_ALIASES
@@ -65,16 +65,32 @@ def check_references(
     """
     problems: list[ReferenceProblem] = []
     problems += _check_plugins(state)
+    if state.namespace is not None and state.plugins:
+        problems.append(
+            ReferenceProblem(
+                ("plugins",),
+                f"a file bound to a namespace (namespace: {state.namespace}) declares mounts "
+                "only: the one catalog serves every namespace and is written from the root's "
+                "file; its mounts name the catalog's entries by name and version",
+                "bound-file-plugins",
+            )
+        )
     by_name: dict[tuple[str, str], list[tuple[int, PluginEntry]]] = {}
     for position, entry in enumerate(state.plugins):
         by_name.setdefault((entry.type, entry.name), []).append((position, entry))
-    for section, kind in _SECTIONS:
-        mounts: list[Mount] = getattr(state, section)
-        problems += _check_paths(section, kind, mounts)
-        problems += _check_config_kind(section, kind, mounts)
-        for index, mount in enumerate(mounts):
-            named = by_name.get((kind, mount.plugin), [])
-            problems += _check_resolution(state, named, builtins, section, kind, index, mount)
+    scopes: list[tuple[Pointer, list[Mount], list[Mount]]] = [((), state.secrets, state.auth)]
+    scopes += [(at, ns.secrets, ns.auth) for _, ns, at in state.namespace_tree()]
+    for at, secrets, auth in scopes:
+        for section, kind in _SECTIONS:
+            mounts = secrets if section == "secrets" else auth
+            found = _check_paths(section, kind, mounts)
+            found += _check_config_kind(section, kind, mounts)
+            if state.namespace is None:
+                # A bound file's mounts resolve against the live catalog, at plan time.
+                for index, mount in enumerate(mounts):
+                    named = by_name.get((kind, mount.plugin), [])
+                    found += _check_resolution(state, named, builtins, section, kind, index, mount)
+            problems += [replace(p, pointer=(*at, *p.pointer)) for p in found]
     return problems
 
 

@@ -10,7 +10,9 @@ of the phases follows from their arguments:
 - `_mounts`: each declared mount (move, enable, replace, tune, reload), then
   the unmanaged ones (disable when pruning);
 - `_cleanup`: deregistrations, refused while a mount left would need them;
-- `_overrides`: warnings naming every mount an override of a built-in changes.
+- `_overrides`: warnings naming every mount an override of a built-in changes;
+- `_namespaces`: warnings naming the mounts of other namespaces an update leaves
+  on the old binary.
 
 How the server resolves plugins is not decided here: `reconciler.resolver`.
 """
@@ -29,16 +31,23 @@ from reconciler.plan import (
     Stage,
     fingerprint,
 )
-from reconciler.planner._catalog import plan_catalog_writes
-from reconciler.planner._cleanup import plan_deregistrations
+from reconciler.planner._catalog import CatalogWrites, plan_catalog_writes
+from reconciler.planner._cleanup import ScopedMounts, plan_deregistrations
 from reconciler.planner._context import (
-    Context,
     HeldUpgrade,
+    Outcome,
     catalog_target_name,
     mount_target_name,
     parse_catalog_target,
 )
 from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
+from reconciler.planner._namespaces import (
+    binding_errors,
+    bound_to_live_catalog,
+    elsewhere_warnings,
+    namespace_scopes,
+    plan_namespace_creation,
+)
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
 from reconciler.resolver import CatalogKey
 
@@ -65,24 +74,62 @@ def plan(
     their mounts); `held` lists failed upgrades the watcher has set aside:
     mounts that would move to them stay where they are.
     """
-    context = Context.of(desired, live, frozenset(replace), frozenset(held))
-    catalog = plan_catalog_writes(context)
-    mounts = plan_declared_mounts(context, catalog.changed)
-    pruning = plan_unmanaged_mounts(context, mounts.claimed, catalog.changed)
-    cleanup = plan_deregistrations(context, mounts, pruning)
-    phases = (catalog, mounts, pruning, cleanup)
-    actions = [
-        *(action for phase in phases for action in phase.actions),
-        *reload_actions(context, mounts.reloads | pruning.reloads, mounts.targets),
+    bound = desired.namespace is not None
+    if bound:
+        desired = bound_to_live_catalog(desired, live)
+    scopes = namespace_scopes(desired, live, frozenset(replace), frozenset(held))
+    context = scopes[0].context
+    creation = plan_namespace_creation(scopes)
+    # A file bound to a namespace never writes the catalog.
+    catalog = CatalogWrites() if bound else plan_catalog_writes(context)
+    planned = []
+    for scope in scopes:
+        mounts = plan_declared_mounts(scope.context, catalog.changed)
+        pruning = plan_unmanaged_mounts(scope.context, mounts.claimed, catalog.changed)
+        planned.append(ScopedMounts(scope, mounts, pruning))
+    cleanup = plan_deregistrations(context, planned)
+    outcomes = [
+        Outcome(errors=binding_errors(desired, live)),
+        creation,
+        catalog,
+        *(
+            part.scope.outcome(phase)
+            for part in planned
+            for phase in (
+                part.mounts,
+                part.pruning,
+                Outcome(
+                    reload_actions(
+                        part.scope.context,
+                        part.mounts.reloads | part.pruning.reloads,
+                        part.mounts.targets,
+                    )
+                ),
+                Outcome(
+                    warnings=override_warnings(
+                        part.scope.context,
+                        catalog.changed,
+                        part.mounts,
+                        part.pruning,
+                        only_affecting=part.scope.elsewhere,
+                    )
+                ),
+                Outcome(
+                    warnings=leftover_override_warnings(
+                        part.scope.context, part.mounts, part.pruning
+                    )
+                ),
+            )
+        ),
+        cleanup,
+        Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
     ]
-    warnings = [
-        *(warning for phase in phases for warning in phase.warnings),
-        *override_warnings(context, catalog.changed, mounts, pruning),
-        *leftover_override_warnings(context, mounts, pruning),
-    ]
+    actions = [action for outcome in outcomes for action in outcome.actions]
+    warnings = [warning for outcome in outcomes for warning in outcome.warnings]
     return Plan(
         desired=source or DesiredSource(),
         server=live.server,
+        namespaces=[scope.namespace for scope in scopes],
         fingerprint=fingerprint(live),
         max_destroy=desired.settings.max_destroy,
         replace=sorted({catalog_target_name(key) for key in replace}),
@@ -95,7 +142,7 @@ def plan(
                 a.target,
             ),
         ),
-        errors=_in_order(error for phase in phases for error in phase.errors),
+        errors=_in_order(error for outcome in outcomes for error in outcome.errors),
         warnings=_in_order(warnings),
     )
 

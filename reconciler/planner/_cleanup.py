@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from reconciler.plan import (
     Action,
     DeregisterAction,
@@ -14,10 +17,12 @@ from reconciler.planner._context import (
     Context,
     Outcome,
     catalog_target_name,
+    elsewhere_name,
     mount_target_name,
     problem,
 )
 from reconciler.planner._mounts import MountChanges, Pruning
+from reconciler.planner._namespaces import Scope
 from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey
 
 _REASONS: dict[ReasonCode, str] = {
@@ -26,8 +31,18 @@ _REASONS: dict[ReasonCode, str] = {
 }
 
 
-def plan_deregistrations(context: Context, mounts: MountChanges, pruning: Pruning) -> Outcome:
-    """Deregister retired entries unless a mount left would lose its backend."""
+@dataclass(frozen=True)
+class ScopedMounts:
+    """One namespace's planned mount changes."""
+
+    scope: Scope
+    mounts: MountChanges
+    pruning: Pruning
+
+
+def plan_deregistrations(context: Context, planned: Sequence[ScopedMounts]) -> Outcome:
+    """Deregister retired entries unless a mount left, in any namespace, would lose its
+    backend."""
     actions: list[Action] = []
     errors: list[Problem] = []
     warnings = [
@@ -39,7 +54,11 @@ def plan_deregistrations(context: Context, mounts: MountChanges, pruning: Prunin
     ]
     for key, code in context.deregistrations:
         target = catalog_target_name(key)
-        held = mounts.held_on.get(key)
+        held = [
+            part.scope.named(where)
+            for part in planned
+            for where in part.mounts.held_on.get(key, ())
+        ]
         if held:
             # Watch mode keeps these mounts on the entry until the file changes.
             warnings.append(
@@ -50,7 +69,18 @@ def plan_deregistrations(context: Context, mounts: MountChanges, pruning: Prunin
                 )
             )
             continue
-        users = _users_after(context, key, mounts, pruning)
+        users = [
+            part.scope.named(user)
+            for part in planned
+            for user in _users_after(part.scope.context, key, part.mounts, part.pruning)
+        ]
+        # The catalog serves every namespace: a mount of one the file leaves alone keeps
+        # the entry in use too.
+        users.extend(
+            elsewhere_name(live_mount)
+            for live_mount in context.mounts_elsewhere()
+            if context.loses_backend(live_mount, key)
+        )
         if users:
             errors.append(
                 problem(
@@ -70,7 +100,11 @@ def plan_deregistrations(context: Context, mounts: MountChanges, pruning: Prunin
                 params=DeregistrationParams(type=key[0], name=key[1], version=key[2]),
             )
         )
-        followers = _unmanaged_followers(context, key, mounts, pruning)
+        followers = [
+            part.scope.named(follower)
+            for part in planned
+            for follower in _unmanaged_followers(part.scope.context, key, part.mounts, part.pruning)
+        ]
         if followers:
             warnings.append(
                 problem(
@@ -93,11 +127,7 @@ def _users_after(
         if target.key == key
     ]
     for (kind, path), live_mount in context.unmanaged_mounts(mounts.claimed, pruning.disabled):
-        if (kind, live_mount.plugin) != key[:2]:
-            continue
-        now = context.running_now(live_mount)
-        after = context.live_resolution(live_mount, context.entries_after)
-        if now is not None and not now.builtin and now.version == key[2] and after is None:
+        if context.loses_backend(live_mount, key):
             users.append(mount_target_name(kind, path))
     return users
 

@@ -37,6 +37,12 @@ def mount_target_name(kind: MountKind, path: str) -> str:
     return f"{'auth' if kind == 'auth' else 'secrets'}/{path}"
 
 
+def elsewhere_name(mount: LiveMount) -> str:
+    """How a plan names a mount of a namespace other than the client's: with its namespace."""
+    where = f"namespace {mount.namespace}" if mount.namespace else "the root namespace"
+    return f"{mount_target_name(mount.kind, mount.path)} in {where}"
+
+
 def catalog_target_name(key: CatalogKey) -> str:
     """How a catalog entry is named in plans and in `--replace TYPE/NAME/VERSION`."""
     return "/".join(key)
@@ -175,3 +181,17 @@ class Context:
         for key, live_mount in sorted(self.live_mounts.items()):
             if not live_mount.reserved and key not in claimed and key not in disabled:
                 yield key, live_mount
+
+    def mounts_elsewhere(self) -> Iterator[LiveMount]:
+        """The mounts of every other namespace: never changed by this plan, always kept."""
+        for live_mount in self.live.elsewhere:
+            if not live_mount.reserved:
+                yield live_mount
+
+    def loses_backend(self, live_mount: LiveMount, key: CatalogKey) -> bool:
+        """Whether a mount left in place runs `key` now and nothing once `key` is gone."""
+        if (live_mount.kind, live_mount.plugin) != key[:2]:
+            return False
+        now = self.running_now(live_mount)
+        after = self.live_resolution(live_mount, self.entries_after)
+        return now is not None and not now.builtin and now.version == key[2] and after is None

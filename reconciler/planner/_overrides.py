@@ -16,9 +16,18 @@ from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey, api_path, newes
 
 
 def override_warnings(
-    context: Context, changed: frozenset[CatalogKey], mounts: MountChanges, pruning: Pruning
+    context: Context,
+    changed: frozenset[CatalogKey],
+    mounts: MountChanges,
+    pruning: Pruning,
+    *,
+    only_affecting: bool = False,
 ) -> tuple[Problem, ...]:
-    """One warning per present entry named like a built-in, listing the mounts it affects."""
+    """One warning per present entry named like a built-in, listing the mounts it affects.
+
+    `only_affecting` leaves out the entries that affect no mount (for the namespaces
+    below the file's own: the file's namespace already names every override once).
+    """
     warnings = []
     for key in sorted(context.present):
         plugin_type, name, version = key
@@ -33,6 +42,8 @@ def override_warnings(
                 _declared_on(key, mounts) | _unmanaged_on(context, key, changed, mounts, pruning)
             )
         ]
+        if only_affecting and not affected:
+            continue
         scope = "every unpinned mount of that name" if version == "" else "mounts pinned to it"
         listing = "affected: " + ", ".join(affected) if affected else "no mount affected yet"
         warnings.append(
