@@ -9,8 +9,8 @@ to do. Measured for each size:
 * the CLI script: what people script today, one `bao` process per object
   (see `cli_check`);
 * the floor: the fewest GETs that hold the same information (the reads of
-  `read_live_state`: catalog, external entries, mount tables, identity, a probe
-  per external-plugin mount), sent one after the other on one keep-alive httpx
+  `read_live_state`: catalog, external entries, mount tables, identity, the
+  root's namespace list, a probe per external-plugin mount), sent one after the other on one keep-alive httpx
   client, answers decoded and dropped.
 """
 
@@ -205,6 +205,8 @@ def measure_floor(server: DevServer, runs: int) -> dict[str, Any]:
             }
             # The identity the plan's fingerprint names, as the live-state read gets it.
             http.get("/v1/sys/seal-status").json()
+            # The namespace walk starts at the root: one list (404 when there is none).
+            http.get("/v1/sys/namespaces", params={"list": "true"})
             # A mount of an external plugin is probed (does its backend answer?).
             names = {entry["name"] for entry in external}
             probes = [
@@ -216,7 +218,7 @@ def measure_floor(server: DevServer, runs: int) -> dict[str, Any]:
             for path in probes:
                 http.get(f"/v1/{path}", params={"help": "1"})
         samples.append(time.perf_counter() - started)
-        count = len(external) + 4 + len(probes)
+        count = len(external) + 5 + len(probes)
     return {**summary(samples), "requests": count}
 
 
