@@ -29,7 +29,9 @@ from reconciler.plan import (
     Plan,
     RegisterAction,
     ReloadAction,
+    RepinAction,
     ReplaceAction,
+    ResetAction,
     Stage,
     TuneAction,
     UpdateAction,
@@ -246,6 +248,12 @@ class _Run:
                     if p.mounts is None:
                         raise
                     self._reload_the_rest(action, error)
+            case RepinAction(params=p):
+                # The server starts the new version and verifies the connection before it
+                # answers: a refusal (400) leaves the old version running.
+                self._write(self.api.repin_connection, p.mount, p.name, p.version)
+            case ResetAction(params=p):
+                self._write(self.api.reset_connection, p.mount, p.name)
             case _:  # pragma: no cover - every kind is handled above
                 raise AssertionError(action.kind)
 
@@ -287,7 +295,15 @@ class _Run:
     def _verify(
         self, actions: list[Action], allow_pending_cleanup: bool, after_cleanup: bool = False
     ) -> bool:
-        """Re-read and re-plan; check every touched mount runs its target and answers."""
+        """Re-read and re-plan; check every touched mount runs its target and answers.
+
+        Database connections: the re-plan reads every declared connection back, so one
+        that does not report its pin (or is gone) is a problem here. That a re-pinned or
+        reset connection answers was proven by the write itself: the server initializes
+        the plugin with `verify_connection` (it connects to the database and creates
+        nothing) before it answers 204. No other check reaches the plugin without a side
+        effect: issuing credentials creates a user, a reset restarts the process.
+        """
         self.progress(ProgressEvent(0, 0, None, "verify", "after cleanup" if after_cleanup else ""))
         live = self.read_state()
         again = make_plan(
@@ -332,7 +348,11 @@ class _Run:
     def _fail_and_maybe_roll_back(self, converge: list[Action], before: LiveState) -> None:
         self.result.converged = False
         upgrades = _version_tunes(converge)
-        self.result.failed_upgrades = self._failed_upgrades(upgrades)
+        self.result.failed_upgrades = sorted(
+            {*self._failed_upgrades(upgrades), *self._failed_repins(converge)}
+        )
+        if self.options.rollback_on_failure:
+            self._roll_back_connections()
         if not self.options.rollback_on_failure or not upgrades:
             return
         previous = {(m.kind, m.path): m for m in before.mounts}
@@ -362,6 +382,30 @@ class _Run:
             return
         self._verify_rollback(previous, upgrades)
 
+    def _roll_back_connections(self) -> None:
+        """Re-pin each connection this run re-pinned to the version it had before."""
+        for action in reversed(self.result.applied):
+            if not isinstance(action, RepinAction):
+                continue
+            p = action.params
+            log.warning("rolling back %s to %s", action.target, p.previous_version or '""')
+            try:
+                self._write(self.api.repin_connection, p.mount, p.name, p.previous_version)
+                found = self.api.read_connection(p.mount, p.name)
+            except ApiError as error:
+                self.result.failures.append(f"rollback of {action.target} failed: {error}")
+                continue
+            reported = None if found is None else found["plugin_version"]
+            if reported == p.previous_version:
+                self.result.rolled_back.append(
+                    f"{action.target} runs {p.previous_version or '(unpinned)'} again"
+                )
+            else:
+                self.result.failures.append(
+                    f"rollback of {action.target}: reports {reported!r}, "
+                    f"expected {p.previous_version!r}"
+                )
+
     def _verify_rollback(
         self, previous: dict[tuple[MountKind, str], LiveMount], upgrades: dict[Any, str]
     ) -> None:
@@ -386,6 +430,17 @@ class _Run:
                 self.result.failures.append(
                     f"rollback of {target}: runs {_running(now)}, expected {_running(old)}"
                 )
+
+    def _failed_repins(self, converge: list[Action]) -> list[HeldUpgrade]:
+        """(type, name, version, sha256) of the entries the failed run re-pinned connections to."""
+        held: list[HeldUpgrade] = []
+        for action in converge:
+            if isinstance(action, RepinAction):
+                p = action.params
+                for entry in self.desired.plugins:
+                    if entry.present and entry.key == ("database", p.plugin, p.version):
+                        held.append((entry.type, entry.name, entry.version, entry.sha256 or ""))
+        return held
 
     def _failed_upgrades(self, upgrades: dict[tuple[MountKind, str], str]) -> list[HeldUpgrade]:
         """(type, name, version, sha256) of the entries the failed upgrade moved to."""

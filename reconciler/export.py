@@ -5,7 +5,9 @@ lists every external catalog entry and every mount that is not reserved, with
 only the values a plan compares and that differ from the server's defaults.
 A mount's `version` is written when the mount is pinned, and for an unpinned
 mount only where leaving it out would resolve to something other than what
-the mount runs (SPEC §1, version resolution).
+the mount runs (SPEC §1, version resolution). A database mount lists its
+connections with their plugin and pin only: their connection details are
+never read into the live state, so they cannot reach the file.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.durations import duration_text
-from reconciler.model import CONFIG_DEFAULTS, CatalogEntry, LiveMount, LiveState, Mount, PluginEntry
+from reconciler.model import (
+    CONFIG_DEFAULTS,
+    DATABASE_ENGINE,
+    CatalogEntry,
+    LiveConnection,
+    LiveMount,
+    LiveState,
+    Mount,
+    PluginEntry,
+)
 from reconciler.resolver import (
     HARD_WIRED_BUILTINS,
     effective_entry,
@@ -110,7 +121,7 @@ def _mount_sections(
     for mount in sorted(mounts, key=lambda m: (m.kind, m.path)):
         if mount.reserved:
             continue
-        item, problem = _mount(mount, live, exported_keys)
+        item, problem = _mount(mount, live, exported_keys, skipped)
         if problem is None:
             try:
                 Mount.model_validate(dict(item))
@@ -182,7 +193,7 @@ def _plugin(entry: CatalogEntry) -> CommentedMap:
 
 
 def _mount(
-    mount: LiveMount, live: LiveState, exported: set[tuple[str, str, str]]
+    mount: LiveMount, live: LiveState, exported: set[tuple[str, str, str]], skipped: list[str]
 ) -> tuple[CommentedMap, str | None]:
     item = CommentedMap()
     item["path"] = mount.path
@@ -201,7 +212,36 @@ def _mount(
         item["local"] = True
     if mount.seal_wrap:
         item["seal_wrap"] = True
+    if mount.kind == "secret" and mount.plugin == DATABASE_ENGINE:
+        connections = CommentedSeq()
+        for connection in sorted(live.connections, key=lambda c: c.name):
+            if connection.mount != mount.path:
+                continue
+            versions = {v for (t, n, v) in exported if (t, n) == ("database", connection.plugin)}
+            if connection.plugin_version and connection.plugin_version not in versions:
+                skipped.append(
+                    f"secrets/{mount.path}connections/{connection.name}: pinned to "
+                    f"{connection.plugin}/{connection.plugin_version}, which is not in the "
+                    "catalog (left unmanaged)"
+                )
+                continue
+            connections.append(_connection(connection, versions))
+        if connections:
+            item["connections"] = connections
     return item, problem
+
+
+def _connection(connection: LiveConnection, versions: set[str]) -> CommentedMap:
+    """Name, plugin and the pin; unpinned, `version` only where leaving it out would differ."""
+    item = CommentedMap()
+    item["name"] = connection.name
+    item["plugin"] = connection.plugin
+    if connection.plugin_version:
+        item["version"] = connection.plugin_version
+    elif "" in versions and versions != {""}:
+        # Unpinned on the unversioned entry, next to versioned ones: say so.
+        item["version"] = ""
+    return item
 
 
 def _version(

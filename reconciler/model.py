@@ -321,6 +321,25 @@ CONFIG_DEFAULTS: dict[str, Any] = {
 }
 
 
+class Connection(_Strict):
+    """A connection of a `database` mount whose plugin the file manages (never its credentials).
+
+    The connection itself, with its connection details, is created on the server
+    (`<mount>/config/<name>`); the file only says which plugin version it runs.
+    """
+
+    name: Name = Field(description="The connection's name (`<mount>/config/<name>`).")
+    plugin: Name = Field(description="A `type: database` catalog entry or built-in.")
+    version: Version | None = Field(
+        default=None,
+        description="Pin this version; default: the only declared entry, else the built-in.",
+    )
+
+
+# The secrets engine whose mounts hold database connections.
+DATABASE_ENGINE = "database"
+
+
 class Mount(_Strict):
     """One secrets engine or auth method mount."""
 
@@ -340,6 +359,11 @@ class Mount(_Strict):
     )
     moved_from: MountPath | None = Field(
         default=None, description="Move the mount from this path (sys/remount, data kept)."
+    )
+    connections: list[Connection] | None = Field(
+        default=None,
+        description="Only on mounts of the database engine: the connections whose plugin "
+        "version the file manages (create each with its credentials first).",
     )
 
     @field_validator("options", mode="before")
@@ -536,6 +560,16 @@ class LiveMount(_Strict):
         }
 
 
+class LiveConnection(_Strict):
+    """A database connection as the server reports it: its plugin only, never its details."""
+
+    mount: str  # the database mount's path, e.g. "db/"
+    name: str
+    plugin: str
+    # "" when unpinned (it runs the unversioned entry or the built-in).
+    plugin_version: str = ""
+
+
 class ServerIdentity(_Strict):
     """What makes a server distinct, so a plan for one cannot be applied to another."""
 
@@ -556,6 +590,8 @@ class LiveState(_Strict):
     # The mounts of every other namespace walked: never in a plan's mount actions, but a
     # catalog entry any of them runs is in use.
     elsewhere: list[LiveMount] = []
+    # The connections of every database mount (SPEC §10).
+    connections: list[LiveConnection] = []
 
     def builtin_version(self, plugin_type: str, name: str) -> str | None:
         """The built-in's own version string, or None when no such built-in exists."""

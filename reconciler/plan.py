@@ -37,7 +37,7 @@ from reconciler.model import (
 # MAJOR.MINOR: a minor version only adds fields to the plan and its actions, and a
 # reader of the same major ignores the ones it does not know; the parameters of an
 # action kind change only with a major version.
-PLAN_FORMAT_VERSION = "2.1"
+PLAN_FORMAT_VERSION = "2.2"
 _PLAN_FORMAT_MAJOR = PLAN_FORMAT_VERSION.split(".", maxsplit=1)[0]
 
 
@@ -52,6 +52,8 @@ class ActionKind(StrEnum):
     RELOAD = "reload"
     DISABLE = "disable"
     DEREGISTER = "deregister"
+    REPIN = "repin"
+    RESET = "reset"
 
 
 class Safety(StrEnum):
@@ -94,6 +96,9 @@ KIND_RULES: dict[ActionKind, KindRule] = {
     ActionKind.DEREGISTER: KindRule("-", Safety.SAFE, _CLEANUP, 6),
     # A reload back to a built-in waits until cleanup has deregistered its shadow.
     ActionKind.RELOAD: KindRule("↻", Safety.DISRUPTIVE, (Stage.CONVERGE, Stage.CLEANUP), 7),
+    # Database connections move once their new entry is registered; the old one goes in cleanup.
+    ActionKind.REPIN: KindRule("⇢", Safety.DISRUPTIVE, _CONVERGE, 8),
+    ActionKind.RESET: KindRule("↻", Safety.DISRUPTIVE, _CONVERGE, 9),
 }
 SYMBOLS: dict[ActionKind, str] = {kind: rule.symbol for kind, rule in KIND_RULES.items()}
 KIND_ORDER: dict[ActionKind, int] = {kind: rule.order for kind, rule in KIND_RULES.items()}
@@ -107,6 +112,8 @@ class ReasonCode(StrEnum):
     REGISTRATION_DIFFERS = "registration-differs"
     REPLACE_REQUESTED = "replace-requested"
     DATABASE_PLUGIN_UPDATED = "database-plugin-updated"
+    CONNECTION_PIN_DIFFERS = "connection-pin-differs"
+    CONNECTION_NEWLY_SHADOWED = "connection-newly-shadowed"
     NOT_MOUNTED = "not-mounted"
     IMMUTABLE_FIELD_CHANGED = "immutable-field-changed"
     MOVED_FROM = "moved-from"
@@ -240,6 +247,25 @@ class ReloadParams(_Data):
         return self
 
 
+class ConnectionPinParams(_Data):
+    """repin: write `plugin_version` alone to `<mount>/config/<name>` (the details stay)."""
+
+    mount: str
+    name: str
+    plugin: str
+    version: str
+    # What the connection was pinned to: the version a rollback re-pins.
+    previous_version: str
+
+
+class ConnectionParams(_Data):
+    """reset: restart connection `name` of `mount` on the binary the catalog names now."""
+
+    mount: str
+    name: str
+    plugin: str
+
+
 # --- actions --------------------------------------------------------------------------
 
 
@@ -335,6 +361,16 @@ class ReloadAction(_Action):
     canary: bool = False
 
 
+class RepinAction(_Action):
+    kind: Literal[ActionKind.REPIN] = ActionKind.REPIN
+    params: ConnectionPinParams
+
+
+class ResetAction(_Action):
+    kind: Literal[ActionKind.RESET] = ActionKind.RESET
+    params: ConnectionParams
+
+
 Action = Annotated[
     CreateNamespaceAction
     | RegisterAction
@@ -345,7 +381,9 @@ Action = Annotated[
     | MoveAction
     | TuneAction
     | DisableAction
-    | ReloadAction,
+    | ReloadAction
+    | RepinAction
+    | ResetAction,
     Field(discriminator="kind"),
 ]
 """One step of the plan: its kind decides the shape of `params`, its safety and stages."""
@@ -459,6 +497,11 @@ def fingerprint(live: LiveState) -> str:
         document["elsewhere"] = sorted(
             (m.model_dump(exclude={"accessor", "backend_answers"}) for m in live.elsewhere),
             key=lambda m: (m["namespace"], m["kind"], m["path"]),
+        )
+    if live.connections:
+        # Only when there are any: a server without database connections keeps its fingerprint.
+        document["connections"] = sorted(
+            (c.model_dump() for c in live.connections), key=lambda c: (c["mount"], c["name"])
         )
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

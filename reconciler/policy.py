@@ -10,7 +10,7 @@ entries). Requests that need no capability are left out: `sys/seal-status`,
 
 from __future__ import annotations
 
-from reconciler.model import DesiredState, MountKind
+from reconciler.model import DATABASE_ENGINE, DesiredState, MountKind
 
 # Reading a catalog entry (it holds the sha256) is root-protected, like writing one.
 _CATALOG_READ = ("read", "sudo")
@@ -41,8 +41,20 @@ def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str
         grant(f"{relative}sys/namespaces", "list")
         grant(f"{relative}sys/mounts", "read")
         grant(f"{relative}sys/auth", "read")
+    # The connections of every database mount, declared or not, are read (their plugin
+    # and pin) before an entry is deregistered: the file cannot name the undeclared ones.
+    # (A LIST is checked against the path with a trailing "/", which `*` covers.)
+    grant("+/config/*", "read", "list")
     for entry in state.plugins:
         grant(f"sys/plugins/catalog/{entry.type}/{entry.name}", *_CATALOG_READ)
+    databases = [
+        mount
+        for kind, mount in state.mounts()
+        if kind == "secret" and mount.plugin == DATABASE_ENGINE
+    ]
+    for mount in databases:
+        if mount.path.count("/") > 1:  # `+` matches one path segment only
+            grant(f"{mount.path}config/*", "read", "list")
     if read_only:
         return stanzas
     for entry in state.plugins:
@@ -60,6 +72,12 @@ def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str
         if mount.moved_from is not None:
             grant("sys/remount", "update", "sudo")
             grant("sys/remount/status/*", "read")
+    for mount in databases:
+        for connection in mount.connections or []:
+            # A re-pin writes the connection's config; a reset restarts it. (An exact path
+            # replaces the glob's capabilities for it: the read is granted again.)
+            grant(f"{mount.path}config/{connection.name}", "read", "update")
+            grant(f"{mount.path}reset/{connection.name}", "update")
     if state.settings.prune_mounts:
         for kind in ("secret", "auth"):
             grant(f"{_table(kind)}/*", "delete", *(("sudo",) if kind == "auth" else ()))

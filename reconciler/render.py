@@ -21,10 +21,12 @@ _COLOURS: dict[str, str] = {
     "±": "red",
     "→": "cyan",
     "↻": "magenta",
+    "⇢": "yellow",
     "-": "red",
     "!": "red",
 }
 _CATALOG_KINDS = {ActionKind.REGISTER, ActionKind.UPDATE, ActionKind.DEREGISTER}
+_CONNECTION_KINDS = {ActionKind.REPIN, ActionKind.RESET}
 _SUMMARY_ORDER = [
     (ActionKind.CREATE_NAMESPACE, "namespaces to create"),
     (ActionKind.REGISTER, "to register"),
@@ -34,6 +36,8 @@ _SUMMARY_ORDER = [
     (ActionKind.ENABLE, "to enable"),
     (ActionKind.TUNE, "to tune"),
     (ActionKind.RELOAD, "to reload"),
+    (ActionKind.REPIN, "to re-pin"),
+    (ActionKind.RESET, "to reset"),
     (ActionKind.DISABLE, "to disable"),
     (ActionKind.DEREGISTER, "to deregister"),
 ]
@@ -78,7 +82,11 @@ def render_plan(plan: Plan, *, allow_destroy: bool = False, colour: bool = False
     indexed = list(enumerate(plan.actions))
     for title, group in (
         ("Catalog", [(i, a) for i, a in indexed if a.kind in _CATALOG_KINDS]),
-        ("Mounts", [(i, a) for i, a in indexed if a.kind not in _CATALOG_KINDS]),
+        (
+            "Mounts",
+            [(i, a) for i, a in indexed if a.kind not in _CATALOG_KINDS | _CONNECTION_KINDS],
+        ),
+        ("Database connections", [(i, a) for i, a in indexed if a.kind in _CONNECTION_KINDS]),
     ):
         if not group:
             continue

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from reconciler.builtins import OPENBAO_BUILTINS, RESERVED_BUILTINS, UNCATALOGUED_BUILTINS
 
 if TYPE_CHECKING:
-    from reconciler.model import CatalogEntry, LiveMount, MountKind, PluginEntry
+    from reconciler.model import CatalogEntry, LiveMount, MountKind, PluginEntry, PluginType
 
 BuiltinKey = tuple[str, str]
 CatalogKey = tuple[str, str, str]
@@ -180,7 +180,7 @@ def entries_by_name(plugins: Iterable[PluginEntry]) -> dict[BuiltinKey, list[Plu
 
 
 def resolve_mount(
-    kind: MountKind,
+    kind: PluginType,
     plugin: str,
     version: str | None,
     declared: Sequence[PluginEntry],
@@ -245,3 +245,32 @@ def effective_entry(
 def with_sha256(target: Target, sha256: str) -> Target:
     """`target` with the hash of the entry it runs."""
     return replace(target, sha256=sha256)
+
+
+# --- database connections (SPEC §10) ------------------------------------------------
+
+
+def resolve_connection(
+    plugin: str,
+    version: str | None,
+    declared: Sequence[PluginEntry],
+    builtins: BuiltinVersions,
+) -> Target | Unresolved:
+    """A declared connection's plugin: resolved among `database` entries as a mount's is."""
+    return resolve_mount("database", plugin, version, declared, builtins)
+
+
+def connection_pin(target: Target) -> str:
+    """The `plugin_version` a connection reports while it runs `target`.
+
+    A connection on the built-in, or on the unversioned entry that shadows it, is
+    unpinned (""); writing "" is refused while only versioned entries exist.
+    """
+    return "" if target.builtin else target.version
+
+
+def connection_runs(
+    plugin: str, pin: str, external: Collection[CatalogKey], builtins: Collection[BuiltinKey]
+) -> Target | None:
+    """What a live connection pinned to `pin` runs at its next reset (None: nothing)."""
+    return effective_entry("database", plugin, pin, external, builtins)

@@ -13,6 +13,12 @@ a request through the mount shows it is dead). They run concurrently.
 The one catalog serves the mounts of every namespace, so the walk starts at
 the root whatever namespace the client works in; a token that may not list
 the root's namespaces (one scoped to a namespace) walks from its own.
+
+Each mount of the database engine in the client's namespace adds one LIST of
+its connections and one read per connection (SPEC §10), managed or not: the
+plan must know every connection that names a catalog entry before it
+deregisters one. Of a connection only its plugin and version are kept; its
+connection details never leave the client.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from reconciler.client import Client
 from reconciler.durations import whole_seconds
 from reconciler.errors import ApiError, PermissionDenied
 from reconciler.model import (
+    DATABASE_ENGINE,
     CatalogEntry,
+    LiveConnection,
     LiveMount,
     LiveState,
     MountConfig,
@@ -100,16 +108,20 @@ def read_live_state(client: Client) -> LiveState:
             for index, mount in enumerate(mounts)
             if _runs_external(mount)
         }
+        # Connections are read through the client's namespace, as their paths are.
+        connections = _read_connections(client, pool, [m for m in mounts if m.namespace == home])
         for index, probe in probes.items():
             mounts[index] = mounts[index].model_copy(update={"backend_answers": probe.result()})
     catalog.sort(key=lambda e: (e.type, e.name, e.version))
     mounts.sort(key=lambda m: (m.namespace, m.kind, m.path))
+    connections.sort(key=lambda c: (c.mount, c.name))
     return LiveState(
         server=server,
         catalog=catalog,
         mounts=[m for m in mounts if m.namespace == home],
         namespaces=sorted(namespace for namespace in tables if namespace),
         elsewhere=[m for m in mounts if m.namespace != home],
+        connections=connections,
     )
 
 
@@ -173,6 +185,32 @@ def _list_catalog(client: Client, home: str) -> tuple[list[dict[str, Any]], bool
         if not home:
             raise
         return client.list_catalog(home), False
+
+
+def _read_connections(
+    client: Client, pool: ThreadPoolExecutor, mounts: list[LiveMount]
+) -> list[LiveConnection]:
+    """Every connection of every database mount: one LIST per mount, one read per connection."""
+    databases = [m.path for m in mounts if m.kind == "secret" and m.plugin == DATABASE_ENGINE]
+    listed = {path: pool.submit(client.list_connections, path) for path in databases}
+    reads = {
+        (path, name): pool.submit(client.read_connection, path, name)
+        for path, names in listed.items()
+        for name in names.result()
+    }
+    connections = []
+    for (path, name), read in reads.items():
+        found = read.result()
+        if found is not None:  # deleted since the list was read
+            connections.append(
+                LiveConnection(
+                    mount=path,
+                    name=name,
+                    plugin=found["plugin_name"],
+                    plugin_version=found["plugin_version"],
+                )
+            )
+    return connections
 
 
 def _known_type(entry: Mapping[str, Any]) -> bool:

@@ -26,7 +26,9 @@ from reconciler.plan import (
     RegistrationParams,
     ReloadAction,
     ReloadParams,
+    RepinAction,
     ReplaceAction,
+    ResetAction,
     Stage,
     TuneAction,
     UpdateAction,
@@ -151,12 +153,14 @@ class _Server:
         self.catalog: dict[tuple[str, str, str], CatalogEntry] = {e.key: e for e in live.catalog}
         self.mounts: dict[tuple[str, str], LiveMount] = {(m.kind, m.path): m for m in live.mounts}
         self.tune_keeps_builtin_pin = tune_keeps_builtin_pin
+        self.connections = {(c.mount, c.name): c for c in live.connections}
 
     def state(self) -> LiveState:
         return LiveState(
             server=self.server,
             catalog=[self.catalog[k] for k in sorted(self.catalog)],
             mounts=[self.mounts[k] for k in sorted(self.mounts)],
+            connections=[self.connections[k] for k in sorted(self.connections)],
         )
 
     def apply(self, action: Action) -> None:
@@ -178,8 +182,25 @@ class _Server:
                 self._disable(p.kind, p.path)
             case ReloadAction(params=p):
                 self._reload(p)
+            case RepinAction(params=p):
+                self._repin(p.mount, p.name, p.version)
+            case ResetAction():
+                pass  # restarts the process; the catalog and the pin stay as they are
             case _:  # pragma: no cover - every kind is handled above
                 raise AssertionError(action.kind)
+
+    def _repin(self, mount: str, name: str, version: str) -> None:
+        connection = self.connections.get((mount, name))
+        if connection is None:
+            raise ServerRefused(f"repin {mount}{name}: no such connection")
+        runs_unpinned = any(
+            (e.type, e.name) == ("database", connection.plugin) and (e.builtin or not e.version)
+            for e in self.catalog.values()
+        )
+        known = ("database", connection.plugin, version) in self.catalog
+        if not (known if version else runs_unpinned):
+            raise ServerRefused(f"repin {mount}{name}: plugin not found in the catalog")
+        self.connections[mount, name] = connection.model_copy(update={"plugin_version": version})
 
     # --- catalog ---------------------------------------------------------------
 

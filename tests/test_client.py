@@ -206,6 +206,20 @@ def test_flavour_is_recognised_from_seal_status() -> None:
     assert detect_flavour({}) is OPENBAO
 
 
+def test_database_reload_by_plugin_is_vault_only(server: DevServer) -> None:
+    """OpenBao has no `<mount>/reload/<plugin>`: the client refuses it without a request."""
+    assert VAULT.has_database_reload and not OPENBAO.has_database_reload
+    api(server).post("/v1/sys/mounts/db", json={"type": "database"}).raise_for_status()
+    assert api(server).post("/v1/db/reload/demo-db").status_code == 404  # the server's fact
+    counter = Counter()
+    client = client_for(server, event_hooks=counter.hooks)
+    assert client.flavour is OPENBAO
+    sent = len(counter)
+    with pytest.raises(ValueError, match="has no <mount>/reload/<plugin>"):
+        client.reload_database_plugin("db/", "demo-db")
+    assert len(counter) == sent
+
+
 # --- error mapping against the real server ---------------------------------------------
 
 

@@ -81,7 +81,7 @@ def test_demo_succeeds(full_run: Run) -> None:
 
 
 def test_demo_validates_plans_and_applies_the_first_file(full_run: Run) -> None:
-    assert "desired.yaml: valid (2 plugins, 5 mounts)" in full_run.stdout
+    assert "desired.yaml: valid (3 plugins, 6 mounts)" in full_run.stdout
     first_plan = full_run.section("$ reconciler plan desired.yaml", "$ reconciler apply")
     assert "+ register secret/demo-kv/v1.0.0" in first_plan
     assert "+ enable secrets/demo/" in first_plan
@@ -108,6 +108,10 @@ def test_demo_upgrade_plan_registers_tunes_and_reloads_canary_first(full_run: Ru
     assert plan.count("↻ reload") == 2
     assert "canary for demo-kv v2.0.0" in plan
     assert "overrides the built-in secret plugin 'transit'" in plan
+    assert "+ register database/demo-db/v2.0.0" in plan
+    assert "⇢ repin secrets/db/connections/orders" in plan
+    assert "- deregister database/demo-db/v1.0.0" in plan
+    assert "sys/plugins/reload" not in plan
 
 
 def test_demo_shows_what_every_mount_runs_after_the_upgrade(full_run: Run) -> None:
@@ -126,6 +130,17 @@ def test_demo_reads_the_secret_back_from_v2(full_run: Run) -> None:
     assert "hello from the reconciler demo" in after
     assert re.search(r"engine\s+demo-kv v2", after)
     assert "the secret survived the upgrade" in after
+
+
+def test_demo_upgrades_the_database_connection_and_never_shows_its_password(
+    full_run: Run,
+) -> None:
+    before = full_run.section("Use the external plugin", "Upgrade demo-kv")
+    assert re.search(r"username\s+reader-v1\.0\.0-", before)
+    after = full_run.section("Read the secret again")
+    assert re.search(r"username\s+reader-v2\.0\.0-", after)
+    assert "created by v1.0.0 is still in the database" in after
+    assert "demo-root-password" not in full_run.stdout + full_run.stderr
 
 
 def test_demo_keep_leaves_a_usable_server(bao: str, tmp_path: Path) -> None:

@@ -142,19 +142,21 @@ def test_plugin_directory_is_relative_to_the_file_and_fills_in_sha256(tmp_path: 
 
 
 def test_examples_validate_next_to_their_plugin_directory(tmp_path: Path) -> None:
-    for command in ("demo-kv-1.0.0", "demo-kv-2.0.0", "demo-auth-1.0.0", "transit-1.0.0"):
+    commands = ("demo-kv-1.0.0", "demo-kv-2.0.0", "demo-auth-1.0.0", "transit-1.0.0")
+    for command in (*commands, "demo-db-1.0.0", "demo-db-2.0.0"):
         (tmp_path / "plugins").mkdir(exist_ok=True)
         (tmp_path / "plugins" / command).write_text(f"#!/bin/sh\n# {command}\n")
     for name in ("desired.yaml", "desired-upgrade.yaml"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
         loaded = load_desired(tmp_path / name)
-        assert all(p.sha256 for p in loaded.state.plugins)
+        assert all(p.sha256 for p in loaded.state.plugins if p.present)
     upgrade = load_desired(tmp_path / "desired-upgrade.yaml").state
     assert {m.path: m.version for m in upgrade.secrets} == {
         "demo/": "v2.0.0",
         "apps/": "v2.0.0",
         "kv/": None,
         "transit/": "v1.0.0",
+        "db/": None,
     }
 
 

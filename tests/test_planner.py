@@ -4,7 +4,8 @@ A case file holds:
 
 - `description`: what the scenario shows;
 - `desired`: a desired-state document (format version 1);
-- `live`: `catalog` entries and `mounts` as the state reader reports them. The
+- `live`: `catalog` entries, `mounts` and database `connections` as the state
+  reader reports them. The
   built-in catalog of OpenBao 2.7.2 and the reserved mounts are added unless
   `builtins: false`. A mount that gives neither `running_plugin_version` nor
   `running_sha256` runs what its pin resolves to (a settled server); drift is
@@ -33,6 +34,7 @@ from ruamel.yaml import YAML
 from reconciler.model import (
     CatalogEntry,
     DesiredState,
+    LiveConnection,
     LiveMount,
     LiveState,
     ServerIdentity,
@@ -90,6 +92,7 @@ def load_case(path: Path) -> Case:
         server=ServerIdentity(address="https://bao.example:8200", cluster_id="cluster-1"),
         catalog=catalog,
         mounts=mounts,
+        connections=[LiveConnection.model_validate(c) for c in live_raw.get("connections") or []],
     )
     options = raw.get("options") or {}
     return Case(

@@ -58,6 +58,8 @@ EXPECTED_SAFETY: dict[ActionKind, Safety] = {
     ActionKind.RELOAD: Safety.DISRUPTIVE,
     ActionKind.DISABLE: Safety.DESTRUCTIVE,
     ActionKind.REPLACE: Safety.DESTRUCTIVE,
+    ActionKind.REPIN: Safety.DISRUPTIVE,
+    ActionKind.RESET: Safety.DISRUPTIVE,
 }
 
 

@@ -43,6 +43,8 @@ SYMBOLS = {
     ActionKind.DISABLE: "-",
     ActionKind.DEREGISTER: "-",
     ActionKind.REPLACE: "±",
+    ActionKind.REPIN: "⇢",
+    ActionKind.RESET: "↻",
 }
 
 
@@ -61,6 +63,14 @@ PARAMS: dict[ActionKind, dict[str, object]] = {
     ActionKind.TUNE: {**_MOUNT, "body": {"description": "a"}},
     ActionKind.DISABLE: _MOUNT,
     ActionKind.RELOAD: {"mounts": ["a/"]},
+    ActionKind.REPIN: {
+        "mount": "db/",
+        "name": "a",
+        "plugin": "a",
+        "version": "v2.0.0",
+        "previous_version": "v1.0.0",
+    },
+    ActionKind.RESET: {"mount": "db/", "name": "a", "plugin": "a"},
 }
 
 

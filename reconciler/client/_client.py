@@ -435,6 +435,70 @@ class Client:
                 path=mount_path,
             ) from None
 
+    # --- database connections (in the namespace; SPEC §10) -------------------------------
+
+    def list_connections(self, mount: str) -> list[str]:
+        """The connection names of the database mount at `mount` (none when it has none)."""
+        try:
+            answer = self._transport.send("LIST", f"{_mount_segment(mount)}/config")
+        except ApiError as error:
+            if error.status == 404:
+                return []
+            raise
+        keys = _data(answer).get("keys") or []
+        return [str(key) for key in keys]
+
+    def read_connection(self, mount: str, name: str) -> dict[str, str] | None:
+        """{plugin_name, plugin_version} of one connection; None when it does not exist.
+
+        The answer also holds the connection details (`connection_url`, `username`):
+        they are remembered as secrets, so no message or log line can show them, and
+        dropped here, so nothing above the client ever holds them.
+        """
+        try:
+            answer = self._transport.send("GET", f"{_mount_segment(mount)}/config/{_segment(name)}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        data = _data(answer)
+        details = data.get("connection_details")
+        for value in (details or {}).values() if isinstance(details, dict) else ():
+            if isinstance(value, str):
+                remember_secret(value)
+        return {
+            "plugin_name": str(data.get("plugin_name") or ""),
+            "plugin_version": str(data.get("plugin_version") or ""),
+        }
+
+    def repin_connection(self, mount: str, name: str, version: str) -> None:
+        """Pin a connection to `version`, keeping its stored details.
+
+        The server starts the new plugin and initializes it with the stored details,
+        verifying the connection (asked for explicitly): a version that cannot start or
+        connect is refused with 400 and the old configuration keeps running.
+        """
+        self._transport.send(
+            "POST",
+            f"{_mount_segment(mount)}/config/{_segment(name)}",
+            json={"plugin_version": version, "verify_connection": True},
+        )
+
+    def reset_connection(self, mount: str, name: str) -> None:
+        """Restart a connection on the binary the catalog names now (it connects at once)."""
+        self._transport.send("POST", f"{_mount_segment(mount)}/reset/{_segment(name)}", json={})
+
+    def reload_database_plugin(self, mount: str, plugin: str) -> None:
+        """Vault only: restart every connection of `mount` that runs `plugin`.
+
+        Untested: written from Vault's API documentation (`<mount>/reload/<plugin>`);
+        OpenBao has no such path (404), so on OpenBao this raises ValueError and the
+        plan resets connections one by one instead.
+        """
+        if not self.flavour.has_database_reload:
+            raise ValueError(f"{self.flavour.name} has no <mount>/reload/<plugin>")
+        self._transport.send("POST", f"{_mount_segment(mount)}/reload/{_segment(plugin)}", json={})
+
     # --- the server and the token --------------------------------------------------------
 
     def server_identity(self) -> ServerIdentity:

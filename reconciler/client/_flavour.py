@@ -18,12 +18,15 @@ class Flavour:
     name: str
     # Vault 1.16+: sys/plugins/pins sets the version that unpinned mounts of a plugin run.
     has_pins: bool
+    # Vault: `<db-mount>/reload/<plugin>` restarts a mount's connections of one plugin.
+    # OpenBao answers 404 there; it resets connections one by one (`<db-mount>/reset/<name>`).
+    has_database_reload: bool
     # The field of sys/seal-status by which the flavour is recognised.
     marker: str
 
 
-OPENBAO = Flavour(name="openbao", has_pins=False, marker="commit_date")
-VAULT = Flavour(name="vault", has_pins=True, marker="build_date")
+OPENBAO = Flavour(name="openbao", has_pins=False, has_database_reload=False, marker="commit_date")
+VAULT = Flavour(name="vault", has_pins=True, has_database_reload=True, marker="build_date")
 
 
 def detect_flavour(seal_status: Mapping[str, Any]) -> Flavour:

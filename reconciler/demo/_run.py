@@ -3,7 +3,9 @@
 It starts `bao server -dev` on a free loopback port, writes the example
 plugins into the server's plugin directory, copies the two example files
 next to it, then validates, plans and applies `desired.yaml`, uses the
-external plugin, and upgrades with `desired-upgrade.yaml`. Every step is
+external plugins (and creates a database connection on demo-db, with
+credentials that only the server holds), and upgrades with
+`desired-upgrade.yaml`, which re-pins that connection to demo-db v2.0.0. Every step is
 narrated through the `echo` callback (this module never prints), with the
 command a user would type for it.
 
@@ -32,6 +34,7 @@ import httpx
 from reconciler import reconcile
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer, find_bao, start_dev_server
+from reconciler.demo.examples.plugins import demo_db
 from reconciler.demo.examples.plugins.build import build_plugins
 from reconciler.errors import ReconcilerError
 from reconciler.executor import ProgressEvent
@@ -54,6 +57,11 @@ DESIRED_UPGRADE = "desired-upgrade.yaml"
 PLUGINS_DIR = "plugins"
 HELLO_PATH = "demo/data/hello"
 HELLO_DATA = {"greeting": "hello from the reconciler demo"}
+# The database connection the demo creates by hand: its credentials live only on the
+# server (and in the demo's database file), never in the desired-state files.
+CONNECTION = "orders"
+DATABASE_FILE = "databases/orders.json"
+DATABASE_ROOT = ("demo-root", "demo-root-password")
 # Python modules the example plugins import when the server starts them.
 _PLUGIN_MODULES = {"grpc": "grpcio", "google.protobuf": "protobuf", "cryptography": "cryptography"}
 _INSTALL_HINT = "install it with `pip install 'reconciler[demo]'`"
@@ -148,6 +156,7 @@ class _Demo:
     client: Client | None = None
     http: httpx.Client | None = None
     first_pid: int | None = None
+    first_db_user: str = ""
     verifying: bool = False
     started: float = field(default_factory=time.monotonic)
 
@@ -162,10 +171,13 @@ class _Demo:
         ]
         if self.upgrade:
             steps += [
-                ("Upgrade demo-kv to v2.0.0 and override the built-in transit", self._plan_upgrade),
+                (
+                    "Upgrade demo-kv and demo-db to v2.0.0, override the built-in transit",
+                    self._plan_upgrade,
+                ),
                 ("Apply the upgrade", self._apply_upgrade),
                 ("Check what every mount runs now", self._show_running),
-                ("Read the secret again", self._read_after_upgrade),
+                ("Read the secret again, issue database credentials", self._read_after_upgrade),
             ]
         self.say.title("reconciler demo: plan, apply and upgrade plugins on a local OpenBao server")
         self.say.note(
@@ -270,10 +282,11 @@ class _Demo:
             f"{PLUGINS_DIR}/."
         )
         self.say.note(
-            "It declares demo-kv v1.0.0 and demo-auth v1.0.0 (external plugins), mounts demo-kv\n"
-            "  at demo/ and apps/, demo-auth at auth/demo-login/, and the built-ins kv at kv/ and\n"
-            "  transit at transit/. Its `plugin_directory: ./plugins` lets the loader hash each\n"
-            "  binary, so the file needs no sha256 and a tampered binary is never registered."
+            "It declares demo-kv v1.0.0, demo-auth v1.0.0 and the database plugin demo-db\n"
+            "  v1.0.0 (external plugins), mounts demo-kv at demo/ and apps/, demo-auth at\n"
+            "  auth/demo-login/, and the built-ins kv at kv/, transit at transit/ and database\n"
+            "  at db/. Its `plugin_directory: ./plugins` lets the loader hash each binary, so\n"
+            "  the file needs no sha256 and a tampered binary is never registered."
         )
 
     # 3 ------------------------------------------------------------------------
@@ -318,6 +331,55 @@ class _Demo:
             f"demo/ is served by {info.get('name')} {info.get('version')}, "
             f"a plugin process with pid {self.first_pid}"
         )
+        self._connect_database()
+
+    def _connect_database(self) -> None:
+        """Create connection `orders` on db/ with its credentials, as a user does by hand."""
+        http, workdir = self._http(), self._workdir()
+        database = workdir / DATABASE_FILE
+        database.parent.mkdir(parents=True, exist_ok=True)
+        user, password = DATABASE_ROOT
+        demo_db.create_database(database, user, password)
+        self.say.note(
+            "A database connection holds credentials, so it is created by hand, never from\n"
+            "  the file (demo-db keeps its users in a local file):"
+        )
+        self.say.command(
+            f"bao write db/config/{CONNECTION} plugin_name=demo-db plugin_version=v1.0.0 \\\n"
+            f"      connection_url=demo-db://$PWD/{DATABASE_FILE} username={user} "
+            "password=... allowed_roles=reader"
+        )
+        _check(
+            http.post(
+                f"/v1/db/config/{CONNECTION}",
+                json={
+                    "plugin_name": "demo-db",
+                    "plugin_version": "v1.0.0",
+                    "connection_url": demo_db.connection_url(database),
+                    "username": user,
+                    "password": password,
+                    "allowed_roles": ["reader"],
+                },
+            )
+        )
+        self.say.command(
+            f"bao write db/roles/reader db_name={CONNECTION} creation_statements=- default_ttl=1h"
+        )
+        _check(
+            http.post(
+                "/v1/db/roles/reader",
+                json={"db_name": CONNECTION, "creation_statements": ["-"], "default_ttl": "1h"},
+            )
+        )
+        self.first_db_user = self._issue_credentials()
+
+    def _issue_credentials(self) -> str:
+        self.say.command("bao read db/creds/reader")
+        issued = _data(self._http().get("/v1/db/creds/reader"))
+        username = str(issued.get("username", ""))
+        self.say.output(_table({"username": username, "password": "(not shown)"}))
+        self.say.ok(f"demo-db created the user {username} (its name says which version did)")
+        return username
 
     # 7 ------------------------------------------------------------------------
 
@@ -330,8 +392,11 @@ class _Demo:
         self._show_plan(self._plan(DESIRED_UPGRADE))
         self.say.note(
             "Reloads restart exactly the mounts whose plugin changes: one canary mount\n"
-            "  first, verified before the others; v1.0.0 stays registered, so a failed\n"
-            "  upgrade goes back to it."
+            "  first, verified before the others; demo-kv v1.0.0 stays registered, so a\n"
+            "  failed upgrade goes back to it. The connection is re-pinned: the server\n"
+            "  starts demo-db v2.0.0 with the stored credentials and keeps v1.0.0 running\n"
+            "  if v2.0.0 cannot connect. demo-db v1.0.0 is deregistered only after the\n"
+            "  connection is verified on v2.0.0."
         )
 
     def _file_diff(self) -> list[str]:
@@ -379,6 +444,16 @@ class _Demo:
             f"(now {info.get('name')} {info.get('version')}, pid {info.get('pid')}, "
             f"was {self.first_pid})"
         )
+        self.say.command(f"bao read -field=plugin_version db/config/{CONNECTION}")
+        pin = _data(self._http().get(f"/v1/db/config/{CONNECTION}")).get("plugin_version")
+        self.say.output(str(pin))
+        username = self._issue_credentials()
+        users = demo_db.read_database(self._workdir() / DATABASE_FILE)["users"]
+        if pin != "v2.0.0" or "-v2.0.0-" not in username:
+            raise DemoFailed(f"db/{CONNECTION} does not run demo-db v2.0.0: {pin}, {username}")
+        if self.first_db_user not in users:
+            raise DemoFailed(f"the user {self.first_db_user} did not survive the upgrade")
+        self.say.ok(f"the user {self.first_db_user} created by v1.0.0 is still in the database")
 
     # --- shared helpers ---------------------------------------------------------
 
@@ -423,7 +498,7 @@ class _Demo:
             self.verifying = True
             line = (
                 "verifying: re-read and re-plan (must be empty), running versions and sha256, "
-                "every touched mount answers"
+                "every touched mount answers, every declared connection reports its pin"
             )
         if line is not None:
             self.say.output(line)

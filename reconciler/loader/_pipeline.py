@@ -299,7 +299,10 @@ def _trustworthy(problem: ReferenceProblem, salvage: _Salvage) -> bool:
         return False
     section, index = problem.pointer[0], problem.pointer[1]
     mount: Mount = getattr(salvage.state, str(section))[int(index)]
-    return mount.plugin not in salvage.uncertain_names
+    plugin = mount.plugin
+    if len(problem.pointer) >= 4 and problem.pointer[2] == "connections" and mount.connections:
+        plugin = mount.connections[int(problem.pointer[3])].plugin
+    return plugin not in salvage.uncertain_names
 
 
 def _original_pointer(pointer: Pointer, salvage: _Salvage) -> Pointer:

@@ -10,6 +10,7 @@ from reconciler.builtins import BUILTIN_ALIASES
 from reconciler.loader._yaml import Pointer
 from reconciler.model import (
     AUTH_ONLY_CONFIG_KEYS,
+    DATABASE_ENGINE,
     RESERVED_PATHS,
     DesiredState,
     Mount,
@@ -21,6 +22,7 @@ from reconciler.resolver import (
     BuiltinVersions,
     Unresolved,
     is_reserved_builtin,
+    resolve_connection,
     resolve_mount,
 )
 
@@ -36,7 +38,15 @@ _PROTECTED_PREFIXES: dict[MountKind, tuple[str, ...]] = {
 }
 # Problems about how a mount resolves; meaningless when an entry it might
 # resolve to was dropped for schema errors.
-RESOLUTION_CODES = frozenset({"undeclared", "unknown-version", "ambiguous", "absent"})
+RESOLUTION_CODES = frozenset(
+    {
+        "undeclared",
+        "unknown-version",
+        "ambiguous",
+        "absent",
+        *(f"connection-{outcome.value}" for outcome in Unresolved),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ def check_references(
                 for index, mount in enumerate(mounts):
                     named = by_name.get((kind, mount.plugin), [])
                     found += _check_resolution(state, named, builtins, section, kind, index, mount)
+                    found += _check_connections(by_name, builtins, section, kind, index, mount)
             problems += [replace(p, pointer=(*at, *p.pointer)) for p in found]
     return problems
 
@@ -344,6 +355,91 @@ def _check_resolution(
             "undeclared",
         )
     ]
+
+
+def _check_connections(
+    by_name: dict[tuple[str, str], list[tuple[int, PluginEntry]]],
+    builtins: BuiltinVersions | None,
+    section: str,
+    kind: MountKind,
+    index: int,
+    mount: Mount,
+) -> list[ReferenceProblem]:
+    """Connections (SPEC §10): only on database mounts, unique names, a database plugin each."""
+    if mount.connections is None:
+        return []
+    if kind != "secret" or mount.plugin != DATABASE_ENGINE:
+        return [
+            ReferenceProblem(
+                (section, index, "connections"),
+                f"connections belong only to mounts of the {DATABASE_ENGINE!r} secrets engine "
+                f"({section} path {mount.path!r} runs {mount.plugin!r})",
+                "connections-not-database",
+            )
+        ]
+    problems: list[ReferenceProblem] = []
+    seen: dict[str, int] = {}
+    for number, connection in enumerate(mount.connections):
+        at: Pointer = (section, index, "connections", number)
+        first = seen.setdefault(connection.name, number)
+        if first != number:
+            problems.append(
+                ReferenceProblem(
+                    (*at, "name"),
+                    f"duplicate connection {connection.name!r} on {mount.path!r}: "
+                    f"connections[{first}] declares it too",
+                    "duplicate-connection",
+                )
+            )
+        entries = by_name.get(("database", connection.plugin), [])
+        outcome = resolve_connection(
+            connection.plugin, connection.version, [e for _, e in entries], builtins or {}
+        )
+        if not isinstance(outcome, Unresolved):
+            continue
+        if builtins is None and outcome.depends_on_builtins:
+            continue
+        problems.append(
+            _unresolved_connection(at, connection.plugin, connection.version, entries, outcome)
+        )
+    return problems
+
+
+def _unresolved_connection(
+    at: Pointer,
+    plugin: str,
+    version: str | None,
+    entries: list[tuple[int, PluginEntry]],
+    outcome: Unresolved,
+) -> ReferenceProblem:
+    declared = ", ".join(_shown(e.version) for _, e in entries if e.present)
+    match outcome:
+        case Unresolved.ABSENT_VERSION | Unresolved.UNKNOWN_VERSION:
+            why = (
+                "is declared with state: absent: a connection cannot use an entry being removed"
+                if outcome is Unresolved.ABSENT_VERSION
+                else "is not declared" + (f" (declared: {declared})" if declared else "")
+            )
+            return ReferenceProblem(
+                (*at, "version"),
+                f"database plugin {plugin!r} version {_shown(version or '')} {why}",
+                "connection-" + outcome.value,
+            )
+        case Unresolved.AMBIGUOUS:
+            message = (
+                f"ambiguous: pin a version (database plugin {plugin!r} is declared as {declared})"
+            )
+        case Unresolved.ONLY_ABSENT:
+            message = (
+                f"database plugin {plugin!r} is declared only with state: absent and is not "
+                "a built-in"
+            )
+        case _:
+            message = (
+                f"plugin {plugin!r} is neither declared in plugins (type: database) nor a "
+                "built-in database plugin"
+            )
+    return ReferenceProblem((*at, "plugin"), message, "connection-" + outcome.value)
 
 
 def _shown(version: str) -> str:

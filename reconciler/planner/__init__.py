@@ -6,10 +6,12 @@ of the phases follows from their arguments:
 
 - `_context`: the inputs indexed once (what the file declares, what the
   server has, which entries this plan retires) and how plans name things;
-- `_catalog`: catalog writes (register, update, database plugin reloads);
+- `_catalog`: catalog writes (register, update);
 - `_mounts`: each declared mount (move, enable, replace, tune, reload), then
   the unmanaged ones (disable when pruning);
-- `_cleanup`: deregistrations, refused while a mount left would need them;
+- `_connections`: each declared database connection (re-pin, reset);
+- `_cleanup`: deregistrations, refused while a mount (of any namespace) or a
+  connection left would need them;
 - `_overrides`: warnings naming every mount an override of a built-in changes;
 - `_namespaces`: warnings naming the mounts of other namespaces an update leaves
   on the old binary.
@@ -33,6 +35,7 @@ from reconciler.plan import (
 )
 from reconciler.planner._catalog import CatalogWrites, plan_catalog_writes
 from reconciler.planner._cleanup import ScopedMounts, plan_deregistrations
+from reconciler.planner._connections import ConnectionChanges, plan_connections
 from reconciler.planner._context import (
     HeldUpgrade,
     Outcome,
@@ -87,7 +90,9 @@ def plan(
         mounts = plan_declared_mounts(scope.context, catalog.changed)
         pruning = plan_unmanaged_mounts(scope.context, mounts.claimed, catalog.changed)
         planned.append(ScopedMounts(scope, mounts, pruning))
-    cleanup = plan_deregistrations(context, planned)
+    # Connections are read and written in the client's namespace, the first scope.
+    connections = plan_connections(context, catalog.changed)
+    cleanup = plan_deregistrations(context, planned, connections)
     outcomes = [
         Outcome(errors=binding_errors(desired, live)),
         creation,
@@ -111,6 +116,7 @@ def plan(
                         catalog.changed,
                         part.mounts,
                         part.pruning,
+                        connections if part is planned[0] else ConnectionChanges(),
                         only_affecting=part.scope.elsewhere,
                     )
                 ),
@@ -121,6 +127,7 @@ def plan(
                 ),
             )
         ),
+        connections,
         cleanup,
         Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
     ]

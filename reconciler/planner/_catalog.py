@@ -12,8 +12,6 @@ from reconciler.plan import (
     ReasonCode,
     RegisterAction,
     RegistrationParams,
-    ReloadAction,
-    ReloadParams,
     UpdateAction,
 )
 from reconciler.planner._context import (
@@ -33,7 +31,11 @@ class CatalogWrites(Outcome):
 
 
 def plan_catalog_writes(context: Context) -> CatalogWrites:
-    """Register, update (and reload database plugins) so the catalog holds the file's entries."""
+    """Register and update so the catalog holds the file's entries.
+
+    Database plugins are not reloaded here: the server refuses a reload by name for
+    them; their connections are re-pinned or reset (`_connections`).
+    """
     actions: list[Action] = []
     errors: list[Problem] = []
     warnings: list[Problem] = [
@@ -74,7 +76,7 @@ def plan_catalog_writes(context: Context) -> CatalogWrites:
 
 
 def _write(context: Context, key: CatalogKey, entry: PluginEntry) -> list[Action]:
-    """The register, or the update (with its reload), one present entry needs."""
+    """The register, or the update, one present entry needs."""
     target = catalog_target_name(key)
     wanted = _registration(entry)
     live_entry = context.external.get(key)
@@ -92,7 +94,7 @@ def _write(context: Context, key: CatalogKey, entry: PluginEntry) -> list[Action
     changes = changes_between(have, {name: getattr(wanted, name) for name in have})
     if not changes and key not in context.replace:
         return []
-    written: list[Action] = [
+    return [
         UpdateAction(
             target=target,
             reason=(
@@ -107,17 +109,6 @@ def _write(context: Context, key: CatalogKey, entry: PluginEntry) -> list[Action
             params=wanted,
         )
     ]
-    if entry.type == "database":
-        # Database plugins serve connections, not mounts: reload them by name.
-        written.append(
-            ReloadAction(
-                target=f"plugin {entry.name}",
-                reason="database connections keep the old binary until reloaded",
-                reason_code=ReasonCode.DATABASE_PLUGIN_UPDATED,
-                params=ReloadParams(plugin=entry.name, scope=context.scope),
-            )
-        )
-    return written
 
 
 def _registration(entry: PluginEntry) -> RegistrationParams:

@@ -13,6 +13,11 @@ from reconciler.plan import (
     Problem,
     ReasonCode,
 )
+from reconciler.planner._connections import (
+    ConnectionChanges,
+    connection_target_name,
+    live_connections,
+)
 from reconciler.planner._context import (
     Context,
     Outcome,
@@ -23,7 +28,7 @@ from reconciler.planner._context import (
 )
 from reconciler.planner._mounts import MountChanges, Pruning
 from reconciler.planner._namespaces import Scope
-from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey
+from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey, connection_runs
 
 _REASONS: dict[ReasonCode, str] = {
     ReasonCode.DECLARED_ABSENT: "declared state: absent",
@@ -40,9 +45,11 @@ class ScopedMounts:
     pruning: Pruning
 
 
-def plan_deregistrations(context: Context, planned: Sequence[ScopedMounts]) -> Outcome:
-    """Deregister retired entries unless a mount left, in any namespace, would lose its
-    backend."""
+def plan_deregistrations(
+    context: Context, planned: Sequence[ScopedMounts], connections: ConnectionChanges
+) -> Outcome:
+    """Deregister retired entries unless a mount left, in any namespace, or a database
+    connection would lose its backend."""
     actions: list[Action] = []
     errors: list[Problem] = []
     warnings = [
@@ -55,9 +62,12 @@ def plan_deregistrations(context: Context, planned: Sequence[ScopedMounts]) -> O
     for key, code in context.deregistrations:
         target = catalog_target_name(key)
         held = [
-            part.scope.named(where)
-            for part in planned
-            for where in part.mounts.held_on.get(key, ())
+            *(
+                part.scope.named(where)
+                for part in planned
+                for where in part.mounts.held_on.get(key, ())
+            ),
+            *connections.held_on.get(key, ()),
         ]
         if held:
             # Watch mode keeps these mounts on the entry until the file changes.
@@ -81,6 +91,8 @@ def plan_deregistrations(context: Context, planned: Sequence[ScopedMounts]) -> O
             for live_mount in context.mounts_elsewhere()
             if context.loses_backend(live_mount, key)
         )
+        # Connections live in the client's namespace: the first scope.
+        users += _connection_users_after(context, key, planned[0].pruning, connections)
         if users:
             errors.append(
                 problem(
@@ -129,6 +141,38 @@ def _users_after(
     for (kind, path), live_mount in context.unmanaged_mounts(mounts.claimed, pruning.disabled):
         if context.loses_backend(live_mount, key):
             users.append(mount_target_name(kind, path))
+    return users
+
+
+def _connection_users_after(
+    context: Context, key: CatalogKey, pruning: Pruning, connections: ConnectionChanges
+) -> list[str]:
+    """Database connections, declared or not, that would run nothing once `key` is gone.
+
+    Deregistering the version a connection runs leaves it serving until its next
+    restart, which then fails: the connection is dead while its config names it.
+    """
+    if key[0] != "database":
+        return []
+    users = [
+        connection_target_name(*connection)
+        for connection, target in sorted(connections.targets.items())
+        if target.key == key
+    ]
+    held = {name for names in connections.held_on.values() for name in names}
+    for (mount, name), live in sorted(live_connections(context).items()):
+        if connection_target_name(mount, name) in held:
+            continue
+        if (mount, name) in connections.targets or ("secret", mount) in pruning.disabled:
+            continue
+        if live.plugin != key[1]:
+            continue
+        now = connection_runs(live.plugin, live.plugin_version, context.external, context.builtins)
+        after = connection_runs(
+            live.plugin, live.plugin_version, context.entries_after, context.builtins
+        )
+        if now is not None and now.key == key and after is None:
+            users.append(connection_target_name(mount, name))
     return users
 
 

@@ -1,9 +1,15 @@
-"""Warnings that name every mount an override of a built-in changes, managed or not,
-and every built-in mount a leftover override (registered, no longer declared) shadows."""
+"""Warnings that name every mount (or database connection) an override of a built-in
+changes, managed or not, and every built-in mount a leftover override (registered, no
+longer declared) shadows."""
 
 from __future__ import annotations
 
 from reconciler.plan import Problem
+from reconciler.planner._connections import (
+    ConnectionChanges,
+    connection_target_name,
+    live_connections,
+)
 from reconciler.planner._context import (
     Context,
     MountKey,
@@ -20,11 +26,13 @@ def override_warnings(
     changed: frozenset[CatalogKey],
     mounts: MountChanges,
     pruning: Pruning,
+    connections: ConnectionChanges,
     *,
     only_affecting: bool = False,
 ) -> tuple[Problem, ...]:
     """One warning per present entry named like a built-in, listing the mounts it affects.
 
+    A database plugin runs in connections, not mounts: its warning lists those.
     `only_affecting` leaves out the entries that affect no mount (for the namespaces
     below the file's own: the file's namespace already names every override once).
     """
@@ -36,16 +44,24 @@ def override_warnings(
             name,
         ) in HARD_WIRED_BUILTINS:
             continue
-        affected = [
-            f"{mount_target_name(*mount)} ({state})"
-            for mount, state in sorted(
-                _declared_on(key, mounts) | _unmanaged_on(context, key, changed, mounts, pruning)
-            )
-        ]
+        if plugin_type == "database":
+            affected = _connections_on(context, key, connections)
+            things = "connection"
+        else:
+            affected = [
+                f"{mount_target_name(*mount)} ({state})"
+                for mount, state in sorted(
+                    _declared_on(key, mounts)
+                    | _unmanaged_on(context, key, changed, mounts, pruning)
+                )
+            ]
+            things = "mount"
         if only_affecting and not affected:
             continue
-        scope = "every unpinned mount of that name" if version == "" else "mounts pinned to it"
-        listing = "affected: " + ", ".join(affected) if affected else "no mount affected yet"
+        scope = (
+            f"every unpinned {things} of that name" if version == "" else f"{things}s pinned to it"
+        )
+        listing = "affected: " + ", ".join(affected) if affected else f"no {things} affected yet"
         warnings.append(
             problem(
                 catalog_target_name(key),
@@ -53,6 +69,20 @@ def override_warnings(
             )
         )
     return tuple(warnings)
+
+
+def _connections_on(context: Context, key: CatalogKey, connections: ConnectionChanges) -> list[str]:
+    """Connections that run the database override `key` once the plan is applied."""
+    affected = [
+        f"{connection_target_name(*connection)} (declared)"
+        for connection, target in sorted(connections.targets.items())
+        if target.key == key
+    ]
+    for connection, live in sorted(live_connections(context).items()):
+        if connection in connections.targets or (live.plugin, live.plugin_version) != key[1:]:
+            continue
+        affected.append(f"{connection_target_name(*connection)} (unmanaged, at its next reset)")
+    return affected
 
 
 def _declared_on(key: CatalogKey, mounts: MountChanges) -> set[tuple[MountKey, str]]:
