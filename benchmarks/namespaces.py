@@ -72,6 +72,52 @@ def measure(server: DevServer, desired: Path, runs: int) -> dict[str, Any]:
     return {**summary(samples), "requests": requests[0]}
 
 
+def measure_floor(server: DevServer, runs: int) -> dict[str, Any]:
+    """The same reads as the live-state read, sequential on one keep-alive client: the
+    catalog (list, each external entry), the identity, and from the root down, per
+    namespace, its children and its two mount tables; a probe per external-plugin mount."""
+    samples: list[float] = []
+    count = 0
+    for _ in range(runs):
+        requests = 0
+        started = time.perf_counter()
+        with httpx.Client(
+            base_url=server.address, headers={"X-Vault-Token": server.token}, timeout=60
+        ) as http:
+
+            def get(path: str, namespace: str = "", **params: str) -> Any:
+                nonlocal requests
+                requests += 1
+                return http.get(
+                    f"/v1/{path}", params=params, headers={"X-Vault-Namespace": namespace}
+                )
+
+            catalog = get("sys/plugins/catalog").json()["data"]["detailed"]
+            external = [entry for entry in catalog if not entry.get("builtin")]
+            for entry in external:
+                get(
+                    f"sys/plugins/catalog/{entry['type']}/{entry['name']}",
+                    version=entry.get("version", ""),
+                ).json()
+            get("sys/seal-status").json()
+            names = {entry["name"] for entry in external}
+            walk = [""]
+            while walk:
+                namespace = walk.pop()
+                children = get("sys/namespaces", namespace, list="true")
+                if children.status_code == 200:
+                    walk.extend(
+                        f"{namespace}{key.strip('/')}/" for key in children.json()["data"]["keys"]
+                    )
+                for prefix, table in (("", "sys/mounts"), ("auth/", "sys/auth")):
+                    for path, mount in get(table, namespace).json()["data"].items():
+                        if mount["type"] in names:
+                            get(prefix + path.rstrip("/"), namespace, help="1")
+        samples.append(time.perf_counter() - started)
+        count = requests
+    return {**summary(samples), "requests": count}
+
+
 def run_namespaces(
     server: DevServer, workdir: Path, namespaces: int, mounts: int, runs: int
 ) -> dict[str, Any]:
@@ -86,6 +132,7 @@ def run_namespaces(
     populate(server, paths, few, mounts)
     setup = time.perf_counter() - started
     large = measure(server, write_export(server, workdir / "namespaces-many.yaml"), runs)
+    floor = measure_floor(server, runs)
     if small["requests"] != large["requests"]:
         raise RuntimeError(
             f"requests grew with the mounts: {small['requests']} → {large['requests']}"
@@ -96,6 +143,8 @@ def run_namespaces(
         "setup_s": rounded(setup),
         "few_mounts": {"mounts_per_namespace": few, **small},
         "many_mounts": large,
+        "floor": floor,
+        "ours_over_floor": rounded(large["median_s"] / floor["median_s"], 2),
         # Per namespace: one LIST sys/namespaces and the two mount tables.
         "requests_per_namespace": 3,
     }

@@ -8,8 +8,10 @@ to do. Measured for each size:
   requests counted at the transport; plus `reconciler plan FILE` as a process;
 * the CLI script: what people script today, one `bao` process per object
   (see `cli_check`);
-* the floor: the fewest GETs that hold the same information, sent one after
-  the other on one keep-alive httpx client, answers decoded and dropped.
+* the floor: the fewest GETs that hold the same information (the reads of
+  `read_live_state`: catalog, external entries, mount tables, identity, the
+  root's namespace list, a probe per external-plugin mount), sent one after the other on one keep-alive httpx
+  client, answers decoded and dropped.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def measure_phases(server: DevServer, desired: Path, runs: int) -> dict[str, flo
 
 def measure_cli_process(server: DevServer, desired: Path, runs: int) -> dict[str, Any]:
     """`reconciler plan FILE --detailed-exitcode` as a user runs it (exit 0: no changes)."""
-    env = _server_env(server)
+    env = server_env(server)
     samples: list[float] = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -197,10 +199,26 @@ def measure_floor(server: DevServer, runs: int) -> dict[str, Any]:
                 http.get(
                     f"/v1/sys/plugins/catalog/{entry['type']}/{entry['name']}", params=params
                 ).json()
-            http.get("/v1/sys/mounts").json()
-            http.get("/v1/sys/auth").json()
+            tables = {
+                "": http.get("/v1/sys/mounts").json()["data"],
+                "auth/": http.get("/v1/sys/auth").json()["data"],
+            }
+            # The identity the plan's fingerprint names, as the live-state read gets it.
+            http.get("/v1/sys/seal-status").json()
+            # The namespace walk starts at the root: one list (404 when there is none).
+            http.get("/v1/sys/namespaces", params={"list": "true"})
+            # A mount of an external plugin is probed (does its backend answer?).
+            names = {entry["name"] for entry in external}
+            probes = [
+                prefix + path.rstrip("/")
+                for prefix, table in tables.items()
+                for path, mount in table.items()
+                if mount["type"] in names
+            ]
+            for path in probes:
+                http.get(f"/v1/{path}", params={"help": "1"})
         samples.append(time.perf_counter() - started)
-        count = len(external) + 3
+        count = len(external) + 5 + len(probes)
     return {**summary(samples), "requests": count}
 
 
@@ -289,7 +307,7 @@ def cli_check(bao: str, server: DevServer, desired: Path, budget: float) -> dict
         )
 
     say(f"  measuring the bao CLI script ({len(calls)} bao processes, one after the other)")
-    env = _server_env(server)
+    env = server_env(server)
     started = time.perf_counter()
     done = 0
     for arguments, compare in calls:
@@ -327,7 +345,7 @@ def _seconds(value: Any) -> int:
     return total
 
 
-def _server_env(server: DevServer) -> dict[str, str]:
+def server_env(server: DevServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
     env.update(BAO_ADDR=server.address, BAO_TOKEN=server.token)
     return env

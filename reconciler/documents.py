@@ -21,7 +21,10 @@ ERROR_SCHEMA_ID = "urn:reconciler:error:1"
 
 class _Document(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", frozen=True, json_schema_serialization_defaults_required=True
+        extra="forbid",
+        frozen=True,
+        json_schema_serialization_defaults_required=True,
+        defer_build=True,
     )
 
 

@@ -7,6 +7,7 @@ those are read again from the desired file the plan names.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ class ReasonCode(StrEnum):
 
 
 class _Data(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class _Readable(BaseModel):
@@ -137,7 +138,10 @@ class _Readable(BaseModel):
 
     # Every field is written (the schema describes the written document).
     model_config = ConfigDict(
-        extra="ignore", frozen=True, json_schema_serialization_defaults_required=True
+        extra="ignore",
+        frozen=True,
+        json_schema_serialization_defaults_required=True,
+        defer_build=True,
     )
 
 
@@ -199,7 +203,7 @@ class EnableParams(_Data):
 
 
 class MoveParams(_Data):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     kind: MountKind
     from_path: str = Field(alias="from")
@@ -387,12 +391,16 @@ Action = Annotated[
 ]
 """One step of the plan: its kind decides the shape of `params`, its safety and stages."""
 
-_ACTION = TypeAdapter[Action](Action)
+
+@functools.cache
+def _action_adapter() -> TypeAdapter[Action]:
+    # Built on first use: a plan that parses no action (every `plan`) never pays for it.
+    return TypeAdapter[Action](Action)
 
 
 def parse_action(data: Any) -> Action:
     """An action from its JSON form (a mapping); ValidationError when params do not fit the kind."""
-    return _ACTION.validate_python(data)
+    return _action_adapter().validate_python(data)
 
 
 class Problem(_Data):

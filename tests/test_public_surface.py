@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,21 @@ REPO = Path(__file__).parent.parent
 HEAVY = ["deepdiff", "httpx", "pydantic", "reconciler.client", "reconciler.planner"]
 
 
-def _loaded_after(code: str) -> list[str]:
-    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+# What a no-op `plan` and `validate` never need: the diff library (only a change is
+# described with it), and the code of the other commands.
+NOT_FOR_PLAN = ["deepdiff", "reconciler.demo", "reconciler.export", "reconciler.watch"]
+NOT_FOR_VALIDATE = [*NOT_FOR_PLAN, "httpx", "reconciler.client", "reconciler.planner"]
+
+
+def _all_loaded_after(code: str, env: dict[str, str] | None = None) -> list[str]:
+    probe = (
+        f"import atexit\n"
+        f"def _report():\n"
+        f"    import json, sys\n"
+        f"    print(json.dumps(sorted(sys.modules)))\n"
+        f"atexit.register(_report)\n"
+        f"{code}"
+    )
     result = subprocess.run(
         [sys.executable, "-c", probe],
         check=False,
@@ -28,9 +42,27 @@ def _loaded_after(code: str) -> list[str]:
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
-    assert result.returncode == 0, result.stderr
-    return [name for name in json.loads(result.stdout.splitlines()[-1]) if name in HEAVY]
+    assert result.returncode == 0, result.stdout + result.stderr
+    loaded: list[str] = json.loads(result.stdout.splitlines()[-1])
+    return loaded
+
+
+def _loaded_after(code: str) -> list[str]:
+    return [name for name in _all_loaded_after(code) if name in HEAVY]
+
+
+def _command(*argv: str) -> str:
+    return (
+        f"import sys\nsys.argv = ['reconciler', *{list(argv)!r}]\n"
+        "from reconciler.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code"
+    )
+
+
+def _among(loaded: list[str], packages: list[str]) -> list[str]:
+    return [n for n in loaded if any(n == p or n.startswith(p + ".") for p in packages)]
 
 
 def test_every_public_name_is_the_object_of_its_home_module() -> None:
@@ -78,3 +110,37 @@ def test_the_documented_library_pass_applies_a_file(
     assert result.converged, result.failures
     entry = mount_entry(server, "secret", "library/")
     assert (entry["type"], entry["options"]["version"]) == ("kv", "2")
+
+
+def _many_mounts(tmp_path: Path) -> Path:
+    mounts = "".join(f"  - {{path: m{n}/, plugin: kv}}\n" for n in range(20))
+    return write_desired(tmp_path, f"version: 1\nsecrets:\n{mounts}")
+
+
+def test_validate_loads_neither_the_client_nor_the_planner(tmp_path: Path) -> None:
+    loaded = _all_loaded_after(_command("validate", str(_many_mounts(tmp_path))))
+    assert "reconciler.loader" in loaded  # the probe ran the command
+    assert _among(loaded, NOT_FOR_VALIDATE) == []
+
+
+def test_a_no_op_plan_loads_no_diff_library_and_no_other_command(
+    server: DevServer, tmp_path: Path
+) -> None:
+    from reconciler import Client, export_desired, read_live_state  # noqa: PLC0415
+
+    with Client(server.address, server.token) as client:
+        desired = tmp_path / "desired.yaml"
+        desired.write_text(export_desired(read_live_state(client)))
+    env = {**os.environ, "BAO_ADDR": server.address, "BAO_TOKEN": server.token}
+    code = _command("plan", str(desired), "--detailed-exitcode")
+    loaded = _all_loaded_after(code, env)
+    assert "reconciler.planner" in loaded  # the probe planned
+    assert _among(loaded, NOT_FOR_PLAN) == []
+
+
+def test_a_changed_entry_is_still_described_field_by_field() -> None:
+    # The other side of the lazy import: a changed entry still gets its field changes.
+    from reconciler.planner._context import changes_between  # noqa: PLC0415
+
+    changes = changes_between({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}})
+    assert [(c.field, c.before, c.after) for c in changes] == [("b", {"c": 2}, {"c": 3})]

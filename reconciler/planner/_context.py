@@ -6,8 +6,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deepdiff import DeepDiff
-
 from reconciler.model import (
     CatalogEntry,
     DesiredState,
@@ -80,9 +78,14 @@ def changes_between(before: dict[str, Any], after: dict[str, Any]) -> list[Field
     if before and before == after:
         # Most entries of a plan are unchanged: DeepDiff only for those that differ.
         return []
-    fields: Iterable[Any] = (
-        after if not before else DeepDiff(before, after, verbose_level=0).affected_root_keys
-    )
+    if not before:
+        fields: Iterable[Any] = after
+    else:
+        # Imported here: deepdiff (and cachebox, asyncio) costs ~40 ms of start-up, which
+        # a no-op `plan` would pay for nothing.
+        from deepdiff import DeepDiff  # noqa: PLC0415
+
+        fields = DeepDiff(before, after, verbose_level=0).affected_root_keys
     return [
         FieldChange(field=str(name), before=before.get(name), after=after.get(name))
         for name in sorted(fields, key=str)
