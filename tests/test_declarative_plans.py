@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.declarative_server import DeclarativeServer
@@ -159,6 +160,18 @@ def test_upgrade_through_a_stanza_tunes_reloads_and_keeps_data(
             "secrets/three/: pinned to secret/demo-kv/v1.0.0, which is not in the catalog: "
             "its next reload will fail"
         ) in stale.stdout + stale.stderr
+    # `status` marks it as well: the catalog has no entry for the version three/ is pinned to.
+    status = run_cli(server.server, "status", "--json")
+    assert status.exit_code == 0, status.output
+    three = next(m for m in json.loads(status.stdout)["mounts"] if m["path"] == "three/")
+    assert three["version"] == "v1.0.0"
+    assert three["nodes"], three
+    for seen in three["nodes"]:
+        assert seen["catalog"]["sha256"] == "", seen
+        assert seen["catalog"]["error"], seen
+    text = run_cli(server.server, "status")
+    assert "secret three/ demo-kv v1.0.0" in text.stdout, text.output
+    assert "catalog missing: " in text.stdout, text.output
 
 
 def test_a_reference_to_an_api_entry_is_a_plan_error(
