@@ -10,7 +10,9 @@ entries). Requests that need no capability are left out: `sys/seal-status`,
 
 from __future__ import annotations
 
-from reconciler.model import DATABASE_ENGINE, DesiredState, MountKind
+from collections.abc import Iterable
+
+from reconciler.model import DATABASE_ENGINE, DesiredState, Mount, MountKind
 
 # Reading a catalog entry (it holds the sha256) is root-protected, like writing one.
 _CATALOG_READ = ("read", "sudo")
@@ -64,33 +66,13 @@ def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str
         grant(f"sys/plugins/catalog/{entry.type}/{entry.name}", *_CATALOG_WRITE)
     if state.settings.prune_plugins:
         grant("sys/plugins/catalog/*", *_CATALOG_READ, *_CATALOG_WRITE)
-    if state.plugins:
-        # A new version reaches running mounts through one reload call.
-        grant("sys/plugins/reload/backend", "update", "sudo")
-    for kind, mount in state.mounts():
-        root = ("sudo",) if kind == "auth" else ()
-        path = mount.path.rstrip("/")
-        grant(f"{_table(kind)}/{path}", "create", "update", *root)
-        grant(f"{_table(kind)}/{path}/tune", "update", *root)
-        if mount.moved_from is not None:
-            grant("sys/remount", "update", "sudo")
-            grant("sys/remount/status/*", "read")
-    for mount in databases:
-        for connection in mount.connections or []:
-            # A re-pin writes the connection's config; a reset restarts it. (An exact path
-            # replaces the glob's capabilities for it: the read is granted again.)
-            grant(f"{mount.path}config/{connection.name}", "read", "update")
-            grant(f"{mount.path}reset/{connection.name}", "update")
-    if state.settings.prune_mounts:
-        for kind in ("secret", "auth"):
-            grant(f"{_table(kind)}/*", "delete", *(("sudo",) if kind == "auth" else ()))
-    for relative, namespace, _ in state.namespace_tree():
-        # Created in its parent when absent; its mounts are written inside it.
-        parent, _, name = relative.rstrip("/").rpartition("/")
-        grant(f"{parent + '/' if parent else ''}sys/namespaces/{name}", "create", "update")
+
+    def grant_scope(relative: str, mounts: Iterable[tuple[MountKind, Mount]]) -> None:
+        """What writing one namespace's mounts needs; `relative` is "" for the root's."""
         if state.plugins:
+            # A new version reaches running mounts through one reload call.
             grant(f"{relative}sys/plugins/reload/backend", "update", "sudo")
-        for kind, mount in namespace.mounts():
+        for kind, mount in mounts:
             root = ("sudo",) if kind == "auth" else ()
             path = mount.path.rstrip("/")
             grant(f"{relative}{_table(kind)}/{path}", "create", "update", *root)
@@ -100,9 +82,21 @@ def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str
                 grant(f"{relative}sys/remount/status/*", "read")
         if state.settings.prune_mounts:
             for kind in ("secret", "auth"):
-                grant(
-                    f"{relative}{_table(kind)}/*", "delete", *(("sudo",) if kind == "auth" else ())
-                )
+                auth_root = ("sudo",) if kind == "auth" else ()
+                grant(f"{relative}{_table(kind)}/*", "delete", *auth_root)
+
+    grant_scope("", state.mounts())
+    for mount in databases:
+        for connection in mount.connections or []:
+            # A re-pin writes the connection's config; a reset restarts it. (An exact path
+            # replaces the glob's capabilities for it: the read is granted again.)
+            grant(f"{mount.path}config/{connection.name}", "read", "update")
+            grant(f"{mount.path}reset/{connection.name}", "update")
+    for relative, namespace, _ in state.namespace_tree():
+        # Created in its parent when absent; its mounts are written inside it.
+        parent, _, name = relative.rstrip("/").rpartition("/")
+        grant(f"{parent + '/' if parent else ''}sys/namespaces/{name}", "create", "update")
+        grant_scope(relative, namespace.mounts())
     return stanzas
 
 
