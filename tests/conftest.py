@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,9 @@ SERVER_FIXTURES = frozenset(
     {"bao_server", "bao", "tls_server", "sealed_server", "declarative_bao_server", "bao_cluster"}
 )
 
+# Session-wide servers too costly to start once per xdist worker.
+_ONE_WORKER_FIXTURES = frozenset({"bao_cluster", "declarative_bao_server"})
+
 # What the declarative server's configuration declares at the start of every test.
 DECLARED_AT_START = (("secret", "demo-kv", "v1.0.0"), ("auth", "demo-auth", "v1.0.0"))
 
@@ -40,6 +44,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.server)
         if "bao_cluster" in fixtures:
             item.add_marker(pytest.mark.cluster)
+        # Under pytest-xdist (`--dist loadgroup`), the tests of one session-wide server run on
+        # one worker, so each such server starts once, not once per worker.
+        for fixture in _ONE_WORKER_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.xdist_group(fixture))
 
 
 @pytest.fixture(scope="session")
@@ -139,6 +147,18 @@ def cluster(bao_cluster: Cluster) -> Iterator[Cluster]:
     yield bao_cluster
     resident = bao_cluster.memory_bytes() / 2**20
     _cluster_costs["peak MiB"] = max(_cluster_costs.get("peak MiB", 0.0), resident)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its cluster costs to the controller, which prints the summary."""
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None and _cluster_costs:
+        worker_output["cluster_costs"] = dict(_cluster_costs)
+
+
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """(xdist controller) Gather the costs a worker measured."""
+    _cluster_costs.update(getattr(node, "workeroutput", {}).get("cluster_costs", {}))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
