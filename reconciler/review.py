@@ -61,8 +61,15 @@ def render_markdown(plan: Plan, *, allow_destroy: bool = False, limit: int = COM
     if fixed > limit:
         risks = _risks(plan, refusals, compact=True)
         fixed = len("\n".join([*head, *risks, *warnings])) + _NOTE_ROOM
-    details = _details(plan, refusals, budget=limit - fixed)
-    return "\n".join([*head, *risks, *warnings, *details]).rstrip() + "\n"
+    budget = limit - fixed
+    while True:
+        details = _details(plan, refusals, budget=budget)
+        text = "\n".join([*head, *risks, *warnings, *details]).rstrip() + "\n"
+        over = len(text) - limit
+        if over <= 0 or budget <= 0:
+            return text
+        # The sections' own lines and notes cost more than the rows estimated: fold more.
+        budget -= over + _NOTE_ROOM
 
 
 # --- header ----------------------------------------------------------------------------
@@ -256,8 +263,8 @@ def _restarts(plan: Plan, *, compact: bool) -> list[str]:
         f"(docs/benchmarks.md, example Python plugins): {SECONDS_PER_MOUNT_RESTART:.2f} s "
         f"per mount, about {seconds:.1f} s in all on the node that answers"
         + (
-            f"; standbys follow a global reload about {STANDBY_LAG_PER_RELOAD:.1f} s per "
-            "reload later."
+            f"; standbys follow a global reload, about {STANDBY_LAG_PER_RELOAD:.1f} s later "
+            "per reload request."
             if nodes > 1
             else "."
         ),
@@ -377,7 +384,7 @@ def _detail_row(action: Action, refusal: str | None) -> str:
     if refusal:
         reason += f" — **refused**: {_text(refusal)}"
     return (
-        f"| {_text(symbol)} | {action.kind.value} | {_code(action.target)} | {reason} | {changes} |"
+        f"| {_code(symbol)} | {action.kind.value} | {_code(action.target)} | {reason} | {changes} |"
     )
 
 
