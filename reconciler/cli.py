@@ -133,8 +133,8 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except (KeyboardInterrupt, click.exceptions.Abort):
-            # SIGINT (or SIGTERM, see `_signals_interrupt`) while nothing was written yet,
-            # or a second signal inside an action: no traceback, and a document with --json.
+            # SIGINT or SIGTERM (`_Signals`) while nothing was written yet, a second one
+            # inside an action, or Ctrl-C at a prompt: no traceback; with --json, a document.
             from reconciler.documents import ErrorDocument, ErrorKind
 
             context = click.get_current_context()
@@ -562,7 +562,12 @@ def apply_command(
     def show(the_plan: Plan) -> None:
         # A saved plan asked for as JSON was shown when it was made.
         if not as_json or target_input.saved is None:
-            text = render_plan(the_plan, allow_destroy=allow_destroy, colour=out.isatty())
+            text = render_plan(
+                the_plan,
+                allow_destroy=allow_destroy,
+                colour=out.isatty(),
+                verbose=_verbosity() > 0,
+            )
             click.echo(text, nl=False, file=out)
 
     signals = _Signals()
@@ -596,11 +601,16 @@ def apply_command(
         listed = ", ".join(applied[:10]) + (
             f" and {len(applied) - 10} more" if len(applied) > 10 else ""
         )
+        again = (
+            # The server moved since the saved plan: it would be refused as stale.
+            "make a new plan (reconciler plan FILE --out PLAN.json) and apply it"
+            if target_input.saved is not None
+            else f"reconciler apply {target}"
+        )
         _fail(
             f"interrupted: {len(applied)} of {len(result.runnable)} actions applied"
             + (f" ({listed})" if applied else "")
-            + "; the rest did not run and nothing was verified. "
-            f"A re-run converges: reconciler apply {target}",
+            + f"; the rest did not run and nothing was verified. A re-run converges: {again}",
             documented=as_json,
         )
     if result.verdict is Verdict.PLAN_ERRORS:

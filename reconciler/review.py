@@ -149,12 +149,16 @@ def _risks(plan: Plan, refusals: dict[int, str], *, compact: bool) -> list[str]:
         _data_loss(plan, refusals),
         _restarts(plan, compact=compact),
         _refused(plan, refusals),
+        _flagged(
+            plan.warnings, _HELD, "⏸️ Held", "failed upgrades set aside until the file changes"
+        ),
+        _flagged(plan.warnings, _DEAD, "💀 Not answering", "left alone by this plan"),
     ):
         if part:
             found = True
             lines += [*part, ""]
     if not found:
-        lines += ["No data loss, no plugin restart, nothing refused.", ""]
+        lines += ["No data loss, no plugin restart, nothing refused or held.", ""]
     return lines
 
 
@@ -300,6 +304,22 @@ def _refused(plan: Plan, refusals: dict[int, str]) -> list[str]:
         action = plan.actions[index]
         lines.append(f"- {action.kind.value} {_code(action.target)}: {_text(why)}")
     return lines
+
+
+# Warnings that are risks too: a failed upgrade held back (watch mode), a backend that
+# does not answer and that the plan does not repair.
+_HELD = re.compile(r"\bheld\b")
+_DEAD = re.compile(r"does not answer")
+
+
+def _flagged(
+    warnings: Sequence[Problem], pattern: re.Pattern[str], title: str, what: str
+) -> list[str]:
+    found = [w for w in warnings if pattern.search(w.message)]
+    if not found:
+        return []
+    lines = [f"#### {title} ({len(found)}): {what}", ""]
+    return lines + [f"- {_code(w.target)}: {_text(w.message)}" for w in found]
 
 
 # --- warnings ----------------------------------------------------------------------------

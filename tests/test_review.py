@@ -308,10 +308,35 @@ def test_values_cannot_break_the_document() -> None:
     assert [text for _, text in parsed.headings()].count("h") == 0
 
 
+def test_held_upgrades_and_dead_mounts_are_risks() -> None:
+    the_plan = cluster_plan([], []).model_copy(
+        update={
+            "warnings": [
+                Problem(
+                    target="secrets/apps/",
+                    message="upgrade to kv-plus v1.5.0 failed before and is held until the "
+                    "file changes",
+                ),
+                Problem(
+                    target="secrets/loose/",
+                    message="unmanaged mount (kv-plus): left alone, and its backend does not "
+                    "answer (its plugin failed to start)",
+                ),
+            ]
+        }
+    )
+    parsed = parse(render_markdown(the_plan))
+    titles = [text for _, text in parsed.headings()]
+    risks = titles[titles.index("Risks") + 1 :]
+    assert any(t.startswith("⏸️ Held (1)") for t in risks), risks
+    assert any(t.startswith("💀 Not answering (1)") for t in risks), risks
+    assert "secrets/apps/" in risk_section(parsed) and "secrets/loose/" in risk_section(parsed)
+
+
 def test_a_plan_without_changes_says_so() -> None:
     parsed = parse(render_markdown(Plan(server=ServerIdentity(address="http://127.0.0.1:8200"))))
     assert "✅ no changes" in parsed.text
-    assert "No data loss, no plugin restart, nothing refused." in parsed.text
+    assert "No data loss, no plugin restart, nothing refused or held." in parsed.text
     assert parsed.details() == []
 
 
