@@ -100,7 +100,7 @@ class ApplyResult:
     failures: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
     failed_upgrades: list[HeldUpgrade] = field(default_factory=list)
-    # Requests that change the server and were sent, answered or not.
+    # Write requests sent, whatever their answer (lost or refused ones count too).
     writes: int = 0
     # A stop was asked for before every action ran: the rest was neither run nor verified.
     interrupted: bool = False
