@@ -447,6 +447,9 @@ def plan_command(
     if as_json and output_format not in (None, "json"):
         _fail(f"--json is --format json: drop one of --json and --format {output_format}")
     output_format = "json" if as_json else output_format or "text"
+    if out is not None and not out.parent.is_dir():
+        # Said before the server is read: the plan could not be kept anyway.
+        _fail(f"cannot write the plan to {out}: no directory {out.parent}: choose another --out")
     loaded = _reloading_unmanaged(_load(file, max_file_size), reload_unmanaged)
     with _Signals():
         client = _client(address, namespace, token_file)
