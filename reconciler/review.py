@@ -376,11 +376,15 @@ def _details(plan: Plan, refusals: dict[int, str], *, budget: int) -> list[str]:
             shown += 1
         if shown < len(indexed):
             left_out += len(indexed) - shown
-            section.append("")
-            section.append(
-                f"*{len(indexed) - shown} more action{'s' if len(indexed) - shown > 1 else ''} "
-                "folded away to keep this comment under its size limit.*"
-            )
+            if shown:
+                section.append("")
+                note = (
+                    f"{len(indexed) - shown} more action{'s' if len(indexed) - shown > 1 else ''}"
+                )
+            else:
+                del section[-2:]  # no row: no table (the blank line after <summary> stays)
+                note = f"All {len(indexed)} action{'s' if len(indexed) > 1 else ''}"
+            section.append(f"*{note} folded away to keep this comment under its size limit.*")
         lines += [*section, "", "</details>", ""]
     if left_out:
         lines.append(

@@ -371,6 +371,8 @@ def test_2000_actions_stay_under_the_comment_limit_with_every_risk() -> None:
     assert "500 mounts × 3 nodes" in risks
     assert "not shown" in text and "every risk above is complete" in text
     parsed.details()  # still well-formed after folding
+    assert all(len(table) > 1 for table in parsed.tables()), "a table without rows"
+    assert "folded away to keep this comment under its size limit" in text
 
 
 def test_a_limit_below_the_risks_keeps_every_data_loss_row() -> None:
