@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,6 +75,52 @@ def _echo_error_document(error: BaseException) -> None:
     click.echo(document.to_json(), nl=False)
 
 
+_INTERRUPTED = "reconciler.interrupted"
+
+
+class _Signals:
+    """SIGINT and SIGTERM alike (a CI runner cancelling a job sends SIGTERM).
+
+    Until `between_actions()`, either stops the command at once (KeyboardInterrupt):
+    nothing was written yet. From then on, the first lets the running action finish
+    and no other start (the executor asks `requested` between two actions); a second
+    stops at once, inside the action.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._cooperative = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def between_actions(self) -> None:
+        self._cooperative = True
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if not self._cooperative:
+            raise KeyboardInterrupt
+        if self.requested:
+            click.get_current_context().meta[_INTERRUPTED] = (
+                "stopped inside an action: the server may hold part of it; "
+                "a re-run converges (apply again)"
+            )
+            raise KeyboardInterrupt
+        self.requested = True
+        click.echo(
+            f"{signal.Signals(signum).name}: stopping after the running action "
+            "(send it again to stop at once)",
+            err=True,
+        )
+
+
 def reports_errors(command: F) -> F:
     """Turn every ReconcilerError into `error: …` on stderr and exit 1; with `--json`,
     an error document on stdout as well."""
@@ -81,9 +129,23 @@ def reports_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from reconciler.errors import ReconcilerError
 
-        as_json = bool(kwargs.get("as_json"))
+        as_json = bool(kwargs.get("as_json")) or kwargs.get("output_format") == "json"
         try:
             return command(*args, **kwargs)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            # SIGINT or SIGTERM (`_Signals`) while nothing was written yet, a second one
+            # inside an action, or Ctrl-C at a prompt: no traceback; with --json, a document.
+            from reconciler.documents import ErrorDocument, ErrorKind
+
+            context = click.get_current_context()
+            message = "interrupted: " + context.meta.get(
+                _INTERRUPTED, "stopped before any write: nothing was changed"
+            )
+            if as_json:
+                click.echo(
+                    ErrorDocument(error=message, kind=ErrorKind.INTERRUPTED).to_json(), nl=False
+                )
+            _fail(message, documented=as_json)
         except UsageFailure as failure:
             if as_json and not failure.documented:
                 _echo_error_document(failure)
@@ -108,12 +170,18 @@ class _ContractGroup(click.Group):
         parent: click.Context | None = None,
         **extra: Any,
     ) -> click.Context:
-        with _usage_errors_exit_1(wants_json="--json" in args):
+        with _usage_errors_exit_1(wants_json=_wants_json(args)):
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
-        with _usage_errors_exit_1(wants_json="--json" in ctx.args):
+        with _usage_errors_exit_1(wants_json=_wants_json(ctx.args)):
             return super().invoke(ctx)
+
+
+def _wants_json(args: list[str]) -> bool:
+    """Whether the command line asks for JSON, read before it is parsed (it may not parse)."""
+    pairs = itertools.pairwise(args)
+    return "--json" in args or "--format=json" in args or ("--format", "json") in pairs
 
 
 @contextlib.contextmanager
@@ -258,14 +326,58 @@ def _colour() -> bool:
     return sys.stdout.isatty()
 
 
+_VERBOSITY = "reconciler.verbosity"
+
+
+def _count_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    """-v and -q count wherever they stand, before the command name or after it."""
+    if not value:
+        return
+    root = ctx.find_root()
+    step = value if param.name == "verbose" else -value
+    root.meta[_VERBOSITY] = root.meta.get(_VERBOSITY, 0) + step
+    logging.getLogger().setLevel(_log_level(root.meta[_VERBOSITY]))
+
+
+def _log_level(verbosity: int) -> int:
+    # -q: errors only; default: warnings; -v: info; -vv: debug.
+    return logging.WARNING - 10 * max(-1, min(verbosity, 2))
+
+
+def _verbosity() -> int:
+    """-v count minus -q count, wherever they were given."""
+    context = click.get_current_context(silent=True)
+    return 0 if context is None else int(context.find_root().meta.get(_VERBOSITY, 0))
+
+
+def verbosity_options(command: F) -> F:
+    command = click.option(
+        "-q",
+        "--quiet",
+        count=True,
+        expose_value=False,
+        callback=_count_verbosity,
+        help="Log less: errors only.",
+    )(command)
+    return click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=_count_verbosity,
+        help="Log more (twice: debug); list every warning; progress lines off a terminal.",
+    )(command)
+
+
 @click.group(cls=_ContractGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reconciler")
-@click.option("-v", "--verbose", count=True, help="Log more (twice: debug).")
-def cli(verbose: int) -> None:
+@verbosity_options
+def cli() -> None:
     """Keep an OpenBao/Vault plugin catalog and mount table equal to a YAML file."""
-    level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        level=_log_level(_verbosity()),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
     )
 
 
@@ -288,9 +400,22 @@ def _node_option(command: F) -> F:
 
 
 @cli.command("plan")
+@verbosity_options
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan.")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Save the plan (JSON) here, for `apply PLAN.json`.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default=None,
+    help="text (default), json (schemas/plan.schema.json) or markdown (a review document "
+    "for a pull-request comment or a CI job summary, risks first).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (--format json).")
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
@@ -305,6 +430,7 @@ def _node_option(command: F) -> F:
 def plan_command(
     file: Path,
     out: Path | None,
+    output_format: str | None,
     as_json: bool,
     detailed_exitcode: bool,
     replace: tuple[str, ...],
@@ -318,23 +444,30 @@ def plan_command(
     """Show what apply would change on the server."""
     from reconciler.reconcile import plan_for
 
+    if as_json and output_format not in (None, "json"):
+        _fail(f"--json is --format json: drop one of --json and --format {output_format}")
+    output_format = "json" if as_json else output_format or "text"
+    if out is not None and not out.parent.is_dir():
+        # Said before the server is read: the plan could not be kept anyway.
+        _fail(f"cannot write the plan to {out}: no directory {out.parent}: choose another --out")
     loaded = _reloading_unmanaged(_load(file, max_file_size), reload_unmanaged)
-    client = _client(address, namespace, token_file)
-    the_plan = plan_for(client, loaded, replace=_parse_replace(replace), nodes=nodes)
-    if out is not None:
-        from reconciler.plan import DesiredSource
-        from reconciler.reconcile import path_for_saved_plan
-
-        # Recorded relative to the plan, so the plan travels with the file it names.
-        source = DesiredSource(path=path_for_saved_plan(file, out), sha256=loaded.sha256)
-        the_plan = the_plan.model_copy(update={"desired": source})
-        out.write_text(the_plan.to_json())
-    if as_json:
+    with _Signals():
+        client = _client(address, namespace, token_file)
+        the_plan = plan_for(client, loaded, replace=_parse_replace(replace), nodes=nodes)
+        # Shown with the path as given; saved relative to the plan (below).
+        shown = the_plan
+        if out is not None:
+            the_plan = _save_plan(the_plan, file, out, loaded.sha256)
+    if output_format == "json":
         click.echo(the_plan.to_json(), nl=False)
+    elif output_format == "markdown":
+        from reconciler.review import render_markdown
+
+        click.echo(render_markdown(shown), nl=False)
     else:
         from reconciler.render import render_plan
 
-        click.echo(render_plan(the_plan, colour=_colour()), nl=False)
+        click.echo(render_plan(shown, colour=_colour(), verbose=_verbosity() > 0), nl=False)
         if out is not None:
             click.echo(f"Saved to {out}; apply it with: reconciler apply {out}")
     if the_plan.errors:
@@ -343,7 +476,35 @@ def plan_command(
         sys.exit(2)
 
 
+def _save_plan(the_plan: Plan, desired: Path, out: Path, sha256: str) -> Plan:
+    """Write the plan to `out` whole or not at all; the plan as saved."""
+    import tempfile
+
+    from reconciler.plan import DesiredSource
+    from reconciler.reconcile import path_for_saved_plan
+
+    # Recorded relative to the plan, so the plan travels with the file it names.
+    source = DesiredSource(path=path_for_saved_plan(desired, out), sha256=sha256)
+    saved = the_plan.model_copy(update={"desired": source})
+    temporary: Path | None = None
+    try:
+        # A temporary file beside it, renamed over it: an interruption or a full disk
+        # never leaves half a plan for `apply` to choke on.
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=out.parent, prefix=f".{out.name}.", delete=False
+        ) as stream:
+            temporary = Path(stream.name)
+            stream.write(saved.to_json())
+        temporary.replace(out)
+    except OSError as error:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        _fail(f"cannot write the plan to {out}: {error.strerror or error}: choose another --out")
+    return saved
+
+
 @cli.command("apply")
+@verbosity_options
 @click.argument(
     "target", metavar="FILE|PLAN.json", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
@@ -399,34 +560,62 @@ def apply_command(
     target_input = dataclasses.replace(
         target_input, loaded=_reloading_unmanaged(target_input.loaded, reload_unmanaged)
     )
-    client = _client(address, namespace, token_file)
     out = sys.stderr if as_json else sys.stdout
 
     def show(the_plan: Plan) -> None:
         # A saved plan asked for as JSON was shown when it was made.
         if not as_json or target_input.saved is None:
-            text = render_plan(the_plan, allow_destroy=allow_destroy, colour=out.isatty())
+            text = render_plan(
+                the_plan,
+                allow_destroy=allow_destroy,
+                colour=out.isatty(),
+                verbose=_verbosity() > 0,
+            )
             click.echo(text, nl=False, file=out)
 
+    signals = _Signals()
+
     def confirm(the_plan: Plan, server: str) -> bool:
-        if yes:
-            return True
-        if not sys.stdin.isatty():
-            _fail("not a terminal: pass --yes to apply without a prompt")
-        return click.confirm(
-            f"Apply {summary(the_plan, allow_destroy)} to {server}?", default=False
-        )
+        if not yes:
+            if not sys.stdin.isatty():
+                _fail("not a terminal: pass --yes to apply without a prompt")
+            if not click.confirm(
+                f"Apply {summary(the_plan, allow_destroy)} to {server}?", default=False
+            ):
+                return False
+        signals.between_actions()
+        return True
 
     options = ApplyOptions(
         allow_destroy=allow_destroy,
         rollback_on_failure=rollback_on_failure,
         replace=replace_keys,
         nodes=nodes,
+        stop_requested=lambda: signals.requested,
     )
     hooks = PassHooks(on_plan=show, confirm=confirm, progress=_print_progress)
-    result = run_pass(client, target_input, options, hooks, lock_timeout=lock_timeout)
+    with signals:
+        client = _client(address, namespace, token_file)
+        result = run_pass(client, target_input, options, hooks, lock_timeout=lock_timeout)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
+    if result.verdict is Verdict.INTERRUPTED:
+        applied = [f"{a.kind.value} {a.target}" for a in result.applied]
+        listed = ", ".join(applied[:10]) + (
+            f" and {len(applied) - 10} more" if len(applied) > 10 else ""
+        )
+        again = (
+            # The server moved since the saved plan: it would be refused as stale.
+            "make a new plan (reconciler plan FILE --out PLAN.json) and apply it"
+            if target_input.saved is not None
+            else f"reconciler apply {target}"
+        )
+        _fail(
+            f"interrupted: {len(applied)} of {len(result.runnable)} actions applied"
+            + (f" ({listed})" if applied else "")
+            + f"; the rest did not run and nothing was verified. A re-run converges: {again}",
+            documented=as_json,
+        )
     if result.verdict is Verdict.PLAN_ERRORS:
         _fail("the plan has errors: nothing was changed", documented=as_json)
     if result.verdict is Verdict.REFUSED:
@@ -456,8 +645,7 @@ def _print_progress(event: ProgressEvent) -> None:
     """Progress on a terminal (or with -v); a log or CI job gets the plan and the result."""
     from reconciler.render import progress_line
 
-    verbose = click.get_current_context().find_root().params.get("verbose") or 0
-    if not (sys.stderr.isatty() or verbose):
+    if not (sys.stderr.isatty() or _verbosity() > 0):
         return
     line = progress_line(event)
     if line is not None:
@@ -465,6 +653,7 @@ def _print_progress(event: ProgressEvent) -> None:
 
 
 @cli.command("watch")
+@verbosity_options
 # Not `exists=True`: a file missing at start is waited for, like one deleted later.
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -536,8 +725,11 @@ def watch_command(
     # Fail now on settings that no retry can fix (no address, unreadable token file),
     # before the process's logging is taken over.
     _client(address, namespace, token_file)
-    verbose = click.get_current_context().find_root().params.get("verbose") or 0
-    configure_logging(log_format, logging.DEBUG if verbose else logging.INFO)
+    verbosity = _verbosity()
+    configure_logging(
+        log_format,
+        logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO,
+    )
     watcher = Watcher(
         file,
         functools.partial(
@@ -563,6 +755,7 @@ def watch_command(
 
 
 @cli.command("validate")
+@verbosity_options
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @max_file_size_option
 def validate_command(files: tuple[Path, ...], max_file_size: int) -> None:
@@ -595,6 +788,7 @@ def validate_command(files: tuple[Path, ...], max_file_size: int) -> None:
 
 
 @cli.command("completion")
+@verbosity_options
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion_command(shell: str) -> None:
     """Print the shell completion script, e.g. `eval "$(reconciler completion bash)"`."""
@@ -606,6 +800,7 @@ def completion_command(shell: str) -> None:
 
 
 @cli.command("policy")
+@verbosity_options
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--read-only", is_flag=True, help="The policy `plan` needs (no writes).")
 @max_file_size_option
@@ -621,6 +816,7 @@ def policy_command(file: Path, read_only: bool, max_file_size: int) -> None:
 
 
 @cli.command("export")
+@verbosity_options
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -651,6 +847,7 @@ def export_command(
 
 
 @cli.command("status")
+@verbosity_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/status.schema.json).")
 @_node_option
 @connection_options
@@ -697,6 +894,7 @@ def status_command(
 
 
 @cli.command("schema")
+@verbosity_options
 @click.option("--plan", "of_plan", is_flag=True, help="The schema of `plan --json` instead.")
 @click.option("--apply", "of_apply", is_flag=True, help="The schema of `apply --json` instead.")
 @click.option(
@@ -722,6 +920,7 @@ def schema_command(of_plan: bool, of_apply: bool, of_error: bool) -> None:
 
 
 @cli.command("demo")
+@verbosity_options
 @click.option(
     "--keep",
     is_flag=True,

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from reconciler.model import schema_document, schema_text
-from reconciler.plan import Action, Plan
+from reconciler.plan import Action, ActionKind, Plan
 
 APPLY_SCHEMA_ID = "urn:reconciler:apply:1"
 ERROR_SCHEMA_ID = "urn:reconciler:error:1"
@@ -28,8 +28,21 @@ class _Document(BaseModel):
     )
 
 
+class Verdict(StrEnum):
+    """How a pass ended."""
+
+    CONVERGED = "converged"  # nothing to do, or every runnable action applied and verified
+    PLAN_ERRORS = "plan-errors"  # nothing was changed
+    REFUSED = "refused"  # destructive actions refused: nothing was changed
+    DECLINED = "declined"  # the front end's confirmation said no: nothing was changed
+    NOT_CONVERGED = "not-converged"  # an action or the verification failed
+    # A stop was asked for (SIGINT, SIGTERM): the running action finished, the rest did not
+    # run, nothing was verified; a re-run converges from what is live.
+    INTERRUPTED = "interrupted"
+
+
 class ActionRef(_Document):
-    kind: str
+    kind: ActionKind
     target: str
 
     @classmethod
@@ -40,8 +53,10 @@ class ActionRef(_Document):
 class ApplyDocument(_Document):
     """What `apply --json` prints, whatever the verdict."""
 
-    verdict: str
+    verdict: Verdict
     converged: bool
+    # True when a stop was asked for before every action ran (verdict "interrupted").
+    interrupted: bool = False
     address: str
     plan: Plan
     applied: list[ActionRef] = []
@@ -57,6 +72,7 @@ class ErrorKind(StrEnum):
     PLAN_FILE = "plan-file"  # a saved plan cannot be used
     SERVER = "server"  # the server refused or could not be reached
     REFUSED = "refused"  # policy: nothing was changed
+    INTERRUPTED = "interrupted"  # stopped by SIGINT/SIGTERM before the document existed
     OTHER = "other"
 
 

@@ -32,6 +32,7 @@ from reconciler.plan import (
     Plan,
     RegisterAction,
     ReloadAction,
+    ReloadScope,
     RepinAction,
     ReplaceAction,
     ResetAction,
@@ -71,6 +72,9 @@ class ApplyOptions:
     held: tuple[HeldUpgrade, ...] = ()
     # The nodes to preflight and verify (API addresses); empty: ask sys/ha-status.
     nodes: tuple[str, ...] = ()
+    # Asked before each action: True stops the run there (SIGINT/SIGTERM). The running
+    # action always finishes; what did not run is left to the next run, which converges.
+    stop_requested: Callable[[], bool] = lambda: False
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,10 @@ class ApplyResult:
     failures: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
     failed_upgrades: list[HeldUpgrade] = field(default_factory=list)
+    # Write requests sent, whatever their answer (lost or refused ones count too).
     writes: int = 0
+    # A stop was asked for before every action ran: the rest was neither run nor verified.
+    interrupted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +113,7 @@ class ApplyResult:
             "failures": list(self.failures),
             "rolled_back": list(self.rolled_back),
             "writes": self.writes,
+            "interrupted": self.interrupted,
         }
 
 
@@ -158,6 +166,8 @@ class _Run:
         cleanup = [a for a in actions if a.stage is Stage.CLEANUP]
         total = len(actions)
         if not self._run_actions(converge, 0, total):
+            if self.result.interrupted:
+                return
             self._fail_and_maybe_roll_back(converge, before)
             return
         # Without cleanup, the first verification is the last one: verified once, shown once.
@@ -176,6 +186,11 @@ class _Run:
 
     def _run_actions(self, actions: list[Action], offset: int, total: int) -> bool:
         for number, action in enumerate(actions, start=offset + 1):
+            if self.options.stop_requested():
+                # Between two actions, the only place a stop leaves nothing half-done.
+                self.result.interrupted = True
+                self.result.converged = False
+                return False
             self.progress(ProgressEvent(number, total, action, "start"))
             started = time.monotonic()
             try:
@@ -335,7 +350,14 @@ class _Run:
         )
 
     def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        call(*args, **kwargs)
+        try:
+            call(*args, **kwargs)
+        except ApiError as error:
+            # A request the server answered, or whose answer was lost after sending, may
+            # have changed the server: it counts. Only a connection never made does not.
+            if error.status is not None or isinstance(error, OutcomeUnknown):
+                self.result.writes += 1
+            raise
         self.result.writes += 1
         kill_after = os.environ.get(KILL_AFTER_WRITES_ENV)
         if kill_after and self.result.writes >= int(kill_after):
@@ -643,7 +665,7 @@ def _version_tunes(actions: list[Action]) -> dict[tuple[MountKind, str], str]:
     return tunes
 
 
-def _scope(actions: list[Action]) -> str:
+def _scope(actions: list[Action]) -> ReloadScope:
     return next((a.params.scope for a in actions if isinstance(a, ReloadAction)), "")
 
 

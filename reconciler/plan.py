@@ -37,7 +37,7 @@ from reconciler.model import (
 # MAJOR.MINOR: a minor version only adds fields to the plan and its actions, and a
 # reader of the same major ignores the ones it does not know; the parameters of an
 # action kind change only with a major version.
-PLAN_FORMAT_VERSION = "2.2"
+PLAN_FORMAT_VERSION = "2.3"
 _PLAN_FORMAT_MAJOR = PLAN_FORMAT_VERSION.split(".", maxsplit=1)[0]
 
 
@@ -230,13 +230,17 @@ class MountParams(_Data):
     namespace: str | None = None
 
 
+# How far a reload reaches: "global" every node of a cluster, "" the node it is sent to.
+ReloadScope = Literal["", "global"]
+
+
 class ReloadParams(_Data):
     """Mounts by API path (`auth/` prefixed), or a database plugin by name."""
 
     mounts: list[str] | None = None
     plugin: str | None = None
     # "global": every node of a cluster; "": this node.
-    scope: str = ""
+    scope: ReloadScope = ""
     # The namespace it is sent in, as a path from the root, with mount paths relative to it
     # (the server reloads nothing for a path that crosses namespaces); None: the client's.
     namespace: str | None = None
@@ -410,6 +414,13 @@ class Problem(_Data):
     message: str
 
 
+class PlanNode(_Readable):
+    """A node the plan's live state was read from (a cluster lists each; a single server none)."""
+
+    address: str
+    active: bool = False
+
+
 class DesiredSource(_Data):
     path: str = ""
     sha256: str = ""
@@ -425,6 +436,9 @@ class Plan(_Readable):
     # The namespaces the plan manages, as paths from the root ("" is the root): the
     # server's own first, then those the file declares below it.
     namespaces: list[str] = []
+    # The nodes of a cluster, the active one first (empty on a single server): how far a
+    # global reload reaches. Not part of the fingerprint: a failover changes no action.
+    nodes: list[PlanNode] = []
     fingerprint: str = ""
     max_destroy: int = MAX_DESTROY
     # `--replace TYPE/NAME/VERSION` the plan was made with, so it can be made again.

@@ -13,12 +13,14 @@ import os
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import defaults
 from reconciler.documents import ActionRef, ApplyDocument
+
+# Defined with the documents that name it; `reconcile.Verdict` stays where callers look.
+from reconciler.documents import Verdict as Verdict  # noqa: PLC0414
 from reconciler.errors import PlanFileError, PlanRefused, StaleState
 from reconciler.executor import (
     ApplyOptions,
@@ -163,7 +165,9 @@ def remake_saved_plan(client: Client, saved: Plan, loaded: LoadedDesired) -> Pla
     return again
 
 
-_SKIPPED_IN_COMPARISON = {"reconciler_version", "desired"}
+# The nodes name where the plan was read, not what it does: a failover between plan and
+# apply reorders them and changes no action.
+_SKIPPED_IN_COMPARISON = {"reconciler_version", "desired", "nodes"}
 
 
 def plan_differences(saved: Plan, again: Plan, limit: int = 8) -> list[str]:
@@ -206,16 +210,6 @@ def _shown(value: Any) -> Any:
 
 
 # --- policy ------------------------------------------------------------------------------
-
-
-class Verdict(StrEnum):
-    """How a pass ended."""
-
-    CONVERGED = "converged"  # nothing to do, or every runnable action applied and verified
-    PLAN_ERRORS = "plan-errors"  # nothing was changed
-    REFUSED = "refused"  # destructive actions refused: nothing was changed
-    DECLINED = "declined"  # the front end's confirmation said no: nothing was changed
-    NOT_CONVERGED = "not-converged"  # an action or the verification failed
 
 
 @dataclass(frozen=True)
@@ -302,6 +296,11 @@ class PassResult:
             return [str(refusal) for refusal in self.refused]
         if self.verdict is Verdict.DECLINED:
             return ["apply declined"]
+        if self.verdict is Verdict.INTERRUPTED:
+            return [
+                f"interrupted after {len(self.applied)} of {len(self.runnable)} actions: "
+                "the rest did not run and nothing was verified; a re-run converges"
+            ]
         if self.verdict is Verdict.NOT_CONVERGED:
             return list(self.failures) or ["the apply did not converge"]
         return []
@@ -309,8 +308,9 @@ class PassResult:
     def to_dict(self) -> dict[str, Any]:
         """The document `apply --json` prints (schemas/apply.schema.json), every verdict alike."""
         document = ApplyDocument(
-            verdict=self.verdict.value,
+            verdict=self.verdict,
             converged=self.converged,
+            interrupted=self.verdict is Verdict.INTERRUPTED,
             address=self.address,
             plan=self.plan,
             applied=[ActionRef.of(a) for a in self.applied],
@@ -368,9 +368,13 @@ def run_pass(
         if hooks.confirm is not None and not hooks.confirm(the_plan, identity.address):
             return dataclasses.replace(result, verdict=Verdict.DECLINED)
         applied = _execute(client, the_plan, target.loaded, options, decision, hooks.progress)
+    if applied.interrupted:
+        verdict = Verdict.INTERRUPTED
+    else:
+        verdict = Verdict.CONVERGED if applied.converged else Verdict.NOT_CONVERGED
     return dataclasses.replace(
         result,
-        verdict=Verdict.CONVERGED if applied.converged else Verdict.NOT_CONVERGED,
+        verdict=verdict,
         applied=tuple(applied.applied),
         failures=tuple(applied.failures),
         rolled_back=tuple(applied.rolled_back),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -68,8 +70,14 @@ def _namespaces_text(plan: Plan) -> str:
     return "namespaces: " + ", ".join(names)
 
 
-def render_plan(plan: Plan, *, allow_destroy: bool = False, colour: bool = False) -> str:
-    """The plan as a readable diff with symbols, grouped by catalog and mounts."""
+def render_plan(
+    plan: Plan, *, allow_destroy: bool = False, colour: bool = False, verbose: bool = False
+) -> str:
+    """The plan as a readable diff with symbols, grouped by catalog and mounts.
+
+    Warnings of one kind (23 unmanaged mounts, say) fold into one line with a count;
+    `verbose` lists each.
+    """
     style = _Styler(colour)
     refusals = plan.refusals(allow_destroy)
     lines: list[str] = []
@@ -104,13 +112,41 @@ def render_plan(plan: Plan, *, allow_destroy: bool = False, colour: bool = False
     if plan.warnings:
         lines.append("")
         lines.append(style.bold("Warnings:"))
-        lines.extend(
-            f"  {style.paint('⚠', 'yellow')} {p.target}: {p.message}"
-            for p in map(_safe_problem, plan.warnings)
-        )
+        mark = style.paint("⚠", "yellow")
+        for kind, problems in fold_warnings([_safe_problem(p) for p in plan.warnings]):
+            if verbose or len(problems) == 1:
+                lines.extend(f"  {mark} {p.target}: {p.message}" for p in problems)
+                continue
+            shown = [p.target for p in problems[:_FOLDED_TARGETS_SHOWN]]
+            more = len(problems) - len(shown)
+            lines.append(
+                f"  {mark} {len(problems)} × {kind}: {', '.join(shown)}"
+                + (f" and {more} more" if more else "")
+                + style.dim(" (--verbose lists each)")
+            )
     lines.append("")
     lines.append(style.bold("Plan: " + summary(plan, allow_destroy) + "."))
     return "\n".join(lines) + "\n"
+
+
+_FOLDED_TARGETS_SHOWN = 3
+# What differs between two warnings of one kind: the parenthesised details (which plugin,
+# which sha256).
+_DETAIL = re.compile(r"\s*\([^()]*\)")
+
+
+def warning_kind(message: str) -> str:
+    """What a warning says without its parenthesised details: warnings that say the same
+    about different targets fold into one line."""
+    return " ".join(_DETAIL.sub("", message).split())
+
+
+def fold_warnings(warnings: Sequence[Problem]) -> list[tuple[str, list[Problem]]]:
+    """Warnings grouped by kind, in the order each kind first appears."""
+    groups: dict[str, list[Problem]] = {}
+    for warning in warnings:
+        groups.setdefault(warning_kind(warning.message), []).append(warning)
+    return list(groups.items())
 
 
 def _action_lines(action: Action, refusal: str | None, style: _Styler) -> list[str]:

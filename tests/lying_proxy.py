@@ -29,6 +29,15 @@ _SUCCESS = {204: b"", 200: json.dumps({"data": {}, "warnings": None}).encode()}
 AfterHook = Callable[[], None]
 
 
+class Hold:
+    """A request held at the proxy: `arrived` is set when it comes, and it goes on to the
+    server only once `release` is set (so a test can act while it is in flight)."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+
 class LyingProxy:
     """Forwards to `upstream`; meets the requests it was told about with a made-up success."""
 
@@ -38,6 +47,7 @@ class LyingProxy:
         self._after: list[tuple[str, str, AfterHook]] = []
         self._drops: list[tuple[str, str, bool]] = []
         self._forwarded: list[tuple[str, str]] = []
+        self._holds: list[tuple[str, str, Hold]] = []
         self._lock = threading.Lock()
         self._upstream = httpx.Client(base_url=upstream, timeout=120)
         handler = type("Handler", (_Handler,), {"proxy": self})
@@ -70,6 +80,13 @@ class LyingProxy:
         """
         with self._lock:
             self._drops.append((method, path, forward))
+
+    def hold(self, method: str, path: str) -> Hold:
+        """Hold the next `METHOD path` until the returned hold is released."""
+        hold = Hold()
+        with self._lock:
+            self._holds.append((method, path, hold))
+        return hold
 
     def forwarded(self, method: str, path: str) -> int:
         """How many `METHOD path` requests reached the server."""
@@ -115,6 +132,14 @@ class LyingProxy:
                     return forward
         return None
 
+    def _take_hold(self, method: str, path: str) -> Hold | None:
+        with self._lock:
+            for index, (m, p, hold) in enumerate(self._holds):
+                if (m, p) == (method, path):
+                    del self._holds[index]
+                    return hold
+        return None
+
     def _note_forwarded(self, method: str, path: str) -> None:
         with self._lock:
             self._forwarded.append((method, path))
@@ -143,6 +168,10 @@ class _Handler(BaseHTTPRequestHandler):
         if lie is not None:
             self._answer(lie, _SUCCESS[lie], "application/json" if _SUCCESS[lie] else None)
             return
+        hold = self.proxy._take_hold(self.command, path)
+        if hold is not None:
+            hold.arrived.set()
+            hold.release.wait(timeout=120)
         drop = self.proxy._take_drop(self.command, path)
         if drop is False:
             self.close_connection = True

@@ -19,10 +19,23 @@ def _section(command: str) -> str:
     return match.group(1)
 
 
+GLOBAL_OPTIONS = {"verbose", "quiet"}
+
+
+def test_global_flags_are_documented_once() -> None:
+    section = REFERENCE.split("## Global", 1)[1].split("\n## ", 1)[0]
+    for param in cli.params:
+        if isinstance(param, click.Option) and param.name in GLOBAL_OPTIONS:
+            for flag in param.opts:
+                assert f"`{flag}`" in section, f"`reconciler {flag}` is not documented"
+
+
 @pytest.mark.parametrize("command", sorted(cli.commands))
 def test_every_flag_of_every_command_is_documented(command: str) -> None:
     section = _section(command)
     for param in cli.commands[command].params:
+        if param.name in GLOBAL_OPTIONS:
+            continue  # documented once, under "Global": they work before or after the command
         if isinstance(param, click.Option):
             for flag in param.opts + param.secondary_opts:
                 assert f"`{flag}`" in section, f"`reconciler {command} {flag}` is not documented"

@@ -24,13 +24,15 @@ How the server resolves plugins is not decided here: `reconciler.resolver`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from reconciler.model import DesiredState, LiveState
 from reconciler.plan import (
     KIND_ORDER,
+    Action,
     DesiredSource,
     Plan,
+    PlanNode,
     Problem,
     ReloadAction,
     Stage,
@@ -40,7 +42,9 @@ from reconciler.planner._catalog import CatalogWrites, plan_catalog_writes
 from reconciler.planner._cleanup import ScopedMounts, plan_deregistrations
 from reconciler.planner._connections import ConnectionChanges, plan_connections
 from reconciler.planner._context import (
+    Context,
     HeldUpgrade,
+    MountKey,
     Outcome,
     catalog_target_name,
     mount_target_name,
@@ -57,7 +61,7 @@ from reconciler.planner._namespaces import (
 from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
 from reconciler.planner._server_owned import plan_server_references
-from reconciler.resolver import CatalogKey
+from reconciler.resolver import CatalogKey, Target, api_path
 
 __all__ = [
     "HeldUpgrade",
@@ -111,10 +115,14 @@ def plan(
                 part.mounts,
                 part.pruning,
                 Outcome(
-                    reload_actions(
+                    _sparing_mounts_without_entry(
                         part.scope.context,
-                        part.mounts.reloads | part.pruning.reloads,
                         part.mounts.targets,
+                        reload_actions(
+                            part.scope.context,
+                            part.mounts.reloads | part.pruning.reloads,
+                            part.mounts.targets,
+                        ),
                     )
                 ),
                 Outcome(
@@ -146,6 +154,7 @@ def plan(
         desired=source or DesiredSource(),
         server=live.server,
         namespaces=[scope.namespace for scope in scopes],
+        nodes=[PlanNode(address=node.address, active=node.active) for node in live.nodes],
         fingerprint=fingerprint(live),
         max_destroy=desired.settings.max_destroy,
         replace=sorted({catalog_target_name(key) for key in replace}),
@@ -161,6 +170,37 @@ def plan(
         errors=_in_order(error for outcome in outcomes for error in outcome.errors),
         warnings=_in_order(warnings),
     )
+
+
+def _sparing_mounts_without_entry(
+    context: Context, targets: Mapping[MountKey, Target], reloads: Iterable[Action]
+) -> tuple[Action, ...]:
+    """`reloads` without the mounts whose entry the catalog will not hold: reloaded, such a
+    mount would be left without a backend (it keeps running until then). The plan's error
+    names the missing entry; a plan made once it is back reloads them."""
+    doomed = {
+        api_path(kind, path)
+        for (kind, path), target in targets.items()
+        if target.key is not None and target.key not in context.entries_after
+    }
+    kept: list[Action] = []
+    for action in reloads:
+        if not (isinstance(action, ReloadAction) and action.params.mounts and doomed):
+            kept.append(action)
+            continue
+        mounts = [m for m in action.params.mounts if m not in doomed]
+        if len(mounts) == len(action.params.mounts):
+            kept.append(action)
+        elif mounts:
+            kept.append(
+                action.model_copy(
+                    update={
+                        "target": "mounts " + ", ".join(mounts),
+                        "params": action.params.model_copy(update={"mounts": mounts}),
+                    }
+                )
+            )
+    return tuple(kept)
 
 
 def _in_order(problems: Iterable[Problem]) -> list[Problem]:

@@ -14,7 +14,7 @@ from reconciler.model import (
     MountKind,
     PluginEntry,
 )
-from reconciler.plan import Action, FieldChange, Problem, ReasonCode
+from reconciler.plan import Action, FieldChange, Problem, ReasonCode, ReloadScope
 from reconciler.resolver import (
     BuiltinKey,
     CatalogKey,
@@ -117,7 +117,7 @@ class Context:
     # External catalog keys that exist once the plan is applied.
     entries_after: frozenset[CatalogKey]
     # The reload scope the file asks for ("global", or "" for this node).
-    scope: str
+    scope: ReloadScope
 
     @classmethod
     def of(
@@ -209,7 +209,7 @@ class Context:
         return now is not None and not now.builtin and now.version == key[2] and after is None
 
 
-def reload_scope(setting: str | None, live: LiveState) -> str:
+def reload_scope(setting: str | None, live: LiveState) -> ReloadScope:
     """The scope reloads are sent with: global on a cluster unless the file says local."""
     if setting is None:
         return "global" if len(live.nodes) > 1 else ""

@@ -172,10 +172,17 @@ def _old_binary(
         return None
     if target.sha256 == live_mount.running_sha256 and target.key not in changed:
         return None
-    return (
-        f"{target.name} {target.version or '(unversioned)'} (runs sha256 "
-        f"{live_mount.running_sha256[:12]}…, the entry has {target.sha256[:12]}…)"
-    )
+    if target.sha256 == live_mount.running_sha256:
+        # Re-registered by this plan (`--replace`, an env change): one hash, said once.
+        detail = (
+            f"re-registered by this plan with the same sha256 {target.sha256[:12]}…: "
+            "its process keeps the args and env it started with"
+        )
+    else:
+        detail = (
+            f"runs sha256 {live_mount.running_sha256[:12]}…, the entry has {target.sha256[:12]}…"
+        )
+    return f"{target.name} {target.version or '(unversioned)'} ({detail})"
 
 
 def _unmanaged_warning(live_mount: LiveMount) -> str:
