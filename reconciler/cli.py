@@ -278,6 +278,20 @@ max_file_size_option = click.option(
 )
 
 
+def _server_release(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """`--server-version`: a release whose built-in list ships with this version."""
+    if not value:
+        return ""
+    from reconciler.releases import UnknownRelease, builtins_of_release
+
+    release = value.strip().removeprefix("v")
+    try:
+        builtins_of_release(release)
+    except UnknownRelease as error:
+        raise click.BadParameter(str(error)) from None
+    return release
+
+
 def _node_option(command: F) -> F:
     return click.option(
         "--node",
@@ -297,6 +311,14 @@ def _node_option(command: F) -> F:
     help="Exit 0 when there is nothing to do, 2 when there are actions, 1 on error.",
 )
 @click.option("--replace", multiple=True, metavar="TYPE/NAME/VERSION", help="Force re-register.")
+@click.option(
+    "--server-version",
+    metavar="RELEASE",
+    default="",
+    callback=_server_release,
+    help="Preflight for a server upgrade: name every mount (every namespace) that runs a "
+    "built-in this OpenBao release does not ship, and whether the file replaces it.",
+)
 @_node_option
 @reload_unmanaged_option
 @max_file_size_option
@@ -308,6 +330,7 @@ def plan_command(
     as_json: bool,
     detailed_exitcode: bool,
     replace: tuple[str, ...],
+    server_version: str,
     nodes: tuple[str, ...],
     reload_unmanaged: bool,
     max_file_size: int,
@@ -320,7 +343,13 @@ def plan_command(
 
     loaded = _reloading_unmanaged(_load(file, max_file_size), reload_unmanaged)
     client = _client(address, namespace, token_file)
-    the_plan = plan_for(client, loaded, replace=_parse_replace(replace), nodes=nodes)
+    the_plan = plan_for(
+        client,
+        loaded,
+        replace=_parse_replace(replace),
+        nodes=nodes,
+        server_version=server_version,
+    )
     if out is not None:
         from reconciler.plan import DesiredSource
         from reconciler.reconcile import path_for_saved_plan

@@ -37,7 +37,7 @@ from reconciler.model import (
 # MAJOR.MINOR: a minor version only adds fields to the plan and its actions, and a
 # reader of the same major ignores the ones it does not know; the parameters of an
 # action kind change only with a major version.
-PLAN_FORMAT_VERSION = "2.2"
+PLAN_FORMAT_VERSION = "2.3"
 _PLAN_FORMAT_MAJOR = PLAN_FORMAT_VERSION.split(".", maxsplit=1)[0]
 
 
@@ -410,6 +410,19 @@ class Problem(_Data):
     message: str
 
 
+class NotAnswering(_Data):
+    """A live mount whose backend does not answer, why, and what brings it back."""
+
+    # As the plan names mounts ("auth/ldap/"), with the namespace when not the client's.
+    target: str
+    kind: MountKind
+    path: str
+    namespace: str = ""
+    plugin: str
+    cause: str
+    fix: str
+
+
 class DesiredSource(_Data):
     path: str = ""
     sha256: str = ""
@@ -432,6 +445,11 @@ class Plan(_Readable):
     actions: list[Action] = []
     errors: list[Problem] = []
     warnings: list[Problem] = []
+    # Every mount of every namespace read whose backend does not answer (format 2.3).
+    not_answering: list[NotAnswering] = []
+    # The OpenBao release `--server-version` checked the mounts against ("" when none):
+    # each mount relying on a built-in that release does not ship is an error or a warning.
+    server_version: str = ""
 
     @property
     def destructive(self) -> list[Action]:

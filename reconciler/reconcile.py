@@ -119,11 +119,20 @@ def plan_for(
     replace: Collection[CatalogKey] = (),
     held: Collection[HeldUpgrade] = (),
     nodes: Sequence[str] = (),
+    server_version: str = "",
 ) -> Plan:
-    """Read the live state (every node's, on a cluster) and plan the loaded desired state."""
+    """Read the live state (every node's, on a cluster) and plan the loaded desired state;
+    with `server_version`, also check every mount against that release's built-ins."""
     live = read_live_state(client, nodes_for(client, loaded, nodes))
     source = DesiredSource(path=str(loaded.path), sha256=loaded.sha256)
-    return plan(loaded.state, live, source=source, replace=replace, held=held)
+    return plan(
+        loaded.state,
+        live,
+        source=source,
+        replace=replace,
+        held=held,
+        server_version=server_version,
+    )
 
 
 def nodes_for(client: Client, loaded: LoadedDesired, given: Sequence[str] = ()) -> list[Node]:
@@ -139,7 +148,7 @@ def remake_saved_plan(client: Client, saved: Plan, loaded: LoadedDesired) -> Pla
     made against another state is refused before anything is written.
     """
     replace = [parse_catalog_target(text) for text in saved.replace]
-    again = plan_for(client, loaded, replace=replace)
+    again = plan_for(client, loaded, replace=replace, server_version=saved.server_version)
     if again.server != saved.server:
         raise StaleState(
             f"the plan was made against another server ({saved.server.address or '?'}, "

@@ -17,7 +17,10 @@ of the phases follows from their arguments:
 - `_nodes`: per-node drift on a cluster (a node running another binary);
 - `_overrides`: warnings naming every mount an override of a built-in changes;
 - `_namespaces`: warnings naming the mounts of other namespaces an update leaves
-  on the old binary.
+  on the old binary;
+- `_dead`: every mount that does not answer, of every namespace, with its cause;
+- `_preflight` (`server_version`): the mounts an upgrade to that OpenBao release
+  would leave without their built-in.
 
 How the server resolves plugins is not decided here: `reconciler.resolver`.
 """
@@ -46,6 +49,7 @@ from reconciler.planner._context import (
     mount_target_name,
     parse_catalog_target,
 )
+from reconciler.planner._dead import not_answering, unmanaged_namespace_warnings
 from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
 from reconciler.planner._namespaces import (
     binding_errors,
@@ -56,6 +60,7 @@ from reconciler.planner._namespaces import (
 )
 from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
+from reconciler.planner._preflight import preflight
 from reconciler.planner._server_owned import plan_server_references
 from reconciler.resolver import CatalogKey
 
@@ -75,12 +80,15 @@ def plan(
     source: DesiredSource | None = None,
     replace: Collection[CatalogKey] = (),
     held: Collection[HeldUpgrade] = (),
+    server_version: str = "",
 ) -> Plan:
     """Compute the actions that make `live` equal to `desired`.
 
     `replace` forces a re-register of those catalog entries (and a reload of
     their mounts); `held` lists failed upgrades the watcher has set aside:
-    mounts that would move to them stay where they are.
+    mounts that would move to them stay where they are. `server_version` checks
+    every mount against that OpenBao release's built-ins (`releases.UnknownRelease`
+    for a release without a list).
     """
     bound = desired.namespace is not None
     if bound:
@@ -138,7 +146,19 @@ def plan(
         cleanup,
         server_owned,
         Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
+        Outcome(
+            warnings=unmanaged_namespace_warnings(
+                context, frozenset(scope.namespace for scope in scopes)
+            )
+        ),
     ]
+    if server_version:
+        planned_targets = {
+            (part.scope.namespace, kind, path): target
+            for part in planned
+            for (kind, path), target in part.mounts.targets.items()
+        }
+        outcomes.append(preflight(context, server_version, planned_targets))
     actions = [action for outcome in outcomes for action in outcome.actions]
     actions.extend(plan_node_reloads(context, actions))
     warnings = [warning for outcome in outcomes for warning in outcome.warnings]
@@ -160,6 +180,8 @@ def plan(
         ),
         errors=_in_order(error for outcome in outcomes for error in outcome.errors),
         warnings=_in_order(warnings),
+        not_answering=list(not_answering(context)),
+        server_version=server_version,
     )
 
 
