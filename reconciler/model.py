@@ -599,6 +599,8 @@ class LiveConnection(_Strict):
     plugin: str
     # "" when unpinned (it runs the unversioned entry or the built-in).
     plugin_version: str = ""
+    # The namespace its database mount lives in, as a path from the root; "" is the root.
+    namespace: str = ""
 
 
 class ServerIdentity(_Strict):
@@ -638,7 +640,7 @@ class LiveState(_Strict):
     # The mounts of every other namespace walked: never in a plan's mount actions, but a
     # catalog entry any of them runs is in use.
     elsewhere: list[LiveMount] = []
-    # The connections of every database mount (SPEC §10).
+    # The connections of every database mount of every namespace walked (SPEC §10).
     connections: list[LiveConnection] = []
     # The nodes of a cluster with their own mount tables; empty for a single server.
     nodes: list[LiveNode] = []

@@ -56,7 +56,7 @@ from reconciler.planner._namespaces import (
 )
 from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
-from reconciler.planner._server_owned import plan_server_references
+from reconciler.planner._server_owned import plan_missing_pins, plan_server_references
 from reconciler.resolver import CatalogKey
 
 __all__ = [
@@ -137,6 +137,7 @@ def plan(
         connections,
         cleanup,
         server_owned,
+        plan_missing_pins(planned, connections),
         Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
     ]
     actions = [action for outcome in outcomes for action in outcome.actions]
