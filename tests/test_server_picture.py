@@ -1,0 +1,153 @@
+"""One picture of the whole server (SPEC §9, §10): nested namespaces, database connections
+in several of them, team tokens, and the views that must tell the truth about them all.
+
+The server: namespaces `ns1/` and `ns1/team-a/`; a `demo-db` connection two namespaces
+down; mounts of the `demo-kv` example plugin where a test needs one. Each external mount
+and connection costs a plugin process: the tests keep them few.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from reconciler.demo.devserver import DevServer
+from reconciler.demo.examples.plugins import demo_db
+from tests.helpers import CliResult, CliRun, RequestLog, run_cli, write_desired
+
+TEAM = "ns1/team-a"
+
+
+def http_in(server: DevServer, namespace: str = "", token: str | None = None) -> httpx.Client:
+    """A plain HTTP client for one namespace, independent of the code under test."""
+    headers = {"X-Vault-Token": token or server.token}
+    if namespace:
+        headers["X-Vault-Namespace"] = namespace
+    return httpx.Client(base_url=server.address, headers=headers, timeout=30)
+
+
+def call(
+    server: DevServer, namespace: str, method: str, path: str, body: Any = None
+) -> dict[str, Any]:
+    with http_in(server, namespace) as http:
+        answer = http.request(method, f"/v1/{path}", json=body)
+    assert answer.status_code < 400, f"{method} {path}: {answer.status_code} {answer.text}"
+    return answer.json() if answer.content else {}
+
+
+def create_namespaces(server: DevServer, *paths: str) -> None:
+    for path in paths:
+        parent, _, name = path.rpartition("/")
+        call(server, parent, "POST", f"sys/namespaces/{name}")
+
+
+def register(server: DevServer, plugins: Path, plugin_type: str, name: str, version: str) -> None:
+    command = f"{name}-{version.lstrip('v')}"
+    sha256 = hashlib.sha256((plugins / command).read_bytes()).hexdigest()
+    call(
+        server,
+        "",
+        "PUT",
+        f"sys/plugins/catalog/{plugin_type}/{name}",
+        {"version": version, "command": command, "sha256": sha256},
+    )
+
+
+def deregister(server: DevServer, plugin_type: str, name: str, version: str) -> None:
+    call(server, "", "DELETE", f"sys/plugins/catalog/{plugin_type}/{name}?version={version}")
+
+
+def connect(
+    server: DevServer, tmp: Path, namespace: str, name: str, version: str, mount: str = "db"
+) -> None:
+    """A database mount (when absent) and connection `name` pinned to demo-db `version`."""
+    mounts = call(server, namespace, "GET", "sys/mounts")["data"]
+    if f"{mount}/" not in mounts:
+        call(server, namespace, "POST", f"sys/mounts/{mount}", {"type": "database"})
+    database = tmp / "databases" / namespace.replace("/", "_") / name / "db.json"
+    database.parent.mkdir(parents=True)
+    demo_db.create_database(database, "admin", "secret-pw")
+    call(
+        server,
+        namespace,
+        "POST",
+        f"{mount}/config/{name}",
+        {
+            "plugin_name": "demo-db",
+            "plugin_version": version,
+            "connection_url": demo_db.connection_url(database),
+            "username": "admin",
+            "password": "secret-pw",
+            "allowed_roles": [name],
+        },
+    )
+
+
+def catalog_versions(server: DevServer, name: str) -> list[str]:
+    listed = call(server, "", "GET", "sys/plugins/catalog")["data"]["detailed"]
+    return sorted(e["version"] for e in listed if e["name"] == name and not e.get("builtin"))
+
+
+def cli(server: DevServer, *args: str) -> CliResult:
+    return run_cli(server, *args)
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def test_status_covers_every_namespace_dead_mounts_pin_drift_and_connections(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    register(server, plugins, "secret", "demo-kv", "v1.0.0")
+    register(server, plugins, "secret", "demo-kv", "v2.0.0")
+    register(server, plugins, "database", "demo-db", "v1.0.0")
+    create_namespaces(server, "ns1", TEAM)
+    # An external mount inside ns1, and a built-in there that answers (not listed).
+    call(
+        server,
+        "ns1",
+        "POST",
+        "sys/mounts/app",
+        {"type": "demo-kv", "config": {"plugin_version": "v1.0.0"}},
+    )
+    call(server, "ns1", "POST", "sys/mounts/plain", {"type": "transit"})
+    connect(server, tmp_path, TEAM, "orders", "v1.0.0")
+
+    healthy = cli(server, "status", "--json")
+    assert healthy.exit_code == 0, healthy.output
+    document = json.loads(healthy.stdout)
+    assert document["namespaces"] == ["", "ns1/", "ns1/team-a/"]
+    assert [(m["namespace"], m["path"]) for m in document["mounts"]] == [("ns1/", "app/")]
+    (connection,) = document["connections"]
+    assert (connection["namespace"], connection["mount"], connection["name"]) == (
+        "ns1/team-a/",
+        "db/",
+        "orders",
+    )
+    assert (connection["plugin"], connection["version"]) == ("demo-db", "v1.0.0")
+    assert connection["runs"] == "database/demo-db/v1.0.0" and connection["problems"] == []
+    text = cli(server, "status")
+    assert "secret app/ in namespace ns1/ demo-kv v1.0.0" in text.stdout, text.output
+    assert "connection db/orders in namespace ns1/team-a/ demo-db v1.0.0" in text.stdout
+
+    # Pinned to v2 but running v1 (a tune without its reload, as `--no-rollback` leaves it).
+    call(server, "ns1", "POST", "sys/mounts/app/tune", {"plugin_version": "v2.0.0"})
+    drifted = cli(server, "status", "--json")
+    assert drifted.exit_code == 2, drifted.output
+    (app,) = json.loads(drifted.stdout)["mounts"]
+    assert app["version"] == "v2.0.0"
+    assert "pinned to v2.0.0 but runs v1.0.0" in app["nodes"][0]["problems"][0]
+
+    # v2 deregistered, then reloaded: the mount has no backend; the connection's pin is gone.
+    deregister(server, "secret", "demo-kv", "v2.0.0")
+    with http_in(server, "ns1") as http:  # 400 "plugin not found", and the mount is dead
+        http.post("/v1/sys/plugins/reload/backend", json={"mounts": ["app/"]})
+    deregister(server, "database", "demo-db", "v1.0.0")
+    dead = cli(server, "status")
+    assert dead.exit_code == 2, dead.output
+    assert "DOES NOT ANSWER" in dead.stdout and "backend is nil" in dead.stdout, dead.output
+    assert "pinned to database/demo-db/v1.0.0, which is not in the catalog" in dead.stdout
