@@ -545,6 +545,9 @@ class CatalogEntry(_Strict):
     declarative: bool = False
     # Its binary came from an OCI image the server pulled into the plugin directory.
     oci: bool = False
+    # False when the token could read the catalog list only (one scoped to a namespace):
+    # `command` and `args` are then unknown, never "" on the server.
+    details_read: bool = True
 
     @property
     def key(self) -> tuple[str, str, str]:

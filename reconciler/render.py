@@ -119,6 +119,9 @@ def _action_lines(action: Action, refusal: str | None, style: _Styler) -> list[s
     marker = style.paint("!", "red", bold=True) if refusal else " "
     painted = style.paint(symbol, _COLOURS[symbol])
     head = f"{marker} {painted} {action.kind.value} {_safe(action.target)}"
+    if action.namespace and " in namespace " not in action.target:
+        # Every action names its namespace, whichever file form made the plan.
+        head += f" in namespace {_safe(action.namespace)}"
     notes = [_safe(action.reason)]
     if action.safety is not Safety.SAFE:
         notes.append(action.safety.value)

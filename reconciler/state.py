@@ -89,7 +89,8 @@ def read_live_state(client: Client, nodes: Sequence[Node] = ()) -> LiveState:
         catalog = []
         for index, entry in enumerate(listed):
             if index not in details:
-                catalog.append(_catalog_entry(entry, {}))
+                unread = not readable and not entry.get("builtin")
+                catalog.append(_catalog_entry(entry, {}, details_read=not unread))
                 continue
             detail = details[index].result()
             if detail is not None:
@@ -286,7 +287,9 @@ def _read_external(client: Client, entry: Mapping[str, Any]) -> dict[str, Any] |
         raise
 
 
-def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> CatalogEntry:
+def _catalog_entry(
+    listed: Mapping[str, Any], detail: Mapping[str, Any], *, details_read: bool = True
+) -> CatalogEntry:
     return CatalogEntry(
         type=listed["type"],
         name=str(listed["name"]),
@@ -298,6 +301,7 @@ def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> Cata
         # Only a read carries these (the list does not); servers before them omit them.
         declarative=detail.get("declarative") is True,
         oci=detail.get("oci") is True,
+        details_read=details_read,
     )
 
 

@@ -151,3 +151,75 @@ def test_status_covers_every_namespace_dead_mounts_pin_drift_and_connections(
     assert dead.exit_code == 2, dead.output
     assert "DOES NOT ANSWER" in dead.stdout and "backend is nil" in dead.stdout, dead.output
     assert "pinned to database/demo-db/v1.0.0, which is not in the catalog" in dead.stdout
+
+
+# --- connections in every namespace: in use, and pins to missing entries -------------------
+
+WHOLE_SERVER = """\
+version: 1
+plugin_directory: {plugins}
+settings: {{prune_plugins: {prune}}}
+plugins:
+  - {{type: database, name: demo-db, version: v1.0.0, command: demo-db-1.0.0}}
+{absent}namespaces:
+  ns1/:
+    namespaces:
+      team-a/: {{}}
+"""
+ABSENT_V2 = "  - {type: database, name: demo-db, version: v2.0.0, state: absent}\n"
+TEAM_FILE = "version: 1\nnamespace: ns1/\n"
+
+
+def test_a_version_only_a_connection_two_namespaces_down_uses_is_never_deregistered(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    register(server, plugins, "database", "demo-db", "v1.0.0")
+    register(server, plugins, "database", "demo-db", "v2.0.0")
+    create_namespaces(server, "ns1", TEAM)
+    connect(server, tmp_path, TEAM, "orders", "v2.0.0")
+    held = "secrets/db/connections/orders in namespace ns1/team-a/"
+    forms = {
+        "absent": WHOLE_SERVER.format(plugins=plugins, prune="false", absent=ABSENT_V2),
+        "prune": WHOLE_SERVER.format(plugins=plugins, prune="true", absent=""),
+    }
+    for form, text in forms.items():
+        desired = write_desired(tmp_path, text, f"{form}.yaml")
+        with RequestLog(server) as log:
+            result = cli(server, "apply", str(desired), "--yes")
+        assert result.exit_code == 1, (form, result.output)
+        assert "cannot deregister" in result.output and held in result.output, result.output
+        assert log.writes() == [], form
+    # A team file bound to ns1 never writes the catalog, pruning or not.
+    team = write_desired(tmp_path, TEAM_FILE + "settings: {prune_plugins: true}\n", "team.yaml")
+    planned = CliRun.invoke(
+        ["plan", str(team), "--json"],
+        env={"BAO_ADDR": server.address, "BAO_TOKEN": server.token, "BAO_NAMESPACE": "ns1"},
+    )
+    assert planned.exit_code == 0, planned.output
+    assert not [a for a in json.loads(planned.stdout)["actions"] if a["kind"] == "deregister"]
+    assert catalog_versions(server, "demo-db") == ["v1.0.0", "v2.0.0"]
+
+
+def test_a_connection_pinned_to_a_version_the_catalog_lacks_is_a_plan_error(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    register(server, plugins, "database", "demo-db", "v1.0.0")
+    register(server, plugins, "database", "demo-db", "v2.0.0")
+    create_namespaces(server, "ns1", TEAM)
+    connect(server, tmp_path, "", "orders", "v2.0.0")
+    connect(server, tmp_path, TEAM, "billing", "v2.0.0")
+    deregister(server, "database", "demo-db", "v2.0.0")  # by hand, behind the file's back
+    desired = write_desired(
+        tmp_path, WHOLE_SERVER.format(plugins=plugins, prune="false", absent="")
+    )
+
+    result = cli(server, "plan", str(desired), "--detailed-exitcode")
+
+    assert result.exit_code == 1, result.output
+    for name in (
+        "secrets/db/connections/orders",
+        "secrets/db/connections/billing in namespace ns1/team-a/",
+    ):
+        assert f"{name}: pinned to database/demo-db/v2.0.0, which is not in the catalog" in (
+            result.output
+        ), result.output

@@ -29,6 +29,9 @@ from collections.abc import Collection, Iterable
 from reconciler.model import DesiredState, LiveState
 from reconciler.plan import (
     KIND_ORDER,
+    Action,
+    ActionKind,
+    CreateNamespaceAction,
     DesiredSource,
     Plan,
     Problem,
@@ -57,7 +60,7 @@ from reconciler.planner._namespaces import (
 from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
 from reconciler.planner._server_owned import plan_missing_pins, plan_server_references
-from reconciler.resolver import CatalogKey
+from reconciler.resolver import CatalogKey, namespace_path
 
 __all__ = [
     "HeldUpgrade",
@@ -142,6 +145,7 @@ def plan(
     ]
     actions = [action for outcome in outcomes for action in outcome.actions]
     actions.extend(plan_node_reloads(context, actions))
+    actions = [_placed(action, context.namespace) for action in actions]
     warnings = [warning for outcome in outcomes for warning in outcome.warnings]
     return Plan(
         desired=source or DesiredSource(),
@@ -162,6 +166,21 @@ def plan(
         errors=_in_order(error for outcome in outcomes for error in outcome.errors),
         warnings=_in_order(warnings),
     )
+
+
+_AT_THE_ROOT = frozenset({ActionKind.REGISTER, ActionKind.UPDATE, ActionKind.DEREGISTER})
+
+
+def _placed(action: Action, home: str) -> Action:
+    """`action` with the namespace its object lives in: a path from the root."""
+    if action.kind in _AT_THE_ROOT:
+        namespace = ""  # the one catalog
+    elif isinstance(action, CreateNamespaceAction):
+        namespace = namespace_path(action.params.parent)
+    else:
+        sent_in = getattr(action.params, "namespace", None)
+        namespace = home if sent_in is None else sent_in
+    return action.model_copy(update={"namespace": namespace})
 
 
 def _in_order(problems: Iterable[Problem]) -> list[Problem]:
