@@ -17,6 +17,8 @@ import httpx
 
 from reconciler.demo.devserver import DevServer
 from reconciler.demo.examples.plugins import demo_db
+from reconciler.model import CatalogEntry, DesiredState, LiveState
+from reconciler.planner import plan
 from tests.helpers import CliResult, CliRun, RequestLog, run_cli, write_desired
 
 TEAM = "ns1/team-a"
@@ -223,3 +225,157 @@ def test_a_connection_pinned_to_a_version_the_catalog_lacks_is_a_plan_error(
         assert f"{name}: pinned to database/demo-db/v2.0.0, which is not in the catalog" in (
             result.output
         ), result.output
+
+
+# --- the namespace guard ------------------------------------------------------------------
+
+TEAM_POLICY = """
+path "sys/plugins/catalog"        { capabilities = ["read"] }
+path "sys/namespaces"             { capabilities = ["list"] }
+path "sys/mounts"                 { capabilities = ["read"] }
+path "sys/mounts/*"               { capabilities = ["create", "read", "update", "delete", "sudo"] }
+path "sys/auth"                   { capabilities = ["read", "sudo"] }
+path "sys/auth/*"                 { capabilities = ["create", "read", "update", "delete", "sudo"] }
+path "sys/plugins/reload/backend" { capabilities = ["update", "sudo"] }
+path "+/config/*"                 { capabilities = ["read", "list"] }
+path "+"                          { capabilities = ["read"] }
+path "auth/+"                     { capabilities = ["read"] }
+"""
+
+
+def team_token(server: DevServer, namespace: str) -> str:
+    """A token made in `namespace` with a policy of that namespace only."""
+    call(server, namespace, "PUT", "sys/policies/acl/team", {"policy": TEAM_POLICY})
+    created = call(server, namespace, "POST", "auth/token/create", {"policies": ["team"]})
+    return str(created["auth"]["client_token"])
+
+
+def run_as(server: DevServer, token: str, namespace: str | None, *args: str) -> CliResult:
+    env = {"BAO_ADDR": server.address, "BAO_TOKEN": token}
+    if namespace is not None:
+        env["BAO_NAMESPACE"] = namespace
+    return CliRun.invoke(args, env=env)
+
+
+def changes(log: RequestLog) -> list[tuple[str, str]]:
+    """Requests that change the server (asking sys/capabilities-self changes nothing)."""
+    return [w for w in log.writes() if w[1] != "/v1/sys/capabilities-self"]
+
+
+GUARDED = """\
+version: 1
+plugins:
+  - {{type: secret, name: demo-kv, version: v1.0.0, command: demo-kv-1.0.0, sha256: {sha}}}
+settings: {{prune_mounts: true}}
+secrets:
+  - {{path: app1/, plugin: demo-kv}}
+namespaces:
+  ns1/:
+    namespaces:
+      team-a/:
+        secrets:
+          - {{path: team-app/, plugin: demo-kv}}
+"""
+
+
+def test_a_whole_server_file_in_a_namespace_is_refused_before_any_write(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    register(server, plugins, "secret", "demo-kv", "v1.0.0")
+    create_namespaces(server, "ns1", TEAM)
+    call(server, TEAM, "POST", "sys/mounts/own", {"type": "kv"})
+    sha = hashlib.sha256((plugins / "demo-kv-1.0.0").read_bytes()).hexdigest()
+    desired = write_desired(tmp_path, GUARDED.format(sha=sha))
+
+    for args in (("--namespace", TEAM), ()):
+        with RequestLog(server) as log:
+            env_namespace = None if args else TEAM
+            result = run_as(
+                server, server.token, env_namespace, "apply", str(desired), "--yes", *args
+            )
+        assert result.exit_code == 1, result.output
+        assert "describes the whole server (it has `plugins:` and `namespaces:`)" in result.output
+        assert "the namespace is set to ns1/team-a/" in result.output, result.output
+        assert "unset BAO_NAMESPACE" in result.output
+        assert changes(log) == []
+
+    token = team_token(server, TEAM)
+    with RequestLog(server) as log:
+        scoped = run_as(server, token, None, "plan", str(desired))
+    assert scoped.exit_code == 1, scoped.output
+    assert "the token is scoped to namespace ns1/team-a/" in scoped.output, scoped.output
+    assert "run it with a token of the root namespace" in scoped.output
+    assert changes(log) == []
+    # Nothing was created in the team's namespace, and its own mount is still there.
+    assert call(server, TEAM, "GET", "sys/mounts")["data"].keys() >= {"own/"}
+    with http_in(server, TEAM) as http:
+        assert http.request("LIST", "/v1/sys/namespaces").status_code == 404
+
+
+# --- team-scoped runs tell the truth ------------------------------------------------------
+
+
+def test_a_team_token_exports_status_and_plans_what_its_namespace_really_has(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    register(server, plugins, "secret", "demo-kv", "v1.0.0")
+    register(server, plugins, "database", "demo-db", "v1.0.0")
+    create_namespaces(server, "ns1", TEAM)
+    call(
+        server,
+        TEAM,
+        "POST",
+        "sys/mounts/app",
+        {"type": "demo-kv", "config": {"plugin_version": "v1.0.0"}},
+    )
+    connect(server, tmp_path, TEAM, "orders", "v1.0.0")
+    token = team_token(server, TEAM)
+
+    exported = tmp_path / "team-a.yaml"
+    result = run_as(server, token, TEAM, "export", "--out", str(exported))
+    assert result.exit_code == 0, result.output
+    text = exported.read_text()
+    assert "namespace: ns1/team-a/" in text and "plugins:" not in text, text
+    assert "- path: app/\n    plugin: demo-kv\n    version: v1.0.0" in text, text
+    assert "connections:\n      - name: orders\n        plugin: demo-db\n" in text, text
+    assert "not in the catalog" not in text and "Not exported" not in text, text
+    planned = run_as(server, token, TEAM, "plan", str(exported), "--detailed-exitcode")
+    assert planned.exit_code == 0, planned.output
+    assert "no changes" in planned.stdout, planned.output
+
+    status = run_as(server, token, TEAM, "status", "--json")
+    assert status.exit_code == 0, status.output
+    document = json.loads(status.stdout)
+    (app,) = document["mounts"]
+    seen = app["nodes"][0]
+    assert seen["answers"] and seen["catalog"]["sha256"], seen
+    assert document["unreadable"], document  # says what it could not check
+    (connection,) = document["connections"]
+    assert connection["runs"] == "database/demo-db/v1.0.0"
+    text_status = run_as(server, token, TEAM, "status")
+    assert "missing" not in text_status.stdout, text_status.output
+    assert "not readable with this token: single catalog entries" in text_status.stdout
+
+
+def test_identical_entries_read_from_the_list_only_never_plan_an_update() -> None:
+    sha = "ab" * 32
+    desired = DesiredState.model_validate(
+        {
+            "version": 1,
+            "plugins": [
+                {
+                    "type": "secret",
+                    "name": "demo-kv",
+                    "version": "v1.0.0",
+                    "command": "demo-kv-1.0.0",
+                    "sha256": sha,
+                }
+            ],
+        }
+    )
+    listed = CatalogEntry(
+        type="secret", name="demo-kv", version="v1.0.0", sha256=sha, details_read=False
+    )
+    assert plan(desired, LiveState(catalog=[listed])).actions == []
+    changed = listed.model_copy(update={"sha256": "cd" * 32})
+    assert [a.kind for a in plan(desired, LiveState(catalog=[changed])).actions] == ["update"]
