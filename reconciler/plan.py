@@ -279,6 +279,10 @@ class _Action(_Readable):
     reason: str
     reason_code: ReasonCode
     changes: list[FieldChange] = []
+    # Where the changed object lives, as a path from the root ("" is the root), whichever
+    # file form made the plan: a catalog entry at the root, a mount or a connection in its
+    # namespace, a namespace in its parent (format 2.3).
+    namespace: str = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -522,7 +526,8 @@ def fingerprint(live: LiveState) -> str:
     if live.connections:
         # Only when there are any: a server without database connections keeps its fingerprint.
         document["connections"] = sorted(
-            (c.model_dump() for c in live.connections), key=lambda c: (c["mount"], c["name"])
+            (c.model_dump() for c in live.connections),
+            key=lambda c: (c["namespace"], c["mount"], c["name"]),
         )
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

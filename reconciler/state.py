@@ -14,11 +14,11 @@ The one catalog serves the mounts of every namespace, so the walk starts at
 the root whatever namespace the client works in; a token that may not list
 the root's namespaces (one scoped to a namespace) walks from its own.
 
-Each mount of the database engine in the client's namespace adds one LIST of
+Each mount of the database engine, in every namespace walked, adds one LIST of
 its connections and one read per connection (SPEC §10), managed or not: the
-plan must know every connection that names a catalog entry before it
-deregisters one. Of a connection only its plugin and version are kept; its
-connection details never leave the client.
+plan must know every connection that names a catalog entry, wherever it lives,
+before it deregisters one. Of a connection only its plugin and version are
+kept; its connection details never leave the client.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def read_live_state(client: Client, nodes: Sequence[Node] = ()) -> LiveState:
         catalog = []
         for index, entry in enumerate(listed):
             if index not in details:
-                catalog.append(_catalog_entry(entry, {}))
+                unread = not readable and not entry.get("builtin")
+                catalog.append(_catalog_entry(entry, {}, details_read=not unread))
                 continue
             detail = details[index].result()
             if detail is not None:
@@ -115,13 +116,13 @@ def read_live_state(client: Client, nodes: Sequence[Node] = ()) -> LiveState:
             for index, mount in enumerate(mounts)
             if _runs_external(mount)
         }
-        # Connections are read through the client's namespace, as their paths are.
-        connections = _read_connections(client, pool, [m for m in mounts if m.namespace == home])
+        # Every namespace's connections: the catalog serves them all (SPEC §9, §10).
+        connections = _read_connections(client, pool, mounts)
         for index, probe in probes.items():
             mounts[index] = mounts[index].model_copy(update={"backend_answers": probe.result()})
     catalog.sort(key=lambda e: (e.type, e.name, e.version))
     mounts.sort(key=lambda m: (m.namespace, m.kind, m.path))
-    connections.sort(key=lambda c: (c.mount, c.name))
+    connections.sort(key=lambda c: (c.namespace, c.mount, c.name))
     return LiveState(
         server=server,
         catalog=catalog,
@@ -198,16 +199,22 @@ def _list_catalog(client: Client, home: str) -> tuple[list[dict[str, Any]], bool
 def _read_connections(
     client: Client, pool: ThreadPoolExecutor, mounts: list[LiveMount]
 ) -> list[LiveConnection]:
-    """Every connection of every database mount: one LIST per mount, one read per connection."""
-    databases = [m.path for m in mounts if m.kind == "secret" and m.plugin == DATABASE_ENGINE]
-    listed = {path: pool.submit(client.list_connections, path) for path in databases}
+    """Every connection of every database mount, each in its namespace: one LIST per
+    mount, one read per connection."""
+    databases = [
+        (m.namespace, m.path) for m in mounts if m.kind == "secret" and m.plugin == DATABASE_ENGINE
+    ]
+    listed = {
+        (namespace, path): pool.submit(client.list_connections, path, namespace)
+        for namespace, path in databases
+    }
     reads = {
-        (path, name): pool.submit(client.read_connection, path, name)
-        for path, names in listed.items()
+        (namespace, path, name): pool.submit(client.read_connection, path, name, namespace)
+        for (namespace, path), names in listed.items()
         for name in names.result()
     }
     connections = []
-    for (path, name), read in reads.items():
+    for (namespace, path, name), read in reads.items():
         found = read.result()
         if found is not None:  # deleted since the list was read
             connections.append(
@@ -216,6 +223,7 @@ def _read_connections(
                     name=name,
                     plugin=found["plugin_name"],
                     plugin_version=found["plugin_version"],
+                    namespace=namespace,
                 )
             )
     return connections
@@ -279,7 +287,9 @@ def _read_external(client: Client, entry: Mapping[str, Any]) -> dict[str, Any] |
         raise
 
 
-def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> CatalogEntry:
+def _catalog_entry(
+    listed: Mapping[str, Any], detail: Mapping[str, Any], *, details_read: bool = True
+) -> CatalogEntry:
     return CatalogEntry(
         type=listed["type"],
         name=str(listed["name"]),
@@ -291,6 +301,7 @@ def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> Cata
         # Only a read carries these (the list does not); servers before them omit them.
         declarative=detail.get("declarative") is True,
         oci=detail.get("oci") is True,
+        details_read=details_read,
     )
 
 

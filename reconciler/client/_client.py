@@ -474,10 +474,15 @@ class Client:
 
     # --- database connections (in the namespace; SPEC §10) -------------------------------
 
-    def list_connections(self, mount: str) -> list[str]:
-        """The connection names of the database mount at `mount` (none when it has none)."""
+    def list_connections(self, mount: str, namespace: str | None = None) -> list[str]:
+        """The connection names of the database mount at `mount` (none when it has none).
+
+        In the client's namespace, or in `namespace` (a path from the root) when given.
+        """
         try:
-            answer = self._transport.send("LIST", f"{_mount_segment(mount)}/config")
+            answer = self._transport.send(
+                "LIST", f"{_mount_segment(mount)}/config", namespace=_in(namespace)
+            )
         except ApiError as error:
             if error.status == 404:
                 return []
@@ -485,7 +490,9 @@ class Client:
         keys = _data(answer).get("keys") or []
         return [str(key) for key in keys]
 
-    def read_connection(self, mount: str, name: str) -> dict[str, str] | None:
+    def read_connection(
+        self, mount: str, name: str, namespace: str | None = None
+    ) -> dict[str, str] | None:
         """{plugin_name, plugin_version} of one connection; None when it does not exist.
 
         The answer also holds the connection details (`connection_url`, `username`):
@@ -493,7 +500,11 @@ class Client:
         dropped here, so nothing above the client ever holds them.
         """
         try:
-            answer = self._transport.send("GET", f"{_mount_segment(mount)}/config/{_segment(name)}")
+            answer = self._transport.send(
+                "GET",
+                f"{_mount_segment(mount)}/config/{_segment(name)}",
+                namespace=_in(namespace),
+            )
         except ApiError as error:
             if error.status == 404:
                 return None

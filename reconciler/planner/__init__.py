@@ -32,6 +32,9 @@ from collections.abc import Collection, Iterable
 from reconciler.model import DesiredState, LiveState
 from reconciler.plan import (
     KIND_ORDER,
+    Action,
+    ActionKind,
+    CreateNamespaceAction,
     DesiredSource,
     Plan,
     Problem,
@@ -61,8 +64,8 @@ from reconciler.planner._namespaces import (
 from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
 from reconciler.planner._preflight import preflight
-from reconciler.planner._server_owned import plan_server_references
-from reconciler.resolver import CatalogKey
+from reconciler.planner._server_owned import plan_missing_pins, plan_server_references
+from reconciler.resolver import CatalogKey, namespace_path
 
 __all__ = [
     "HeldUpgrade",
@@ -145,6 +148,7 @@ def plan(
         connections,
         cleanup,
         server_owned,
+        plan_missing_pins(planned, connections),
         Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
         Outcome(
             warnings=unmanaged_namespace_warnings(
@@ -161,6 +165,7 @@ def plan(
         outcomes.append(preflight(context, server_version, planned_targets))
     actions = [action for outcome in outcomes for action in outcome.actions]
     actions.extend(plan_node_reloads(context, actions))
+    actions = [_placed(action, context.namespace) for action in actions]
     warnings = [warning for outcome in outcomes for warning in outcome.warnings]
     return Plan(
         desired=source or DesiredSource(),
@@ -183,6 +188,21 @@ def plan(
         not_answering=list(not_answering(context)),
         server_version=server_version,
     )
+
+
+_AT_THE_ROOT = frozenset({ActionKind.REGISTER, ActionKind.UPDATE, ActionKind.DEREGISTER})
+
+
+def _placed(action: Action, home: str) -> Action:
+    """`action` with the namespace its object lives in: a path from the root."""
+    if action.kind in _AT_THE_ROOT:
+        namespace = ""  # the one catalog
+    elif isinstance(action, CreateNamespaceAction):
+        namespace = namespace_path(action.params.parent)
+    else:
+        sent_in = getattr(action.params, "namespace", None)
+        namespace = home if sent_in is None else sent_in
+    return action.model_copy(update={"namespace": namespace})
 
 
 def _in_order(problems: Iterable[Problem]) -> list[Problem]:

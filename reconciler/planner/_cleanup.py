@@ -13,11 +13,7 @@ from reconciler.plan import (
     Problem,
     ReasonCode,
 )
-from reconciler.planner._connections import (
-    ConnectionChanges,
-    connection_target_name,
-    live_connections,
-)
+from reconciler.planner._connections import ConnectionChanges, connection_target_name
 from reconciler.planner._context import (
     OWNED_BY_SERVER,
     Context,
@@ -29,7 +25,7 @@ from reconciler.planner._context import (
 )
 from reconciler.planner._mounts import MountChanges, Pruning
 from reconciler.planner._namespaces import Scope
-from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey, connection_runs
+from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey
 
 _REASONS: dict[ReasonCode, str] = {
     ReasonCode.DECLARED_ABSENT: "declared state: absent",
@@ -102,8 +98,8 @@ def plan_deregistrations(
             for live_mount in context.mounts_elsewhere()
             if context.loses_backend(live_mount, key)
         )
-        # Connections live in the client's namespace: the first scope.
-        users += _connection_users_after(context, key, planned[0].pruning, connections)
+        # Connections of every namespace, declared ones in the client's.
+        users += _connection_users_after(context, key, planned, connections)
         if users:
             errors.append(
                 problem(
@@ -156,34 +152,44 @@ def _users_after(
 
 
 def _connection_users_after(
-    context: Context, key: CatalogKey, pruning: Pruning, connections: ConnectionChanges
+    context: Context,
+    key: CatalogKey,
+    planned: Sequence[ScopedMounts],
+    connections: ConnectionChanges,
 ) -> list[str]:
-    """Database connections, declared or not, that would run nothing once `key` is gone.
+    """Database connections of every namespace, declared or not, that would run nothing
+    once `key` is gone.
 
     Deregistering the version a connection runs leaves it serving until its next
     restart, which then fails: the connection is dead while its config names it.
     """
     if key[0] != "database":
         return []
+    home = context.namespace
     users = [
         connection_target_name(*connection)
         for connection, target in sorted(connections.targets.items())
         if target.key == key
     ]
     held = {name for names in connections.held_on.values() for name in names}
-    for (mount, name), live in sorted(live_connections(context).items()):
-        if connection_target_name(mount, name) in held:
+    disabled = {
+        (part.scope.namespace, path)
+        for part in planned
+        for kind, path in part.pruning.disabled
+        if kind == "secret"
+    }
+    for user in context.usage.connections():
+        if user.plugin != key[1] or (user.namespace, user.path) in disabled:
             continue
-        if (mount, name) in connections.targets or ("secret", mount) in pruning.disabled:
+        if user.namespace == home and (user.path, user.connection) in connections.targets:
             continue
-        if live.plugin != key[1]:
+        name = user.name if user.namespace == home else user.named()
+        if name in held:
             continue
-        now = connection_runs(live.plugin, live.plugin_version, context.external, context.builtins)
-        after = connection_runs(
-            live.plugin, live.plugin_version, context.entries_after, context.builtins
-        )
+        now = user.runs(context.external, context.builtins)
+        after = user.runs(context.entries_after, context.builtins)
         if now is not None and now.key == key and after is None:
-            users.append(connection_target_name(mount, name))
+            users.append(name)
     return users
 
 

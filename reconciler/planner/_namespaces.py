@@ -30,6 +30,7 @@ from reconciler.planner._context import (
     problem,
 )
 from reconciler.resolver import CatalogKey, namespace_path
+from reconciler.usage import ServerUsage
 
 
 def elsewhere_warnings(context: Context, changed: frozenset[CatalogKey]) -> tuple[Problem, ...]:
@@ -109,22 +110,28 @@ def namespace_scopes(
     every = [*live.mounts, *live.elsewhere]
     left_alone = [m for m in every if m.namespace not in managed]
 
+    usage = ServerUsage.of(live)
+
     def scope_live(namespace: str) -> LiveState:
         return live.model_copy(
             update={
                 "mounts": [m for m in every if m.namespace == namespace],
                 "elsewhere": left_alone,
+                "connections": [c for c in live.connections if c.namespace == namespace],
             }
         )
 
-    scopes = [Scope(home, Context.of(desired, scope_live(home), replace, held), elsewhere=False)]
+    def context(file: DesiredState, namespace: str) -> Context:
+        return Context.of(
+            file, scope_live(namespace), replace, held, namespace=namespace, usage=usage
+        )
+
+    scopes = [Scope(home, context(desired, home), elsewhere=False)]
     for path, namespace in declared:
         its_file = desired.model_copy(
             update={"secrets": namespace.secrets, "auth": namespace.auth, "namespaces": {}}
         )
-        scopes.append(
-            Scope(path, Context.of(its_file, scope_live(path), replace, held), elsewhere=True)
-        )
+        scopes.append(Scope(path, context(its_file, path), elsewhere=True))
     return tuple(scopes)
 
 

@@ -9,7 +9,11 @@ backend: every plan says so until the mount moves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from reconciler.plan import Problem
+from reconciler.planner._cleanup import ScopedMounts
+from reconciler.planner._connections import ConnectionChanges
 from reconciler.planner._context import (
     OWNED_BY_SERVER,
     Context,
@@ -59,7 +63,6 @@ def plan_server_references(context: Context, mounts: MountChanges, pruning: Prun
                     f"{live_entry.sha256}: change the file or the stanza",
                 )
             )
-    errors += _missing_pins(context, mounts, pruning)
     warnings += _stanzas_still_in_use(context, users)
     return Outcome((), tuple(errors), tuple(warnings))
 
@@ -77,6 +80,47 @@ def _users_after(
         if after is not None and after.key is not None:
             users.setdefault(after.key, []).append(mount_target_name(kind, path))
     return users
+
+
+def plan_missing_pins(planned: Sequence[ScopedMounts], connections: ConnectionChanges) -> Outcome:
+    """Errors for every mount and connection, in any namespace, that the plan leaves
+    pinned to an external version the catalog lacks (its next reload or reset fails)."""
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    for part in planned:
+        errors += map(
+            part.scope.problem, _missing_pins(part.scope.context, part.mounts, part.pruning)
+        )
+    context = planned[0].scope.context
+    managed = {part.scope.namespace for part in planned}
+    for user, key in context.usage.pinned_to_missing():
+        if key in context.external or key in context.entries_after:
+            continue  # an entry this plan deregisters is refused by cleanup, naming its users
+        if user.kind == "mount" and user.namespace in managed:
+            continue  # its scope's own check above knows what the plan does to it
+        if user.kind == "connection" and user.namespace == context.namespace:
+            target = connections.targets.get((user.path, user.connection))
+            if target is not None and target.key != key:
+                continue  # the plan re-pins it: the repair
+        name = user.name if user.namespace == context.namespace else user.named()
+        fix = (
+            f"re-pin it to a version the catalog holds (`bao write "
+            f"{user.namespace}{user.path}config/{user.connection} plugin_version=...`) "
+            "or register this version again"
+            if user.kind == "connection"
+            else "pin it to a version the catalog holds or register this version again"
+        )
+        restart = "reset" if user.kind == "connection" else "reload"
+        # Outside the file's namespaces it is someone else's to fix: said, not blocking.
+        found = errors if user.namespace.startswith(context.namespace) else warnings
+        found.append(
+            problem(
+                name,
+                f"pinned to {catalog_target_name(key)}, which is not in the catalog: its next "
+                f"{restart} will fail and leave it without a backend; {fix}",
+            )
+        )
+    return Outcome(errors=tuple(errors), warnings=tuple(warnings))
 
 
 def _missing_pins(context: Context, mounts: MountChanges, pruning: Pruning) -> list[Problem]:
