@@ -198,3 +198,13 @@ def test_an_unknown_server_version_is_refused_before_any_connection(tmp_path: Pa
     )
     assert result.exit_code == 1, result.output
     assert "no built-in list for OpenBao 1.0.0" in result.stderr
+
+
+def test_validate_says_a_removed_builtin_needs_a_replacement(tmp_path: Path) -> None:
+    desired = tmp_path / "d.yaml"
+    desired.write_text("version: 1\nauth:\n  - {path: ldap/, plugin: ldap}\n")
+    result = CliRun.invoke(["validate", str(desired)], env={})
+    assert result.exit_code == 1, result.output
+    assert "d.yaml:3:" in result.output
+    assert "a built-in of OpenBao 2.6.2, no longer shipped" in result.output
+    assert "declare an external auth plugin named ldap" in result.output
