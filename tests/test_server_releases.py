@@ -16,7 +16,8 @@ from reconciler.builtin_releases import RELEASES
 from reconciler.builtins import OPENBAO_BUILTINS, SHIPPED_RELEASE, UNCATALOGUED_BUILTINS
 from reconciler.export import export_desired
 from reconciler.loader import load_desired_text
-from reconciler.model import CatalogEntry, LiveMount, LiveState
+from reconciler.model import CatalogEntry, DesiredState, LiveMount, LiveState
+from reconciler.planner import plan
 from reconciler.releases import (
     UnknownRelease,
     builtins_of_release,
@@ -208,3 +209,41 @@ def test_validate_says_a_removed_builtin_needs_a_replacement(tmp_path: Path) -> 
     assert "d.yaml:3:" in result.output
     assert "a built-in of OpenBao 2.6.2, no longer shipped" in result.output
     assert "declare an external auth plugin named ldap" in result.output
+
+
+def test_preflight_and_dead_mounts_cover_every_namespace() -> None:
+    ldap_2_6 = CatalogEntry(type="auth", name="ldap", version="v2.6.2+builtin.bao", builtin=True)
+    on_builtin = LiveMount(
+        kind="auth",
+        path="ldap/",
+        plugin="ldap",
+        running_plugin_version="v2.6.2+builtin.bao",
+        namespace="team1/",
+    )
+    before = LiveState(
+        catalog=[*builtin_catalog(), ldap_2_6],
+        mounts=reserved_mounts(),
+        namespaces=["team1/"],
+        elsewhere=[on_builtin],
+    )
+    preflight = plan(DesiredState(version=1), before, server_version="2.7.2")
+    assert [(e.target, "does not ship" in e.message) for e in preflight.errors] == [
+        ("auth/ldap/ in namespace team1/", True)
+    ]
+    assert preflight.server_version == "2.7.2"
+
+    # Upgraded: the same mount, skipped at start, is named as not answering, with a warning.
+    after = before.model_copy(
+        update={
+            "catalog": builtin_catalog(),
+            "elsewhere": [on_builtin.model_copy(update={"running_plugin_version": ""})],
+        }
+    )
+    upgraded = plan(DesiredState(version=1), after)
+    assert [(m.target, m.namespace) for m in upgraded.not_answering] == [
+        ("auth/ldap/ in namespace team1/", "team1/")
+    ]
+    assert any(
+        w.target == "auth/ldap/ in namespace team1/" and "no longer ships" in w.message
+        for w in upgraded.warnings
+    )
