@@ -185,6 +185,12 @@ def test_unprepared_upgrade_names_the_dead_ldap_mounts_and_the_replacements_revi
     desired = replacements(old_server, tmp_path)
     planned = cli(old_server, "plan", str(desired), "--json")
     actions = [(a["kind"], a["target"]) for a in json.loads(planned.stdout)["actions"]]
+    (reload,) = [a for a in json.loads(planned.stdout)["actions"] if a["kind"] == "reload"]
+    assert reload["reason_code"] == "backend-not-answering"
+    assert (
+        f"auth/{MOUNT} — this server no longer ships the built-in auth plugin ldap"
+        in (reload["reason"])
+    )
     assert sorted(kind for kind, _ in actions) == [
         "register",
         "register",
