@@ -427,6 +427,27 @@ class NotAnswering(_Data):
     fix: str
 
 
+class PreflightStatus(StrEnum):
+    """Where a mount stands before an upgrade to a release without its built-in."""
+
+    UNREPLACED = "unreplaced"  # it runs the built-in and the plan leaves it there
+    MOVED_BY_THIS_PLAN = "moved-by-this-plan"  # the plan moves it onto a declared replacement
+    RUNS_REPLACEMENT = "runs-replacement"  # it already runs an external plugin of that name
+
+
+class PreflightMount(_Data):
+    """A mount whose plugin is a built-in the `server_version` release does not ship."""
+
+    target: str
+    kind: MountKind
+    path: str
+    namespace: str = ""
+    plugin: str
+    status: PreflightStatus
+    # The external version it runs, or is moved onto ("" unversioned or none).
+    replacement: str = ""
+
+
 class DesiredSource(_Data):
     path: str = ""
     sha256: str = ""
@@ -454,6 +475,9 @@ class Plan(_Readable):
     # The OpenBao release `--server-version` checked the mounts against ("" when none):
     # each mount relying on a built-in that release does not ship is an error or a warning.
     server_version: str = ""
+    # With `server_version`: every mount named after a built-in that release does not
+    # ship, and where it stands (only `unreplaced` and `moved-by-this-plan` are problems).
+    preflight: list[PreflightMount] = []
 
     @property
     def destructive(self) -> list[Action]:

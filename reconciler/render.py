@@ -10,7 +10,7 @@ import click
 
 from reconciler.durations import duration_text
 from reconciler.model import DURATION_CONFIG_KEYS
-from reconciler.plan import Action, ActionKind, Plan, Problem, Safety, Stage
+from reconciler.plan import Action, ActionKind, Plan, PreflightStatus, Problem, Safety, Stage
 
 if TYPE_CHECKING:
     from reconciler.documents import StatusDocument
@@ -109,9 +109,33 @@ def render_plan(plan: Plan, *, allow_destroy: bool = False, colour: bool = False
             f"  {style.paint('⚠', 'yellow')} {p.target}: {p.message}"
             for p in map(_safe_problem, plan.warnings)
         )
+    if plan.server_version:
+        lines.append("")
+        lines.extend(_preflight_lines(plan, style))
     lines.append("")
     lines.append(style.bold("Plan: " + summary(plan, allow_destroy) + "."))
     return "\n".join(lines) + "\n"
+
+
+_PREFLIGHT_WORDS = {
+    PreflightStatus.UNREPLACED: "runs the built-in, no replacement: it dies at the upgrade",
+    PreflightStatus.MOVED_BY_THIS_PLAN: "moved onto the declared replacement by this plan",
+    PreflightStatus.RUNS_REPLACEMENT: "already runs its replacement",
+}
+
+
+def _preflight_lines(plan: Plan, style: _Styler) -> list[str]:
+    """`--server-version`: every mount named after a built-in that release lacks."""
+    title = f"Preflight for OpenBao {plan.server_version}:"
+    if not plan.preflight:
+        return [style.bold(title) + " no mount relies on a built-in it does not ship."]
+    lines = [style.bold(title)]
+    for mount in plan.preflight:
+        version = f" {mount.replacement}" if mount.replacement else ""
+        lines.append(
+            f"  {mount.target} ({mount.plugin}{version}): {_PREFLIGHT_WORDS[mount.status]}"
+        )
+    return lines
 
 
 def _action_lines(action: Action, refusal: str | None, style: _Styler) -> list[str]:

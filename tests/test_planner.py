@@ -18,7 +18,8 @@ A case file holds:
   `changed` field names in order), `errors` (fragments, exact count),
   `warnings` (fragments that must appear), `warnings_absent` (fragments no
   warning may hold), `warning_count` (optional), `not_answering` ("target:
-  cause fragment", exact count; default none), `refused` (default 0).
+  cause fragment", exact count; default none), `preflight` ("target: status",
+  exact, with `options.server_version`), `refused` (default 0).
 
 Top-level `anchors` is free for YAML anchors (sha256 values) and ignored.
 Every case without errors must also converge on the simulated server.
@@ -58,6 +59,7 @@ _EXPECT_KEYS = {
     "warnings_absent",
     "warning_count",
     "not_answering",
+    "preflight",
     "refused",
 }
 _DETAIL_KEYS = {"safety", "stage", "reason", "params", "params_absent", "changed"}
@@ -245,6 +247,9 @@ def test_plan_matches_the_case(case: Case) -> None:
     assert len(dead) == len(expected_dead), f"not answering {dead!r}" + why
     for fragment in expected_dead:
         assert any(fragment in d for d in dead), f"no dead mount {fragment!r} in {dead!r}" + why
+    if "preflight" in expect:
+        found = [f"{m.target}: {m.status.value}" for m in the_plan.preflight]
+        assert found == expect["preflight"], f"preflight {found!r}" + why
     if "warning_count" in expect:
         assert len(warnings) == expect["warning_count"], f"warnings {warnings!r}" + why
 

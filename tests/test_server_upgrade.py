@@ -114,8 +114,9 @@ def release_of(node: ClusterNode) -> str:
     return version
 
 
-def preflight(cluster: Cluster, desired: Path) -> tuple[int, set[str], set[str]]:
-    """`plan --server-version` of the new release: exit code, mounts in errors, in warnings."""
+def preflight(cluster: Cluster, desired: Path) -> tuple[int, set[str], set[str], set[str]]:
+    """`plan --server-version` of the new release: exit code, mounts named in errors and in
+    warnings, and the mounts listed as already running their replacement."""
     result = cli(cluster, "plan", str(desired), "--server-version", NEW_RELEASE, "--json")
     document = json.loads(result.stdout)
     named = "does not ship"
@@ -123,7 +124,8 @@ def preflight(cluster: Cluster, desired: Path) -> tuple[int, set[str], set[str]]
     def targets(problems: list[dict[str, str]]) -> set[str]:
         return {p["target"] for p in problems if named in p["message"]}
 
-    return result.exit_code, targets(document["errors"]), targets(document["warnings"])
+    ready = {m["target"] for m in document["preflight"] if m["status"] == "runs-replacement"}
+    return result.exit_code, targets(document["errors"]), targets(document["warnings"]), ready
 
 
 def test_unprepared_upgrade_names_the_dead_ldap_mounts_and_the_replacements_revive_them(
@@ -219,8 +221,8 @@ def test_prepared_rolling_upgrade_keeps_every_ldap_mount_answering_on_every_node
 
     # Preflight on 2.6.2: without replacements both are errors; with them, both are named as
     # moved by this plan.
-    assert preflight(old_cluster, empty) == (1, both, set())
-    assert preflight(old_cluster, desired) == (0, set(), both)
+    assert preflight(old_cluster, empty) == (1, both, set(), set())
+    assert preflight(old_cluster, desired) == (0, set(), both, set())
 
     # Apply on 2.6.2: the override flow moves both onto the stand-ins, with their data. A
     # 2.6.2 standby does not see a tune until it is unsealed again (SPEC disagrees only in
@@ -236,7 +238,9 @@ def test_prepared_rolling_upgrade_keeps_every_ldap_mount_answering_on_every_node
     old_cluster.wait_healthy()
     every_node_answers(old_cluster)
     assert cli(old_cluster, "plan", str(desired), "--detailed-exitcode").exit_code == 0
-    assert preflight(old_cluster, desired) == (0, set(), set())
+    assert preflight(old_cluster, desired) == (0, set(), set(), both)
+    shown = cli(old_cluster, "plan", str(desired), "--server-version", NEW_RELEASE)
+    assert f"auth/{MOUNT} (ldap v1.0.0): already runs its replacement" in shown.stdout
 
     # Roll the nodes, standbys first: stop, start 2.7.2, unseal; check after each.
     order = [*old_cluster.standbys(), old_cluster.active()]

@@ -156,13 +156,15 @@ def plan(
             )
         ),
     ]
+    checked = None
     if server_version:
         planned_targets = {
             (part.scope.namespace, kind, path): target
             for part in planned
             for (kind, path), target in part.mounts.targets.items()
         }
-        outcomes.append(preflight(context, server_version, planned_targets))
+        checked = preflight(context, server_version, planned_targets)
+        outcomes.append(checked)
     actions = [action for outcome in outcomes for action in outcome.actions]
     actions.extend(plan_node_reloads(context, actions))
     actions = [_placed(action, context.namespace) for action in actions]
@@ -187,6 +189,7 @@ def plan(
         warnings=_in_order(warnings),
         not_answering=list(not_answering(context)),
         server_version=server_version,
+        preflight=list(checked.mounts) if checked is not None else [],
     )
 
 
