@@ -379,3 +379,69 @@ def test_identical_entries_read_from_the_list_only_never_plan_an_update() -> Non
     assert plan(desired, LiveState(catalog=[listed])).actions == []
     changed = listed.model_copy(update={"sha256": "cd" * 32})
     assert [a.kind for a in plan(desired, LiveState(catalog=[changed])).actions] == ["update"]
+
+
+# --- complete views -----------------------------------------------------------------------
+
+SIX_MOUNTS = """\
+version: 1
+secrets:
+  - {path: a/, plugin: kv}
+  - {path: b/, plugin: kv}
+auth:
+  - {path: c/, plugin: approle}
+namespaces:
+  ns1/:
+    secrets:
+      - {path: d/, plugin: kv}
+    namespaces:
+      team-a/:
+        secrets:
+          - {path: e/, plugin: kv}
+        auth:
+          - {path: f/, plugin: approle}
+"""
+
+
+def test_validate_counts_the_mounts_of_every_namespace(tmp_path: Path) -> None:
+    desired = write_desired(tmp_path, SIX_MOUNTS)
+    result = CliRun.invoke(["validate", str(desired)])
+    assert result.stdout == f"{desired}: valid (0 plugins, 6 mounts in 3 namespaces)\n"
+
+
+def test_namespaces_the_file_leaves_or_lacks_are_named(server: DevServer, tmp_path: Path) -> None:
+    create_namespaces(server, "ns1", TEAM)
+    call(server, TEAM, "POST", "sys/mounts/e", {"type": "kv"})
+    without_team = SIX_MOUNTS.split("    namespaces:\n      team-a/:", maxsplit=1)[0]
+    desired = write_desired(tmp_path, without_team)
+
+    planned = cli(server, "plan", str(desired), "--json")
+    assert planned.exit_code == 0, planned.output
+    warnings = {w["target"]: w["message"] for w in json.loads(planned.stdout)["warnings"]}
+    assert "unmanaged namespace" in warnings["namespace ns1/team-a/"], warnings
+    assert "secrets/e/" in warnings["namespace ns1/team-a/"]
+    actions = json.loads(planned.stdout)["actions"]
+    assert {(a["target"], a["namespace"]) for a in actions} == {
+        ("secrets/a/", ""),
+        ("secrets/b/", ""),
+        ("auth/c/", ""),
+        ("secrets/d/ in namespace ns1/", "ns1/"),
+    }
+
+    # A file bound to a namespace that does not exist says how to create it.
+    team = write_desired(tmp_path, "version: 1\nnamespace: ns1/team-b/\n", "team-b.yaml")
+    with RequestLog(server) as log:
+        missing = run_as(server, server.token, "ns1/team-b", "apply", str(team), "--yes")
+    assert missing.exit_code == 1, missing.output
+    assert "namespace ns1/team-b/ does not exist" in missing.output, missing.output
+    assert "bao namespace create -namespace=ns1 team-b" in missing.output
+    assert changes(log) == []
+
+    # A bound file names its namespace on every action, in text and JSON.
+    bound = write_desired(
+        tmp_path, "version: 1\nnamespace: ns1/team-a/\nsecrets:\n  - {path: g/, plugin: kv}\n"
+    )
+    shown = run_as(server, server.token, TEAM, "plan", str(bound))
+    assert "+ enable secrets/g/ in namespace ns1/team-a/" in shown.stdout, shown.output
+    as_json = json.loads(run_as(server, server.token, TEAM, "plan", str(bound), "--json").stdout)
+    assert [a["namespace"] for a in as_json["actions"]] == ["ns1/team-a/"]

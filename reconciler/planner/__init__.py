@@ -56,6 +56,7 @@ from reconciler.planner._namespaces import (
     elsewhere_warnings,
     namespace_scopes,
     plan_namespace_creation,
+    unmanaged_namespace_warnings,
 )
 from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
@@ -106,6 +107,7 @@ def plan(
     outcomes = [
         Outcome(errors=binding_errors(desired, live)),
         creation,
+        unmanaged_namespace_warnings(desired, scopes),
         catalog,
         *(
             part.scope.outcome(phase)
