@@ -103,7 +103,9 @@ def plan(
     connections = plan_connections(context, catalog.changed)
     cleanup = plan_deregistrations(context, planned, connections)
     # References and pins are checked once, against the client's namespace's mounts.
-    server_owned = plan_server_references(context, planned[0].mounts, planned[0].pruning)
+    server_owned = plan_server_references(
+        context, planned[0].mounts, planned[0].pruning, connections
+    )
     outcomes = [
         Outcome(errors=binding_errors(desired, live)),
         creation,
