@@ -17,7 +17,7 @@ import httpx
 
 from reconciler.demo.devserver import DevServer
 from reconciler.demo.examples.plugins import demo_db
-from reconciler.model import CatalogEntry, DesiredState, LiveState
+from reconciler.model import CatalogEntry, DesiredState, LiveConnection, LiveMount, LiveState
 from reconciler.planner import plan
 from tests.helpers import CliResult, CliRun, RequestLog, run_cli, write_desired
 
@@ -445,3 +445,46 @@ def test_namespaces_the_file_leaves_or_lacks_are_named(server: DevServer, tmp_pa
     assert "+ enable secrets/g/ in namespace ns1/team-a/" in shown.stdout, shown.output
     as_json = json.loads(run_as(server, server.token, TEAM, "plan", str(bound), "--json").stdout)
     assert [a["namespace"] for a in as_json["actions"]] == ["ns1/team-a/"]
+
+
+def test_an_update_names_the_connections_of_other_namespaces_left_on_the_old_binary() -> None:
+    desired = DesiredState.model_validate(
+        {
+            "version": 1,
+            "plugins": [
+                {
+                    "type": "database",
+                    "name": "demo-db",
+                    "version": "v1.0.0",
+                    "command": "demo-db-1.0.0",
+                    "sha256": "ab" * 32,
+                }
+            ],
+        }
+    )
+    live = LiveState(
+        catalog=[
+            CatalogEntry(
+                type="database",
+                name="demo-db",
+                version="v1.0.0",
+                command="demo-db-1.0.0",
+                sha256="cd" * 32,
+            )
+        ],
+        namespaces=["ns1/", "ns1/team-a/"],
+        elsewhere=[LiveMount(kind="secret", path="db/", plugin="database", namespace=TEAM + "/")],
+        connections=[
+            LiveConnection(
+                mount="db/",
+                name="orders",
+                plugin="demo-db",
+                plugin_version="v1.0.0",
+                namespace=TEAM + "/",
+            )
+        ],
+    )
+    the_plan = plan(desired, live)
+    assert [a.kind for a in the_plan.actions] == ["update"]
+    (warning,) = [w for w in the_plan.warnings if w.target == "database/demo-db/v1.0.0"]
+    assert "secrets/db/connections/orders in namespace ns1/team-a/" in warning.message

@@ -19,7 +19,6 @@ from reconciler.planner._context import (
     Context,
     Outcome,
     catalog_target_name,
-    elsewhere_name,
     mount_target_name,
     problem,
 )
@@ -92,11 +91,14 @@ def plan_deregistrations(
             for user in _users_after(part.scope.context, key, part.mounts, part.pruning)
         ]
         # The catalog serves every namespace: a mount of one the file leaves alone keeps
-        # the entry in use too.
+        # the entry in use too (the picture holds them all; managed ones are above).
+        managed = {part.scope.namespace for part in planned}
         users.extend(
-            elsewhere_name(live_mount)
-            for live_mount in context.mounts_elsewhere()
-            if context.loses_backend(live_mount, key)
+            user.named()
+            for user in context.usage.using(key)
+            if user.kind == "mount"
+            and user.namespace not in managed
+            and user.runs(context.entries_after, context.builtins) is None
         )
         # Connections of every namespace, declared ones in the client's.
         users += _connection_users_after(context, key, planned, connections)

@@ -44,12 +44,19 @@ def elsewhere_warnings(context: Context, changed: frozenset[CatalogKey]) -> tupl
             and (running := context.running_now(live_mount)) is not None
             and running.key == key
         ]
+        # Connections of other namespaces: not reset by this plan (nor any reload).
+        users += [
+            user.named()
+            for user in context.usage.using(key)
+            if user.kind == "connection" and user.namespace != context.namespace
+        ]
         if users:
             warnings.append(
                 problem(
                     catalog_target_name(key),
-                    "updated, but these mounts of other namespaces run it and keep the old "
-                    "binary until reloaded in their namespace: " + ", ".join(users),
+                    "updated, but these mounts and connections of other namespaces run it "
+                    "and keep the old binary until reloaded (a connection: reset) in their "
+                    "namespace: " + ", ".join(users),
                 )
             )
     return tuple(warnings)
