@@ -488,3 +488,44 @@ def test_an_update_names_the_connections_of_other_namespaces_left_on_the_old_bin
     assert [a.kind for a in the_plan.actions] == ["update"]
     (warning,) = [w for w in the_plan.warnings if w.target == "database/demo-db/v1.0.0"]
     assert "secrets/db/connections/orders in namespace ns1/team-a/" in warning.message
+
+
+UPGRADE_EVERYWHERE = """\
+version: 1
+plugin_directory: {plugins}
+plugins:
+  - {{type: database, name: demo-db, version: v1.0.0, command: demo-db-1.0.0, state: absent}}
+  - {{type: database, name: demo-db, version: v2.0.0, command: demo-db-2.0.0}}
+namespaces:
+  ns1/:
+    namespaces:
+      team-a/:
+        secrets:
+          - path: db/
+            plugin: database
+            connections:
+              - {{name: orders, plugin: demo-db, version: v2.0.0}}
+"""
+
+
+def test_a_whole_server_file_re_pins_a_connection_two_namespaces_down_then_deregisters(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    register(server, plugins, "database", "demo-db", "v1.0.0")
+    register(server, plugins, "database", "demo-db", "v2.0.0")
+    create_namespaces(server, "ns1", TEAM)
+    connect(server, tmp_path, TEAM, "orders", "v1.0.0")
+    desired = write_desired(tmp_path, UPGRADE_EVERYWHERE.format(plugins=plugins))
+
+    planned = json.loads(cli(server, "plan", str(desired), "--json").stdout)
+    assert [(a["kind"], a["target"], a["namespace"]) for a in planned["actions"]] == [
+        ("repin", "secrets/db/connections/orders in namespace ns1/team-a/", "ns1/team-a/"),
+        ("deregister", "database/demo-db/v1.0.0", ""),
+    ]
+    applied = cli(server, "apply", str(desired), "--yes")
+    assert applied.exit_code == 0, applied.output
+    pin = call(server, TEAM, "GET", "db/config/orders")["data"]["plugin_version"]
+    assert pin == "v2.0.0"
+    assert catalog_versions(server, "demo-db") == ["v2.0.0"]
+    again = cli(server, "plan", str(desired), "--detailed-exitcode")
+    assert again.exit_code == 0, again.output

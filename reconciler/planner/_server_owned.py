@@ -99,7 +99,7 @@ def _users_after(
     return users
 
 
-def plan_missing_pins(planned: Sequence[ScopedMounts], connections: ConnectionChanges) -> Outcome:
+def plan_missing_pins(planned: Sequence[ScopedMounts]) -> Outcome:
     """Errors for every mount and connection, in any namespace, that the plan leaves
     pinned to an external version the catalog lacks (its next reload or reset fails)."""
     errors: list[Problem] = []
@@ -115,8 +115,9 @@ def plan_missing_pins(planned: Sequence[ScopedMounts], connections: ConnectionCh
             continue  # an entry this plan deregisters is refused by cleanup, naming its users
         if user.kind == "mount" and user.namespace in managed:
             continue  # its scope's own check above knows what the plan does to it
-        if user.kind == "connection" and user.namespace == context.namespace:
-            target = connections.targets.get((user.path, user.connection))
+        if user.kind == "connection":
+            declared = {part.scope.namespace: part.connections.targets for part in planned}
+            target = declared.get(user.namespace, {}).get((user.path, user.connection))
             if target is not None and target.key != key:
                 continue  # the plan re-pins it: the repair
         name = user.name if user.namespace == context.namespace else user.named()
