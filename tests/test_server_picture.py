@@ -154,6 +154,18 @@ def test_status_covers_every_namespace_dead_mounts_pin_drift_and_connections(
     assert "DOES NOT ANSWER" in dead.stdout and "backend is nil" in dead.stdout, dead.output
     assert "pinned to database/demo-db/v1.0.0, which is not in the catalog" in dead.stdout
 
+    # A built-in mount without a backend (here: an unversioned override whose binary does
+    # not match its hash shadows it at the reload) is listed too, as not answering.
+    call(server, "", "POST", "sys/mounts/crypt", {"type": "transit"})
+    bad = {"command": "demo-kv-1.0.0", "sha256": "00" * 32}
+    call(server, "", "PUT", "sys/plugins/catalog/secret/transit", bad)
+    with http_in(server) as http:
+        http.post("/v1/sys/plugins/reload/backend", json={"mounts": ["crypt/"]})
+    document = json.loads(cli(server, "status", "--json").stdout)
+    (crypt,) = [m for m in document["mounts"] if m["path"] == "crypt/"]
+    assert crypt["builtin"] and crypt["namespace"] == "", crypt
+    assert not crypt["nodes"][0]["answers"], crypt
+
 
 # --- connections in every namespace: in use, and pins to missing entries -------------------
 
