@@ -614,8 +614,11 @@ def validate_command(files: tuple[Path, ...], max_file_size: int) -> None:
             invalid = True
             continue
         state = loaded.state
+        tree = state.namespace_tree()
         mounts = len(state.secrets) + len(state.auth)
-        click.echo(f"{file}: valid ({len(state.plugins)} plugins, {mounts} mounts)")
+        mounts += sum(len(namespace.secrets) + len(namespace.auth) for _, namespace, _ in tree)
+        where = f" in {len(tree) + 1} namespaces" if tree else ""
+        click.echo(f"{file}: valid ({len(state.plugins)} plugins, {mounts} mounts{where})")
         server_owned = sum(entry.managed_by == "server" for entry in state.plugins)
         if server_owned:
             click.echo(

@@ -259,6 +259,8 @@ class ConnectionPinParams(_Data):
     version: str
     # What the connection was pinned to: the version a rollback re-pins.
     previous_version: str
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 class ConnectionParams(_Data):
@@ -267,6 +269,8 @@ class ConnectionParams(_Data):
     mount: str
     name: str
     plugin: str
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 # --- actions --------------------------------------------------------------------------

@@ -175,6 +175,19 @@ class _NamespaceWalk:
                 child = namespace + key
                 found[child] = self._tables(child)
                 pending[child] = self._pool.submit(self._client.list_namespaces, child)
+        if home not in found and "" in found:
+            # Walked from the root, the whole tree is known: the client's namespace is not
+            # in it, and every read in it would be a bare 404.
+            parent, _, name = home.rstrip("/").rpartition("/")
+            in_parent = f" -namespace={parent}" if parent else ""
+            raise ApiError(
+                f"namespace {home} does not exist: create it first (`bao namespace create"
+                f"{in_parent} {name}`, with a token that may create namespaces"
+                f"{' in ' + parent + '/' if parent else ' at the root'}), or declare it "
+                "under `namespaces:` of the whole-server file, apply that, then run again",
+                status=404,
+                path="sys/namespaces",
+            )
         if home not in found:
             # Not among the walked namespaces: its own tables say why (404, 403).
             found[home] = self._tables(home)

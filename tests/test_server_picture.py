@@ -17,7 +17,7 @@ import httpx
 
 from reconciler.demo.devserver import DevServer
 from reconciler.demo.examples.plugins import demo_db
-from reconciler.model import CatalogEntry, DesiredState, LiveState
+from reconciler.model import CatalogEntry, DesiredState, LiveConnection, LiveMount, LiveState
 from reconciler.planner import plan
 from tests.helpers import CliResult, CliRun, RequestLog, run_cli, write_desired
 
@@ -153,6 +153,18 @@ def test_status_covers_every_namespace_dead_mounts_pin_drift_and_connections(
     assert dead.exit_code == 2, dead.output
     assert "DOES NOT ANSWER" in dead.stdout and "backend is nil" in dead.stdout, dead.output
     assert "pinned to database/demo-db/v1.0.0, which is not in the catalog" in dead.stdout
+
+    # A built-in mount without a backend (here: an unversioned override whose binary does
+    # not match its hash shadows it at the reload) is listed too, as not answering.
+    call(server, "", "POST", "sys/mounts/crypt", {"type": "transit"})
+    bad = {"command": "demo-kv-1.0.0", "sha256": "00" * 32}
+    call(server, "", "PUT", "sys/plugins/catalog/secret/transit", bad)
+    with http_in(server) as http:
+        http.post("/v1/sys/plugins/reload/backend", json={"mounts": ["crypt/"]})
+    document = json.loads(cli(server, "status", "--json").stdout)
+    (crypt,) = [m for m in document["mounts"] if m["path"] == "crypt/"]
+    assert crypt["builtin"] and crypt["namespace"] == "", crypt
+    assert not crypt["nodes"][0]["answers"], crypt
 
 
 # --- connections in every namespace: in use, and pins to missing entries -------------------
@@ -379,3 +391,153 @@ def test_identical_entries_read_from_the_list_only_never_plan_an_update() -> Non
     assert plan(desired, LiveState(catalog=[listed])).actions == []
     changed = listed.model_copy(update={"sha256": "cd" * 32})
     assert [a.kind for a in plan(desired, LiveState(catalog=[changed])).actions] == ["update"]
+
+
+# --- complete views -----------------------------------------------------------------------
+
+SIX_MOUNTS = """\
+version: 1
+secrets:
+  - {path: a/, plugin: kv}
+  - {path: b/, plugin: kv}
+auth:
+  - {path: c/, plugin: approle}
+namespaces:
+  ns1/:
+    secrets:
+      - {path: d/, plugin: kv}
+    namespaces:
+      team-a/:
+        secrets:
+          - {path: e/, plugin: kv}
+        auth:
+          - {path: f/, plugin: approle}
+"""
+
+
+def test_validate_counts_the_mounts_of_every_namespace(tmp_path: Path) -> None:
+    desired = write_desired(tmp_path, SIX_MOUNTS)
+    result = CliRun.invoke(["validate", str(desired)])
+    assert result.stdout == f"{desired}: valid (0 plugins, 6 mounts in 3 namespaces)\n"
+
+
+def test_namespaces_the_file_leaves_or_lacks_are_named(server: DevServer, tmp_path: Path) -> None:
+    create_namespaces(server, "ns1", TEAM)
+    call(server, TEAM, "POST", "sys/mounts/e", {"type": "kv"})
+    without_team = SIX_MOUNTS.split("    namespaces:\n      team-a/:", maxsplit=1)[0]
+    desired = write_desired(tmp_path, without_team)
+
+    planned = cli(server, "plan", str(desired), "--json")
+    assert planned.exit_code == 0, planned.output
+    warnings = {w["target"]: w["message"] for w in json.loads(planned.stdout)["warnings"]}
+    assert "unmanaged namespace" in warnings["namespace ns1/team-a/"], warnings
+    assert "secrets/e/" in warnings["namespace ns1/team-a/"]
+    actions = json.loads(planned.stdout)["actions"]
+    assert {(a["target"], a["namespace"]) for a in actions} == {
+        ("secrets/a/", ""),
+        ("secrets/b/", ""),
+        ("auth/c/", ""),
+        ("secrets/d/ in namespace ns1/", "ns1/"),
+    }
+
+    # A file bound to a namespace that does not exist says how to create it.
+    team = write_desired(tmp_path, "version: 1\nnamespace: ns1/team-b/\n", "team-b.yaml")
+    with RequestLog(server) as log:
+        missing = run_as(server, server.token, "ns1/team-b", "apply", str(team), "--yes")
+    assert missing.exit_code == 1, missing.output
+    assert "namespace ns1/team-b/ does not exist" in missing.output, missing.output
+    assert "bao namespace create -namespace=ns1 team-b" in missing.output
+    assert changes(log) == []
+
+    # A bound file names its namespace on every action, in text and JSON.
+    bound = write_desired(
+        tmp_path, "version: 1\nnamespace: ns1/team-a/\nsecrets:\n  - {path: g/, plugin: kv}\n"
+    )
+    shown = run_as(server, server.token, TEAM, "plan", str(bound))
+    assert "+ enable secrets/g/ in namespace ns1/team-a/" in shown.stdout, shown.output
+    as_json = json.loads(run_as(server, server.token, TEAM, "plan", str(bound), "--json").stdout)
+    assert [a["namespace"] for a in as_json["actions"]] == ["ns1/team-a/"]
+
+
+def test_an_update_names_the_connections_of_other_namespaces_left_on_the_old_binary() -> None:
+    desired = DesiredState.model_validate(
+        {
+            "version": 1,
+            "plugins": [
+                {
+                    "type": "database",
+                    "name": "demo-db",
+                    "version": "v1.0.0",
+                    "command": "demo-db-1.0.0",
+                    "sha256": "ab" * 32,
+                }
+            ],
+        }
+    )
+    live = LiveState(
+        catalog=[
+            CatalogEntry(
+                type="database",
+                name="demo-db",
+                version="v1.0.0",
+                command="demo-db-1.0.0",
+                sha256="cd" * 32,
+            )
+        ],
+        namespaces=["ns1/", "ns1/team-a/"],
+        elsewhere=[LiveMount(kind="secret", path="db/", plugin="database", namespace=TEAM + "/")],
+        connections=[
+            LiveConnection(
+                mount="db/",
+                name="orders",
+                plugin="demo-db",
+                plugin_version="v1.0.0",
+                namespace=TEAM + "/",
+            )
+        ],
+    )
+    the_plan = plan(desired, live)
+    assert [a.kind for a in the_plan.actions] == ["update"]
+    (warning,) = [w for w in the_plan.warnings if w.target == "database/demo-db/v1.0.0"]
+    assert "secrets/db/connections/orders in namespace ns1/team-a/" in warning.message
+
+
+UPGRADE_EVERYWHERE = """\
+version: 1
+plugin_directory: {plugins}
+plugins:
+  - {{type: database, name: demo-db, version: v1.0.0, command: demo-db-1.0.0, state: absent}}
+  - {{type: database, name: demo-db, version: v2.0.0, command: demo-db-2.0.0}}
+namespaces:
+  ns1/:
+    namespaces:
+      team-a/:
+        secrets:
+          - path: db/
+            plugin: database
+            connections:
+              - {{name: orders, plugin: demo-db, version: v2.0.0}}
+"""
+
+
+def test_a_whole_server_file_re_pins_a_connection_two_namespaces_down_then_deregisters(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    register(server, plugins, "database", "demo-db", "v1.0.0")
+    register(server, plugins, "database", "demo-db", "v2.0.0")
+    create_namespaces(server, "ns1", TEAM)
+    connect(server, tmp_path, TEAM, "orders", "v1.0.0")
+    desired = write_desired(tmp_path, UPGRADE_EVERYWHERE.format(plugins=plugins))
+
+    planned = json.loads(cli(server, "plan", str(desired), "--json").stdout)
+    assert [(a["kind"], a["target"], a["namespace"]) for a in planned["actions"]] == [
+        ("repin", "secrets/db/connections/orders in namespace ns1/team-a/", "ns1/team-a/"),
+        ("deregister", "database/demo-db/v1.0.0", ""),
+    ]
+    applied = cli(server, "apply", str(desired), "--yes")
+    assert applied.exit_code == 0, applied.output
+    pin = call(server, TEAM, "GET", "db/config/orders")["data"]["plugin_version"]
+    assert pin == "v2.0.0"
+    assert catalog_versions(server, "demo-db") == ["v2.0.0"]
+    again = cli(server, "plan", str(desired), "--detailed-exitcode")
+    assert again.exit_code == 0, again.output

@@ -519,7 +519,9 @@ class Client:
             "plugin_version": str(data.get("plugin_version") or ""),
         }
 
-    def repin_connection(self, mount: str, name: str, version: str) -> None:
+    def repin_connection(
+        self, mount: str, name: str, version: str, namespace: str | None = None
+    ) -> None:
         """Pin a connection to `version`, keeping its stored details.
 
         The server starts the new plugin and initializes it with the stored details,
@@ -530,11 +532,17 @@ class Client:
             "POST",
             f"{_mount_segment(mount)}/config/{_segment(name)}",
             json={"plugin_version": version, "verify_connection": True},
+            namespace=_in(namespace),
         )
 
-    def reset_connection(self, mount: str, name: str) -> None:
+    def reset_connection(self, mount: str, name: str, namespace: str | None = None) -> None:
         """Restart a connection on the binary the catalog names now (it connects at once)."""
-        self._transport.send("POST", f"{_mount_segment(mount)}/reset/{_segment(name)}", json={})
+        self._transport.send(
+            "POST",
+            f"{_mount_segment(mount)}/reset/{_segment(name)}",
+            json={},
+            namespace=_in(namespace),
+        )
 
     def reload_database_plugin(self, mount: str, plugin: str) -> None:
         """Vault only: restart every connection of `mount` that runs `plugin`.

@@ -44,7 +44,7 @@ from reconciler.plan import (
 )
 from reconciler.planner._catalog import CatalogWrites, plan_catalog_writes
 from reconciler.planner._cleanup import ScopedMounts, plan_deregistrations
-from reconciler.planner._connections import ConnectionChanges, plan_connections
+from reconciler.planner._connections import plan_connections
 from reconciler.planner._context import (
     HeldUpgrade,
     Outcome,
@@ -60,6 +60,7 @@ from reconciler.planner._namespaces import (
     elsewhere_warnings,
     namespace_scopes,
     plan_namespace_creation,
+    unmanaged_namespace_warnings,
 )
 from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
@@ -105,15 +106,18 @@ def plan(
     for scope in scopes:
         mounts = plan_declared_mounts(scope.context, catalog.changed)
         pruning = plan_unmanaged_mounts(scope.context, mounts.claimed, catalog.changed)
-        planned.append(ScopedMounts(scope, mounts, pruning))
-    # Connections are read and written in the client's namespace, the first scope.
-    connections = plan_connections(context, catalog.changed)
-    cleanup = plan_deregistrations(context, planned, connections)
-    # References and pins are checked once, against the client's namespace's mounts.
-    server_owned = plan_server_references(context, planned[0].mounts, planned[0].pruning)
+        # Each namespace's connections are read and written in that namespace.
+        connections = plan_connections(scope.context, catalog.changed)
+        planned.append(ScopedMounts(scope, mounts, pruning, connections))
+    cleanup = plan_deregistrations(context, planned)
+    # References are checked once, with the client's namespace's planned changes.
+    server_owned = plan_server_references(
+        context, planned[0].mounts, planned[0].pruning, planned[0].connections
+    )
     outcomes = [
         Outcome(errors=binding_errors(desired, live)),
         creation,
+        unmanaged_namespace_warnings(desired, scopes),
         catalog,
         *(
             part.scope.outcome(phase)
@@ -134,7 +138,7 @@ def plan(
                         catalog.changed,
                         part.mounts,
                         part.pruning,
-                        connections if part is planned[0] else ConnectionChanges(),
+                        part.connections,
                         only_affecting=part.scope.elsewhere,
                     )
                 ),
@@ -145,10 +149,10 @@ def plan(
                 ),
             )
         ),
-        connections,
+        *(part.scope.outcome(part.connections) for part in planned),
         cleanup,
         server_owned,
-        plan_missing_pins(planned, connections),
+        plan_missing_pins(planned),
         Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
         Outcome(
             warnings=unmanaged_namespace_warnings(

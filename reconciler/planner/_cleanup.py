@@ -19,7 +19,6 @@ from reconciler.planner._context import (
     Context,
     Outcome,
     catalog_target_name,
-    elsewhere_name,
     mount_target_name,
     problem,
 )
@@ -35,16 +34,15 @@ _REASONS: dict[ReasonCode, str] = {
 
 @dataclass(frozen=True)
 class ScopedMounts:
-    """One namespace's planned mount changes."""
+    """One namespace's planned mount and connection changes."""
 
     scope: Scope
     mounts: MountChanges
     pruning: Pruning
+    connections: ConnectionChanges
 
 
-def plan_deregistrations(
-    context: Context, planned: Sequence[ScopedMounts], connections: ConnectionChanges
-) -> Outcome:
+def plan_deregistrations(context: Context, planned: Sequence[ScopedMounts]) -> Outcome:
     """Deregister retired entries unless a mount left, in any namespace, or a database
     connection would lose its backend."""
     actions: list[Action] = []
@@ -74,7 +72,11 @@ def plan_deregistrations(
                 for part in planned
                 for where in part.mounts.held_on.get(key, ())
             ),
-            *connections.held_on.get(key, ()),
+            *(
+                part.scope.named(where)
+                for part in planned
+                for where in part.connections.held_on.get(key, ())
+            ),
         ]
         if held:
             # Watch mode keeps these mounts on the entry until the file changes.
@@ -92,14 +94,17 @@ def plan_deregistrations(
             for user in _users_after(part.scope.context, key, part.mounts, part.pruning)
         ]
         # The catalog serves every namespace: a mount of one the file leaves alone keeps
-        # the entry in use too.
+        # the entry in use too (the picture holds them all; managed ones are above).
+        managed = {part.scope.namespace for part in planned}
         users.extend(
-            elsewhere_name(live_mount)
-            for live_mount in context.mounts_elsewhere()
-            if context.loses_backend(live_mount, key)
+            user.named()
+            for user in context.usage.using(key)
+            if user.kind == "mount"
+            and user.namespace not in managed
+            and user.runs(context.entries_after, context.builtins) is None
         )
         # Connections of every namespace, declared ones in the client's.
-        users += _connection_users_after(context, key, planned, connections)
+        users += _connection_users_after(context, key, planned)
         if users:
             errors.append(
                 problem(
@@ -152,10 +157,7 @@ def _users_after(
 
 
 def _connection_users_after(
-    context: Context,
-    key: CatalogKey,
-    planned: Sequence[ScopedMounts],
-    connections: ConnectionChanges,
+    context: Context, key: CatalogKey, planned: Sequence[ScopedMounts]
 ) -> list[str]:
     """Database connections of every namespace, declared or not, that would run nothing
     once `key` is gone.
@@ -165,13 +167,23 @@ def _connection_users_after(
     """
     if key[0] != "database":
         return []
-    home = context.namespace
     users = [
-        connection_target_name(*connection)
-        for connection, target in sorted(connections.targets.items())
+        part.scope.named(connection_target_name(*connection))
+        for part in planned
+        for connection, target in sorted(part.connections.targets.items())
         if target.key == key
     ]
-    held = {name for names in connections.held_on.values() for name in names}
+    declared = {
+        (part.scope.namespace, *connection)
+        for part in planned
+        for connection in part.connections.targets
+    }
+    held = {
+        (part.scope.namespace, name)
+        for part in planned
+        for names in part.connections.held_on.values()
+        for name in names
+    }
     disabled = {
         (part.scope.namespace, path)
         for part in planned
@@ -181,15 +193,14 @@ def _connection_users_after(
     for user in context.usage.connections():
         if user.plugin != key[1] or (user.namespace, user.path) in disabled:
             continue
-        if user.namespace == home and (user.path, user.connection) in connections.targets:
+        if (user.namespace, user.path, user.connection) in declared:
             continue
-        name = user.name if user.namespace == home else user.named()
-        if name in held:
+        if (user.namespace, user.name) in held:
             continue
         now = user.runs(context.external, context.builtins)
         after = user.runs(context.entries_after, context.builtins)
         if now is not None and now.key == key and after is None:
-            users.append(name)
+            users.append(user.name if user.namespace == context.namespace else user.named())
     return users
 
 

@@ -44,12 +44,19 @@ def elsewhere_warnings(context: Context, changed: frozenset[CatalogKey]) -> tupl
             and (running := context.running_now(live_mount)) is not None
             and running.key == key
         ]
+        # Connections of other namespaces: not reset by this plan (nor any reload).
+        users += [
+            user.named()
+            for user in context.usage.using(key)
+            if user.kind == "connection" and user.namespace != context.namespace
+        ]
         if users:
             warnings.append(
                 problem(
                     catalog_target_name(key),
-                    "updated, but these mounts of other namespaces run it and keep the old "
-                    "binary until reloaded in their namespace: " + ", ".join(users),
+                    "updated, but these mounts and connections of other namespaces run it "
+                    "and keep the old binary until reloaded (a connection: reset) in their "
+                    "namespace: " + ", ".join(users),
                 )
             )
     return tuple(warnings)
@@ -133,6 +140,36 @@ def namespace_scopes(
         )
         scopes.append(Scope(path, context(its_file, path), elsewhere=True))
     return tuple(scopes)
+
+
+def unmanaged_namespace_warnings(desired: DesiredState, scopes: Sequence[Scope]) -> Outcome:
+    """A namespace below the file's own that holds mounts but that the file does not
+    declare (any more): named, like an unmanaged mount, and left alone.
+
+    Only for files that manage namespaces (with `namespaces:`, or bound to one): a
+    root file without them plans the root alone and never claimed the others.
+    """
+    given = desired.model_fields_set
+    if "namespaces" not in given and desired.namespace is None:
+        return Outcome()
+    home = scopes[0].namespace
+    managed = {scope.namespace for scope in scopes}
+    holding: dict[str, list[str]] = {}
+    for user in scopes[0].context.usage.mounts():
+        if user.namespace.startswith(home) and user.namespace not in managed:
+            holding.setdefault(user.namespace, []).append(user.name)
+    return Outcome(
+        warnings=tuple(
+            problem(
+                f"namespace {namespace}",
+                f"unmanaged namespace: the file does not declare it, and it holds "
+                f"{len(names)} mount{'s' if len(names) > 1 else ''} ({', '.join(names)}): "
+                "left alone (a namespace is never deleted); declare it under `namespaces:` "
+                "to manage them",
+            )
+            for namespace, names in sorted(holding.items())
+        )
+    )
 
 
 def plan_namespace_creation(scopes: Sequence[Scope]) -> Outcome:
