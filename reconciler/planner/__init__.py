@@ -52,7 +52,7 @@ from reconciler.planner._context import (
     mount_target_name,
     parse_catalog_target,
 )
-from reconciler.planner._dead import not_answering, unmanaged_namespace_warnings
+from reconciler.planner._dead import dead_elsewhere_warnings, not_answering
 from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
 from reconciler.planner._namespaces import (
     binding_errors,
@@ -155,7 +155,7 @@ def plan(
         plan_missing_pins(planned),
         Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
         Outcome(
-            warnings=unmanaged_namespace_warnings(
+            warnings=dead_elsewhere_warnings(
                 context, frozenset(scope.namespace for scope in scopes)
             )
         ),

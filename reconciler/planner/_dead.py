@@ -36,7 +36,7 @@ def not_answering(context: Context) -> tuple[NotAnswering, ...]:
     return tuple(found)
 
 
-def unmanaged_namespace_warnings(
+def dead_elsewhere_warnings(
     context: Context, managed_namespaces: frozenset[str]
 ) -> tuple[Problem, ...]:
     """A warning per dead mount of a namespace the plan does not manage."""
