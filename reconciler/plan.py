@@ -263,6 +263,8 @@ class ConnectionPinParams(_Data):
     version: str
     # What the connection was pinned to: the version a rollback re-pins.
     previous_version: str
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 class ConnectionParams(_Data):
@@ -271,6 +273,8 @@ class ConnectionParams(_Data):
     mount: str
     name: str
     plugin: str
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 # --- actions --------------------------------------------------------------------------
@@ -283,6 +287,10 @@ class _Action(_Readable):
     reason: str
     reason_code: ReasonCode
     changes: list[FieldChange] = []
+    # Where the changed object lives, as a path from the root ("" is the root), whichever
+    # file form made the plan: a catalog entry at the root, a mount or a connection in its
+    # namespace, a namespace in its parent (format 2.3).
+    namespace: str = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -421,6 +429,40 @@ class PlanNode(_Readable):
     active: bool = False
 
 
+class NotAnswering(_Data):
+    """A live mount whose backend does not answer, why, and what brings it back."""
+
+    # As the plan names mounts ("auth/ldap/"), with the namespace when not the client's.
+    target: str
+    kind: MountKind
+    path: str
+    namespace: str = ""
+    plugin: str
+    cause: str
+    fix: str
+
+
+class PreflightStatus(StrEnum):
+    """Where a mount stands before an upgrade to a release without its built-in."""
+
+    UNREPLACED = "unreplaced"  # it runs the built-in and the plan leaves it there
+    MOVED_BY_THIS_PLAN = "moved-by-this-plan"  # the plan moves it onto a declared replacement
+    RUNS_REPLACEMENT = "runs-replacement"  # it already runs an external plugin of that name
+
+
+class PreflightMount(_Data):
+    """A mount whose plugin is a built-in the `server_version` release does not ship."""
+
+    target: str
+    kind: MountKind
+    path: str
+    namespace: str = ""
+    plugin: str
+    status: PreflightStatus
+    # The external version it runs, or is moved onto ("" unversioned or none).
+    replacement: str = ""
+
+
 class DesiredSource(_Data):
     path: str = ""
     sha256: str = ""
@@ -446,6 +488,14 @@ class Plan(_Readable):
     actions: list[Action] = []
     errors: list[Problem] = []
     warnings: list[Problem] = []
+    # Every mount of every namespace read whose backend does not answer (format 2.3).
+    not_answering: list[NotAnswering] = []
+    # The OpenBao release `--server-version` checked the mounts against ("" when none):
+    # each mount relying on a built-in that release does not ship is an error or a warning.
+    server_version: str = ""
+    # With `server_version`: every mount named after a built-in that release does not
+    # ship, and where it stands (only `unreplaced` and `moved-by-this-plan` are problems).
+    preflight: list[PreflightMount] = []
 
     @property
     def destructive(self) -> list[Action]:
@@ -518,7 +568,8 @@ def fingerprint(live: LiveState) -> str:
     if live.connections:
         # Only when there are any: a server without database connections keeps its fingerprint.
         document["connections"] = sorted(
-            (c.model_dump() for c in live.connections), key=lambda c: (c["mount"], c["name"])
+            (c.model_dump() for c in live.connections),
+            key=lambda c: (c["namespace"], c["mount"], c["name"]),
         )
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

@@ -21,7 +21,7 @@ from reconciler.documents import ActionRef, ApplyDocument
 
 # Defined with the documents that name it; `reconcile.Verdict` stays where callers look.
 from reconciler.documents import Verdict as Verdict  # noqa: PLC0414
-from reconciler.errors import PlanFileError, PlanRefused, StaleState
+from reconciler.errors import ApiError, PermissionDenied, PlanFileError, PlanRefused, StaleState
 from reconciler.executor import (
     ApplyOptions,
     ApplyResult,
@@ -121,11 +121,75 @@ def plan_for(
     replace: Collection[CatalogKey] = (),
     held: Collection[HeldUpgrade] = (),
     nodes: Sequence[str] = (),
+    server_version: str = "",
 ) -> Plan:
-    """Read the live state (every node's, on a cluster) and plan the loaded desired state."""
-    live = read_live_state(client, nodes_for(client, loaded, nodes))
+    """Read the live state (every node's, on a cluster) and plan the loaded desired state;
+    with `server_version`, also check every mount against that release's built-ins."""
+    refuse_whole_server_file_in_a_namespace(client, loaded, scoped_to=client.namespace)
+    try:
+        live = read_live_state(client, nodes_for(client, loaded, nodes))
+    except PermissionDenied:
+        # Refused at the root: a token scoped to a namespace, which the whole-server
+        # file cannot use; say so rather than which path was refused.
+        refuse_whole_server_file_in_a_namespace(client, loaded, scoped_to=_token_namespace(client))
+        raise
     source = DesiredSource(path=str(loaded.path), sha256=loaded.sha256)
-    return plan(loaded.state, live, source=source, replace=replace, held=held)
+    return plan(
+        loaded.state,
+        live,
+        source=source,
+        replace=replace,
+        held=held,
+        server_version=server_version,
+    )
+
+
+def whole_server_keys(loaded: LoadedDesired) -> list[str]:
+    """The keys that make a file describe the whole server (`plugins:`, `namespaces:`)."""
+    given = loaded.state.model_fields_set
+    return [key for key in ("plugins", "namespaces") if key in given]
+
+
+def refuse_whole_server_file_in_a_namespace(
+    client: Client, loaded: LoadedDesired, *, scoped_to: str
+) -> None:
+    """A whole-server file run in a namespace: refused before any request that writes.
+
+    Its `plugins:` are the root's one catalog and its `namespaces:` are paths from the
+    root: run in namespace N, the file would create N/ns1/, mount the root's mounts in N
+    and, with prune_mounts, disable N's own. `scoped_to` is the namespace set by
+    --namespace or BAO_NAMESPACE, or the one the token is scoped to.
+    """
+    keys = whole_server_keys(loaded)
+    if not keys or loaded.state.namespace is not None or not scoped_to.strip("/"):
+        return
+    namespace = scoped_to.strip("/") + "/"
+    what = " and ".join(f"`{key}:`" for key in keys)
+    if client.namespace:
+        setting = (
+            f"the namespace is set to {namespace} (by --namespace or BAO_NAMESPACE/VAULT_NAMESPACE)"
+        )
+        fix = (
+            "unset BAO_NAMESPACE (and VAULT_NAMESPACE) and drop --namespace to run it at the "
+            "root with a root-namespace token"
+        )
+    else:
+        setting = f"the token is scoped to namespace {namespace} (it cannot act at the root)"
+        fix = "run it with a token of the root namespace"
+    raise PlanRefused(
+        f"{loaded.path} describes the whole server (it has {what}), but {setting}: {fix}; "
+        f"for the team of {namespace}, write a file bound to it instead (`namespace: "
+        f"{namespace}` at the top, mounts only; `reconciler export --namespace {namespace}` "
+        "writes one). Nothing was changed."
+    )
+
+
+def _token_namespace(client: Client) -> str:
+    """The namespace the token was created in ("" for the root, or when it cannot say)."""
+    try:
+        return str(client.lookup_self().get("namespace_path") or "")
+    except ApiError:
+        return ""
 
 
 def nodes_for(client: Client, loaded: LoadedDesired, given: Sequence[str] = ()) -> list[Node]:
@@ -141,7 +205,7 @@ def remake_saved_plan(client: Client, saved: Plan, loaded: LoadedDesired) -> Pla
     made against another state is refused before anything is written.
     """
     replace = [parse_catalog_target(text) for text in saved.replace]
-    again = plan_for(client, loaded, replace=replace)
+    again = plan_for(client, loaded, replace=replace, server_version=saved.server_version)
     if again.server != saved.server:
         raise StaleState(
             f"the plan was made against another server ({saved.server.address or '?'}, "

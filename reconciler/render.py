@@ -12,9 +12,10 @@ import click
 
 from reconciler.durations import duration_text
 from reconciler.model import DURATION_CONFIG_KEYS
-from reconciler.plan import Action, ActionKind, Plan, Problem, Safety, Stage
+from reconciler.plan import Action, ActionKind, Plan, PreflightStatus, Problem, Safety, Stage
 
 if TYPE_CHECKING:
+    from reconciler.documents import StatusDocument
     from reconciler.executor import ProgressEvent
 
 _COLOURS: dict[str, str] = {
@@ -124,6 +125,9 @@ def render_plan(
                 + (f" and {more} more" if more else "")
                 + style.dim(" (--verbose lists each)")
             )
+    if plan.server_version:
+        lines.append("")
+        lines.extend(_preflight_lines(plan, style))
     lines.append("")
     lines.append(style.bold("Plan: " + summary(plan, allow_destroy) + "."))
     return "\n".join(lines) + "\n"
@@ -149,11 +153,35 @@ def fold_warnings(warnings: Sequence[Problem]) -> list[tuple[str, list[Problem]]
     return list(groups.items())
 
 
+_PREFLIGHT_WORDS = {
+    PreflightStatus.UNREPLACED: "runs the built-in, no replacement: it dies at the upgrade",
+    PreflightStatus.MOVED_BY_THIS_PLAN: "moved onto the declared replacement by this plan",
+    PreflightStatus.RUNS_REPLACEMENT: "already runs its replacement",
+}
+
+
+def _preflight_lines(plan: Plan, style: _Styler) -> list[str]:
+    """`--server-version`: every mount named after a built-in that release lacks."""
+    title = f"Preflight for OpenBao {plan.server_version}:"
+    if not plan.preflight:
+        return [style.bold(title) + " no mount relies on a built-in it does not ship."]
+    lines = [style.bold(title)]
+    for mount in plan.preflight:
+        version = f" {mount.replacement}" if mount.replacement else ""
+        lines.append(
+            f"  {mount.target} ({mount.plugin}{version}): {_PREFLIGHT_WORDS[mount.status]}"
+        )
+    return lines
+
+
 def _action_lines(action: Action, refusal: str | None, style: _Styler) -> list[str]:
     symbol = action.symbol
     marker = style.paint("!", "red", bold=True) if refusal else " "
     painted = style.paint(symbol, _COLOURS[symbol])
     head = f"{marker} {painted} {action.kind.value} {_safe(action.target)}"
+    if action.namespace and " in namespace " not in action.target:
+        # Every action names its namespace, whichever file form made the plan.
+        head += f" in namespace {_safe(action.namespace)}"
     notes = [_safe(action.reason)]
     if action.safety is not Safety.SAFE:
         notes.append(action.safety.value)
@@ -231,3 +259,41 @@ def progress_line(event: ProgressEvent) -> str | None:
         # The error itself is quoted once, in the result's problems.
         return f"{prefix}: failed ({event.seconds:.2f}s)"
     return f"{prefix}: {event.status}: {event.message}"
+
+
+def status_text(status: StatusDocument) -> str:
+    """`status` as text: per mount its nodes, then the connections, then what is unread."""
+    where = f" (namespace {status.namespace})" if status.namespace else ""
+    shown = ", ".join(n or "root" for n in status.namespaces)
+    lines = [f"{status.server}{where}: {len(status.nodes)} node(s); namespaces: {shown}"]
+    if not status.mounts:
+        lines.append("no mount runs an external plugin, and every mount answers")
+    for mount in status.mounts:
+        pinned = mount.version or "(unpinned)"
+        builtin = " (built-in)" if mount.builtin else ""
+        in_namespace = f" in namespace {mount.namespace}" if mount.namespace else ""
+        lines.append(f"{mount.kind} {mount.path}{in_namespace} {mount.plugin}{builtin} {pinned}")
+        for seen in mount.nodes:
+            role = "active " if seen.active else "standby"
+            if mount.builtin:
+                catalog = "built-in"
+            elif seen.catalog.sha256:
+                catalog = seen.catalog.sha256[:12]
+            else:
+                catalog = "missing: " + seen.catalog.error
+            running = f"{seen.running.version or '(unversioned)'} {seen.running.sha256[:12]}"
+            answers = "answers" if seen.answers else "DOES NOT ANSWER: " + seen.error
+            lines.append(f"  {role} {seen.node}  catalog {catalog}  runs {running}  {answers}")
+            lines.extend(f"    FLAGGED: {problem}" for problem in seen.problems)
+    for connection in status.connections:
+        in_namespace = f" in namespace {connection.namespace}" if connection.namespace else ""
+        pinned = connection.version or "(unpinned)"
+        runs = connection.runs or "nothing"
+        sha = f" {connection.sha256[:12]}" if connection.sha256 else ""
+        lines.append(
+            f"connection {connection.mount}{connection.name}{in_namespace} "
+            f"{connection.plugin} {pinned}  runs {runs}{sha}"
+        )
+        lines.extend(f"    FLAGGED: {problem}" for problem in connection.problems)
+    lines.extend(f"not readable with this token: {what}" for what in status.unreadable)
+    return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from reconciler.builtins import OPENBAO_BUILTINS, RESERVED_BUILTINS, UNCATALOGUED_BUILTINS
+from reconciler.releases import last_release_shipping
 
 if TYPE_CHECKING:
     from reconciler.model import CatalogEntry, LiveMount, MountKind, PluginEntry, PluginType
@@ -274,3 +275,66 @@ def connection_runs(
 ) -> Target | None:
     """What a live connection pinned to `pin` runs at its next reset (None: nothing)."""
     return effective_entry("database", plugin, pin, external, builtins)
+
+
+# --- mounts that do not answer -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MountFailure:
+    """Why a live mount does not answer, and what brings it back (plan, export, watch)."""
+
+    cause: str
+    fix: str
+    # The built-in the server no longer ships, when that is the cause: a preflight,
+    # export and the docs name the release that last shipped it.
+    removed_builtin: bool = False
+
+    def __str__(self) -> str:
+        return f"does not answer: {self.cause}; {self.fix}"
+
+
+def mount_failure(
+    mount: LiveMount,
+    external: Collection[CatalogKey],
+    builtins: Collection[BuiltinKey],
+) -> MountFailure | None:
+    """Why `mount` has no backend, None when nothing read says so.
+
+    Two reads show it: the probe through the mount failed (its plugin did not start;
+    `sys/mounts` still reports what ran before), or the server reports nothing running
+    and the mount resolves to no plugin at all — the server skipped it at start, as
+    OpenBao 2.7 does with a mount of a built-in it no longer ships (SPEC §14).
+    """
+    if mount.reserved:
+        return None
+    kind, plugin, pin = mount.kind, mount.plugin, mount.plugin_version
+    target = effective_entry(kind, plugin, pin, external, builtins)
+    nothing_runs = mount.running_plugin_version == "" and mount.running_sha256 == ""
+    if target is None and nothing_runs:
+        if pin and not is_builtin_version(pin):
+            return MountFailure(
+                cause=f"it is pinned to {kind} plugin {plugin} {pin}, which is not in the catalog",
+                fix=f"register {plugin} {pin} (or pin the mount to a registered version) "
+                "and reload it",
+            )
+        last = last_release_shipping((kind, plugin))
+        if last is not None:
+            return MountFailure(
+                cause=f"this server no longer ships the built-in {kind} plugin {plugin} "
+                f"(last in OpenBao {last}); its data is still in storage",
+                fix=f"declare an external {kind} plugin named {plugin} and pin the mount to "
+                "it: apply registers, tunes and reloads it, and the mount is back with its data",
+                removed_builtin=True,
+            )
+        return MountFailure(
+            cause=f"no built-in and no catalog entry is named {kind} plugin {plugin}",
+            fix=f"register a {kind} plugin named {plugin} and reload the mount",
+        )
+    if mount.backend_answers is False:
+        return MountFailure(
+            cause="its plugin failed to start (sys/mounts still reports what ran before)",
+            fix="reload it (sys/plugins/reload/backend) once its binary can start, "
+            "or pin it back to a version that runs",
+        )
+    return None

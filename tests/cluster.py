@@ -61,6 +61,8 @@ class ClusterNode:
     cluster_port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # The `bao` binary it runs: another release than the installed one for upgrade tests.
+    binary: str = ""
 
     @property
     def address(self) -> str:
@@ -121,7 +123,7 @@ class ClusterNode:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [find_bao(), "server", f"-config={self.config_path}"],
+                [self.binary or find_bao(), "server", f"-config={self.config_path}"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -216,6 +218,12 @@ class Cluster:
         self.unseal(node)
         self.wait_healthy(timeout=timeout)
 
+    def upgrade(self, node: ClusterNode, binary: str, *, timeout: float = 60.0) -> None:
+        """Restart one node on another release: stop it, start `binary`, unseal, wait healthy."""
+        node.stop()
+        node.binary = binary
+        self.restart(node, timeout=timeout)
+
     def heal(self, *, timeout: float = 60.0) -> None:
         """Start every stopped node, unseal every sealed one, wait until all are healthy."""
         for node in self.nodes:
@@ -282,8 +290,13 @@ class Cluster:
             node.stop()
 
 
-def start_cluster(size: int = 3, *, workdir: Path | None = None, timeout: float = 90.0) -> Cluster:
-    """Start `size` raft nodes, initialise, unseal and join them; wait for healthy voters."""
+def start_cluster(
+    size: int = 3, *, workdir: Path | None = None, timeout: float = 90.0, binary: str = ""
+) -> Cluster:
+    """Start `size` raft nodes, initialise, unseal and join them; wait for healthy voters.
+
+    `binary` is the `bao` every node runs (default: the installed one).
+    """
     began = time.monotonic()
     directory = Path(workdir or tempfile.mkdtemp(prefix="reconciler-cluster-"))
     ports: list[int] = []
@@ -296,6 +309,7 @@ def start_cluster(size: int = 3, *, workdir: Path | None = None, timeout: float 
             api_port=ports[2 * index - 2],
             cluster_port=ports[2 * index - 1],
             directory=directory / f"node{index}",
+            binary=binary,
         )
         for index in range(1, size + 1)
     ]

@@ -1,11 +1,15 @@
 """Shared fixtures: one real OpenBao dev server per test session, reset before each test.
 
 Tests that ask for `cluster` (or `bao_cluster`) also get a real 3-node raft
-cluster, started once per session on first use (see tests/cluster.py).
+cluster, started once per session on first use (see tests/cluster.py). The
+server-upgrade tests ask for `old_server` or `old_cluster`: raft servers of an
+older OpenBao release (tests/releases.py), started once per session on first
+use, which those tests upgrade — nothing else may use them.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +24,22 @@ from tests.declarative_server import (
     DeclarativeServer,
     start_declarative_server,
 )
+from tests.releases import OLD_RELEASE, release_binary
 from tests.server_reset import reset_server
 
 # Fixtures that start an OpenBao server (or hand out the binary to start one). A test that
 # starts a server without any of them is marked by hand.
 SERVER_FIXTURES = frozenset(
-    {"bao_server", "bao", "tls_server", "sealed_server", "declarative_bao_server", "bao_cluster"}
+    {
+        "bao_server",
+        "bao",
+        "tls_server",
+        "sealed_server",
+        "declarative_bao_server",
+        "bao_cluster",
+        "old_server",
+        "old_cluster",
+    }
 )
 
 # Session-wide servers too costly to start once per xdist worker.
@@ -42,7 +56,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = set(getattr(item, "fixturenames", ()))
         if SERVER_FIXTURES & fixtures:
             item.add_marker(pytest.mark.server)
-        if "bao_cluster" in fixtures:
+        if {"bao_cluster", "old_cluster"} & fixtures:
             item.add_marker(pytest.mark.cluster)
         # Under pytest-xdist (`--dist loadgroup`), the tests of one session-wide server run on
         # one worker, so each such server starts once, not once per worker.
@@ -166,3 +180,34 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _cluster_costs:
         costs = ", ".join(f"{name} {value:.1f}" for name, value in _cluster_costs.items())
         terminalreporter.write_line(f"OpenBao cluster: {costs}")
+
+
+def _start_old(tmp_path_factory: pytest.TempPathFactory, size: int) -> Cluster:
+    """`size` raft nodes of the release the upgrade tests start from, plugins built on each."""
+    try:
+        binary = release_binary()
+        started = start_cluster(size, workdir=tmp_path_factory.mktemp(f"old-{size}"), binary=binary)
+    except (ClusterError, OSError, subprocess.CalledProcessError) as error:
+        pytest.fail(f"cannot start OpenBao {OLD_RELEASE}: {error}", pytrace=False)
+    started.install_example_plugins()
+    return started
+
+
+@pytest.fixture(scope="session")
+def old_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One raft node on the older release; the test that asks for it upgrades it."""
+    started = _start_old(tmp_path_factory, 1)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def old_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three raft nodes on the older release; the test that asks for it rolls them."""
+    started = _start_old(tmp_path_factory, 3)
+    try:
+        yield started
+    finally:
+        started.stop()

@@ -11,12 +11,15 @@ A case file holds:
   `running_sha256` runs what its pin resolves to (a settled server); drift is
   written out;
 - `options` (optional): `replace` ("type/name/version"), `held`
-  ([type, name, version, sha256]), `allow_destroy` (for the refusal count);
+  ([type, name, version, sha256]), `allow_destroy` (for the refusal count),
+  `server_version` (the `--server-version` preflight);
 - `expect`: `actions` ("kind target", exact plan order), `details` per action
   (`safety`, `stage`, `reason` fragment, `params` subset, `params_absent`,
   `changed` field names in order), `errors` (fragments, exact count),
-  `warnings` (fragments that must appear), `warning_count` (optional),
-  `refused` (default 0).
+  `warnings` (fragments that must appear), `warnings_absent` (fragments no
+  warning may hold), `warning_count` (optional), `not_answering` ("target:
+  cause fragment", exact count; default none), `preflight` ("target: status",
+  exact, with `options.server_version`), `refused` (default 0).
 
 Top-level `anchors` is free for YAML anchors (sha256 values) and ignored.
 Every case without errors must also converge on the simulated server.
@@ -48,7 +51,17 @@ from tests.planner_sim import apply_effects, builtin_catalog, reserved_mounts, r
 CASES_DIR = Path(__file__).parent / "planner_cases"
 CASE_FILES = sorted(CASES_DIR.glob("*.yaml"))
 _TOP_KEYS = {"description", "builtins", "anchors", "desired", "live", "options", "expect"}
-_EXPECT_KEYS = {"actions", "details", "errors", "warnings", "warning_count", "refused"}
+_EXPECT_KEYS = {
+    "actions",
+    "details",
+    "errors",
+    "warnings",
+    "warnings_absent",
+    "warning_count",
+    "not_answering",
+    "preflight",
+    "refused",
+}
 _DETAIL_KEYS = {"safety", "stage", "reason", "params", "params_absent", "changed"}
 
 
@@ -61,6 +74,7 @@ class Case:
     replace: frozenset[CatalogKey]
     held: frozenset[HeldUpgrade]
     allow_destroy: bool
+    server_version: str = ""
 
     @property
     def expect(self) -> dict[str, Any]:
@@ -68,7 +82,13 @@ class Case:
         return expect
 
     def plan(self) -> Plan:
-        return plan(self.desired, self.live, replace=self.replace, held=self.held)
+        return plan(
+            self.desired,
+            self.live,
+            replace=self.replace,
+            held=self.held,
+            server_version=self.server_version,
+        )
 
 
 def load_case(path: Path) -> Case:
@@ -103,6 +123,7 @@ def load_case(path: Path) -> Case:
         replace=frozenset(_catalog_key(text) for text in options.get("replace") or []),
         held=frozenset((t, n, normalize_version(v), s) for t, n, v, s in options.get("held") or []),
         allow_destroy=bool(options.get("allow_destroy", False)),
+        server_version=str(options.get("server_version", "")),
     )
 
 
@@ -219,6 +240,16 @@ def test_plan_matches_the_case(case: Case) -> None:
         assert any(fragment in w for w in warnings), (
             f"no warning with {fragment!r} in {warnings!r}" + why
         )
+    for fragment in expect.get("warnings_absent") or []:
+        assert not any(fragment in w for w in warnings), f"warning with {fragment!r}" + why
+    dead = [f"{m.target}: {m.cause}" for m in the_plan.not_answering]
+    expected_dead = expect.get("not_answering") or []
+    assert len(dead) == len(expected_dead), f"not answering {dead!r}" + why
+    for fragment in expected_dead:
+        assert any(fragment in d for d in dead), f"no dead mount {fragment!r} in {dead!r}" + why
+    if "preflight" in expect:
+        found = [f"{m.target}: {m.status.value}" for m in the_plan.preflight]
+        assert found == expect["preflight"], f"preflight {found!r}" + why
     if "warning_count" in expect:
         assert len(warnings) == expect["warning_count"], f"warnings {warnings!r}" + why
 

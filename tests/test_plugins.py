@@ -55,6 +55,8 @@ def test_build_writes_one_executable_script_per_plugin_version(tmp_path: Path) -
         ("database", "demo-db", "v2.0.0", "demo-db-2.0.0"),
         ("database", "demo-db", "v3.0.0", "demo-db-3.0.0"),
         ("database", "demo-db", "", "demo-db-unversioned"),
+        ("auth", "ldap", "v1.0.0", "ldap-auth-1.0.0"),
+        ("secret", "ldap", "v1.0.0", "ldap-secrets-1.0.0"),
     ]
     assert [(s.type, s.name, s.version, s.command) for s in PLUGINS] == [
         (p.type, p.name, p.version, p.command) for p in built
@@ -66,7 +68,7 @@ def test_build_writes_one_executable_script_per_plugin_version(tmp_path: Path) -
         assert os.access(plugin.path, os.X_OK)
         text = plugin.path.read_text()
         assert text.startswith(f"#!{sys.executable}\n")
-        spec = find_spec(plugin.name, plugin.version)
+        spec = find_spec(plugin.name, plugin.version, plugin.type)
         if spec.broken:
             assert "raise SystemExit(1)" in text
         else:

@@ -92,8 +92,13 @@ def start_dev_server(
     workdir: Path | None = None,
     extra_args: list[str] | None = None,
     timeout: float = 30.0,
+    binary: str | None = None,
 ) -> DevServer:
-    """Start `bao server -dev` on a free loopback port and wait until it answers."""
+    """Start `bao server -dev` on a free loopback port and wait until it answers.
+
+    `binary` runs another OpenBao release than the installed one (tests, and the
+    script that lists each release's built-ins).
+    """
     workdir = Path(workdir or tempfile.mkdtemp(prefix="reconciler-bao-"))
     workdir.mkdir(parents=True, exist_ok=True)
     plugin_directory = Path(plugin_directory or workdir / "plugins").resolve()
@@ -104,7 +109,7 @@ def start_dev_server(
     config.write_text(f'plugin_directory = "{plugin_directory}"\n')
     log_path = workdir / "server.log"
     command = [
-        find_bao(),
+        binary or find_bao(),
         "server",
         "-dev",
         f"-dev-root-token-id={token}",

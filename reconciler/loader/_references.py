@@ -17,6 +17,7 @@ from reconciler.model import (
     MountKind,
     PluginEntry,
 )
+from reconciler.releases import last_release_shipping
 from reconciler.resolver import (
     SHIPPED_BUILTINS,
     BuiltinVersions,
@@ -352,6 +353,11 @@ def _check_resolution(
         other = sorted({e.type for e in state.plugins if e.name == name})
         if other:
             hint = f" (plugins declares it with type: {', '.join(other)})"
+        elif (last := last_release_shipping((kind, name))) is not None:
+            hint = (
+                f" (a built-in of OpenBao {last}, no longer shipped: declare an external "
+                f"{kind} plugin named {name} to replace it)"
+            )
     return [
         ReferenceProblem(
             at_plugin,

@@ -17,7 +17,10 @@ of the phases follows from their arguments:
 - `_nodes`: per-node drift on a cluster (a node running another binary);
 - `_overrides`: warnings naming every mount an override of a built-in changes;
 - `_namespaces`: warnings naming the mounts of other namespaces an update leaves
-  on the old binary.
+  on the old binary;
+- `_dead`: every mount that does not answer, of every namespace, with its cause;
+- `_preflight` (`server_version`): the mounts an upgrade to that OpenBao release
+  would leave without their built-in.
 
 How the server resolves plugins is not decided here: `reconciler.resolver`.
 """
@@ -30,6 +33,8 @@ from reconciler.model import DesiredState, LiveState
 from reconciler.plan import (
     KIND_ORDER,
     Action,
+    ActionKind,
+    CreateNamespaceAction,
     DesiredSource,
     Plan,
     PlanNode,
@@ -40,7 +45,7 @@ from reconciler.plan import (
 )
 from reconciler.planner._catalog import CatalogWrites, plan_catalog_writes
 from reconciler.planner._cleanup import ScopedMounts, plan_deregistrations
-from reconciler.planner._connections import ConnectionChanges, plan_connections
+from reconciler.planner._connections import plan_connections
 from reconciler.planner._context import (
     Context,
     HeldUpgrade,
@@ -50,6 +55,7 @@ from reconciler.planner._context import (
     mount_target_name,
     parse_catalog_target,
 )
+from reconciler.planner._dead import dead_elsewhere_warnings, not_answering
 from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
 from reconciler.planner._namespaces import (
     binding_errors,
@@ -57,11 +63,13 @@ from reconciler.planner._namespaces import (
     elsewhere_warnings,
     namespace_scopes,
     plan_namespace_creation,
+    unmanaged_namespace_warnings,
 )
 from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
-from reconciler.planner._server_owned import plan_server_references
-from reconciler.resolver import CatalogKey, Target, api_path
+from reconciler.planner._preflight import preflight
+from reconciler.planner._server_owned import plan_missing_pins, plan_server_references
+from reconciler.resolver import CatalogKey, Target, api_path, namespace_path
 
 __all__ = [
     "HeldUpgrade",
@@ -79,12 +87,15 @@ def plan(
     source: DesiredSource | None = None,
     replace: Collection[CatalogKey] = (),
     held: Collection[HeldUpgrade] = (),
+    server_version: str = "",
 ) -> Plan:
     """Compute the actions that make `live` equal to `desired`.
 
     `replace` forces a re-register of those catalog entries (and a reload of
     their mounts); `held` lists failed upgrades the watcher has set aside:
-    mounts that would move to them stay where they are.
+    mounts that would move to them stay where they are. `server_version` checks
+    every mount against that OpenBao release's built-ins (`releases.UnknownRelease`
+    for a release without a list).
     """
     bound = desired.namespace is not None
     if bound:
@@ -98,15 +109,18 @@ def plan(
     for scope in scopes:
         mounts = plan_declared_mounts(scope.context, catalog.changed)
         pruning = plan_unmanaged_mounts(scope.context, mounts.claimed, catalog.changed)
-        planned.append(ScopedMounts(scope, mounts, pruning))
-    # Connections are read and written in the client's namespace, the first scope.
-    connections = plan_connections(context, catalog.changed)
-    cleanup = plan_deregistrations(context, planned, connections)
-    # References and pins are checked once, against the client's namespace's mounts.
-    server_owned = plan_server_references(context, planned[0].mounts, planned[0].pruning)
+        # Each namespace's connections are read and written in that namespace.
+        connections = plan_connections(scope.context, catalog.changed)
+        planned.append(ScopedMounts(scope, mounts, pruning, connections))
+    cleanup = plan_deregistrations(context, planned)
+    # References are checked once, with the client's namespace's planned changes.
+    server_owned = plan_server_references(
+        context, planned[0].mounts, planned[0].pruning, planned[0].connections
+    )
     outcomes = [
         Outcome(errors=binding_errors(desired, live)),
         creation,
+        unmanaged_namespace_warnings(desired, scopes),
         catalog,
         *(
             part.scope.outcome(phase)
@@ -131,7 +145,7 @@ def plan(
                         catalog.changed,
                         part.mounts,
                         part.pruning,
-                        connections if part is planned[0] else ConnectionChanges(),
+                        part.connections,
                         only_affecting=part.scope.elsewhere,
                     )
                 ),
@@ -142,13 +156,29 @@ def plan(
                 ),
             )
         ),
-        connections,
+        *(part.scope.outcome(part.connections) for part in planned),
         cleanup,
         server_owned,
+        plan_missing_pins(planned),
         Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
+        Outcome(
+            warnings=dead_elsewhere_warnings(
+                context, frozenset(scope.namespace for scope in scopes)
+            )
+        ),
     ]
+    checked = None
+    if server_version:
+        planned_targets = {
+            (part.scope.namespace, kind, path): target
+            for part in planned
+            for (kind, path), target in part.mounts.targets.items()
+        }
+        checked = preflight(context, server_version, planned_targets)
+        outcomes.append(checked)
     actions = [action for outcome in outcomes for action in outcome.actions]
     actions.extend(plan_node_reloads(context, actions))
+    actions = [_placed(action, context.namespace) for action in actions]
     warnings = [warning for outcome in outcomes for warning in outcome.warnings]
     return Plan(
         desired=source or DesiredSource(),
@@ -169,6 +199,9 @@ def plan(
         ),
         errors=_in_order(error for outcome in outcomes for error in outcome.errors),
         warnings=_in_order(warnings),
+        not_answering=list(not_answering(context)),
+        server_version=server_version,
+        preflight=list(checked.mounts) if checked is not None else [],
     )
 
 
@@ -201,6 +234,21 @@ def _sparing_mounts_without_entry(
                 )
             )
     return tuple(kept)
+
+
+_AT_THE_ROOT = frozenset({ActionKind.REGISTER, ActionKind.UPDATE, ActionKind.DEREGISTER})
+
+
+def _placed(action: Action, home: str) -> Action:
+    """`action` with the namespace its object lives in: a path from the root."""
+    if action.kind in _AT_THE_ROOT:
+        namespace = ""  # the one catalog
+    elif isinstance(action, CreateNamespaceAction):
+        namespace = namespace_path(action.params.parent)
+    else:
+        sent_in = getattr(action.params, "namespace", None)
+        namespace = home if sent_in is None else sent_in
+    return action.model_copy(update={"namespace": namespace})
 
 
 def _in_order(problems: Iterable[Problem]) -> list[Problem]:

@@ -41,6 +41,7 @@ from reconciler.resolver import (
     Unresolved,
     api_path,
     is_builtin_version,
+    mount_failure,
     resolve_mount,
     runs_builtin,
 )
@@ -58,6 +59,8 @@ class Reloads:
     cleanup: frozenset[str] = frozenset()
     dead: frozenset[str] = frozenset()
     repinned: frozenset[str] = frozenset()
+    # Why each dead mount (API path) does not answer, when the read says more than a probe.
+    causes: tuple[tuple[str, str], ...] = ()
 
     def __or__(self, other: Reloads) -> Reloads:
         return Reloads(
@@ -65,6 +68,7 @@ class Reloads:
             self.cleanup | other.cleanup,
             self.dead | other.dead,
             self.repinned | other.repinned,
+            tuple(sorted(set(self.causes) | set(other.causes))),
         )
 
     @property
@@ -130,7 +134,7 @@ def plan_unmanaged_mounts(
         reload: set[str] = set()
         for key, live_mount in context.unmanaged_mounts(claimed):
             where = mount_target_name(*key)
-            warnings.append(problem(where, _unmanaged_warning(live_mount)))
+            warnings.append(problem(where, _unmanaged_warning(context, live_mount)))
             stale = _old_binary(context, changed, live_mount)
             if stale is None:
                 continue
@@ -185,13 +189,10 @@ def _old_binary(
     return f"{target.name} {target.version or '(unversioned)'} ({detail})"
 
 
-def _unmanaged_warning(live_mount: LiveMount) -> str:
-    if live_mount.backend_answers is False:
-        return (
-            f"unmanaged mount ({live_mount.plugin}): left alone, and its backend does not "
-            "answer (its plugin failed to start): reload it (sys/plugins/reload/backend) "
-            "or declare it"
-        )
+def _unmanaged_warning(context: Context, live_mount: LiveMount) -> str:
+    failure = mount_failure(live_mount, context.external, context.builtins)
+    if failure is not None:
+        return f"unmanaged mount ({live_mount.plugin}): left alone, and its backend {failure}"
     return f"unmanaged mount ({live_mount.plugin}): left alone"
 
 
@@ -283,10 +284,11 @@ def _converge_reload(
     repinned = sorted((paths & reloads.repinned) - reloads.dead)
     differs = sorted(paths - reloads.dead - reloads.repinned)
     reasons = []
+    causes = dict(reloads.causes)
     if dead:
         reasons.append(
-            "backend does not answer (its plugin failed to start; sys/mounts still reports "
-            "it running): " + ", ".join(dead)
+            "backend does not answer: "
+            + "; ".join(f"{path} — {causes[path]}" if path in causes else path for path in dead)
         )
     if repinned:
         reasons.append("plugin_version is tuned: " + ", ".join(repinned))
@@ -299,7 +301,7 @@ def _converge_reload(
         if repinned
         else ReasonCode.RUNNING_PLUGIN_DIFFERS
     )
-    if len(reasons) == 1:
+    if len(reasons) == 1 and not causes.keys() & set(dead):
         # One reason for every mount: the target names them already.
         reasons = [reasons[0].rsplit(": ", 1)[0]]
     if canaries:
@@ -413,6 +415,12 @@ def _resolve(context: Context, kind: MountKind, mount: Mount) -> Target | Proble
                 f"{kind} plugin {name!r} is neither declared in the file "
                 "nor a built-in of this server"
             )
+    live_mount = context.live_mounts.get((kind, mount.path))
+    if live_mount is not None and live_mount.plugin == name:
+        failure = mount_failure(live_mount, context.external, context.builtins)
+        if failure is not None and outcome.depends_on_builtins:
+            # The mount is dead already: say why and what brings it back with its data.
+            message = f"{message}; the mount {failure}"
     return problem(mount_target_name(kind, mount.path), message)
 
 
@@ -664,12 +672,17 @@ def _reload(
     # The running_* values of a mount whose plugin failed to start stay as they were, and
     # so do they when a tune moves the pin back to what they report: neither can be
     # trusted to say a reload is not needed.
-    dead = live_mount.backend_answers is False
+    failure = mount_failure(live_mount, context.external, context.builtins)
+    dead = failure is not None
     repinned = isinstance(_pin_change(context, kind, mount, live_mount, target), str)
     if not (stale or dead or repinned):
         return Reloads()
     path = frozenset({api_path(kind, mount.path)})
-    why = Reloads(dead=path if dead else frozenset(), repinned=path if repinned else frozenset())
+    why = Reloads(
+        dead=path if dead else frozenset(),
+        repinned=path if repinned else frozenset(),
+        causes=((live_mount.api_path, failure.cause),) if failure is not None else (),
+    )
     if _shadowed_until_cleanup(context, kind, mount.plugin, target):
         # Only once the unversioned shadow is deregistered does a reload bring the built-in
         # back; before, an unpinned mount (tuning to the built-in's version may leave it

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -34,10 +34,12 @@ class Health:
     reason: str
     consecutive_failures: int
     seconds_since_success: float | None
+    # Healthy, yet mounts do not answer (named in `reason`).
+    degraded: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "status": "ok" if self.healthy else "unhealthy",
+            "status": "unhealthy" if not self.healthy else "degraded" if self.degraded else "ok",
             "reason": self.reason,
             "consecutive_failures": self.consecutive_failures,
             "seconds_since_success": (
@@ -64,6 +66,8 @@ class Metrics:
         self._started = monotonic()
         self._consecutive = 0
         self._last_success: float | None = None
+        # Mounts the last pass left without a backend ("auth/ldap/ (ldap)"), for /healthz.
+        self._not_answering: tuple[str, ...] = ()
 
         def counter(name: str, text: str, labels: Iterable[str] = ()) -> Counter:
             return Counter(name, text, labelnames=tuple(labels), registry=self.registry)
@@ -121,6 +125,12 @@ class Metrics:
         self._consecutive_gauge = gauge(
             "reconciler_consecutive_failures", "Failed passes since the last success."
         )
+        self._not_answering_gauge = gauge(
+            "reconciler_mounts_not_answering",
+            "Mounts (every namespace) whose backend did not answer after the last pass: a "
+            "plugin that failed to start, a missing catalog entry, a built-in the server "
+            "no longer ships.",
+        )
 
     # --- updates (the watcher's worker) -----------------------------------------
 
@@ -134,8 +144,10 @@ class Metrics:
         rollbacks: int = 0,
         duration: float = 0.0,
         held: int = 0,
+        not_answering: Iterable[str] | None = None,
     ) -> None:
-        """Account for one completed pass."""
+        """Account for one completed pass; `not_answering` names the mounts it left dead
+        (None: the pass did not read the server, the last count stands)."""
         self._passes.inc()
         self._last_duration.set(duration)
         self._duration.observe(duration)
@@ -147,6 +159,9 @@ class Metrics:
         self._rollbacks.inc(rollbacks)
         self._held.set(held)
         with self._lock:
+            if not_answering is not None:
+                self._not_answering = tuple(not_answering)
+                self._not_answering_gauge.set(len(self._not_answering))
             if ok:
                 self._consecutive = 0
                 self._last_success = self._monotonic()
@@ -164,7 +179,22 @@ class Metrics:
     # --- reads (the HTTP thread) --------------------------------------------------
 
     def health(self) -> Health:
-        """200 while passes succeed; 503 after 3 failures in a row or 2 intervals without one."""
+        """200 while passes succeed; 503 after 3 failures in a row or 2 intervals without one.
+
+        Mounts that do not answer are named in the reason (status `degraded`), with 200: the
+        watcher itself works, and restarting it (a liveness probe) would not revive them.
+        """
+        health = self._pass_health()
+        if not health.healthy or not self._not_answering:
+            return health
+        dead = ", ".join(self._not_answering)
+        return replace(
+            health,
+            degraded=True,
+            reason=f"{health.reason}; {len(self._not_answering)} mount(s) do not answer: {dead}",
+        )
+
+    def _pass_health(self) -> Health:
         with self._lock:
             now = self._monotonic()
             failures = self._consecutive

@@ -24,9 +24,11 @@ from reconciler.errors import ApiError, LockBusy, PermissionDenied, ReconcilerEr
 from reconciler.executor import ApplyOptions, ProgressEvent
 from reconciler.loader import LoadedDesired, load_desired
 from reconciler.lock import server_lock
+from reconciler.plan import ReloadAction
 from reconciler.planner import HeldUpgrade
 from reconciler.reconcile import PassHooks, PassInput, Verdict
 from reconciler.render import progress_line
+from reconciler.resolver import api_path, namespace_path
 from reconciler.watch._metrics import Metrics
 
 if TYPE_CHECKING:
@@ -71,6 +73,8 @@ class PassOutcome:
     rolled_back: list[str] = field(default_factory=list)
     held: list[HeldUpgrade] = field(default_factory=list)
     drift: bool = False
+    # Mounts the pass leaves without a backend ("auth/ldap/ (ldap)"); None: not read.
+    not_answering: list[str] | None = None
     desired_error: str = ""
     duration: float = 0.0
 
@@ -232,6 +236,7 @@ class PassRunner:
         hooks = PassHooks(progress=self._progress(outcome), lock=self._locked)
         result = reconcile.run_pass(client, PassInput(loaded), options, hooks)
         outcome.skipped = [str(refusal) for refusal in result.refused]
+        outcome.not_answering = _left_not_answering(result)
         outcome.drift = bool(result.runnable) and self._converged_hash == loaded.sha256
         if outcome.drift:
             log.warning(
@@ -338,6 +343,14 @@ class PassRunner:
             )
             return
         self._report_skipped(outcome)
+        if outcome.not_answering:
+            log.warning(
+                "%s not answer: %s",
+                _count(len(outcome.not_answering), "mount")
+                + (" does" if len(outcome.not_answering) == 1 else " do"),
+                ", ".join(outcome.not_answering),
+                extra={"fields": {**fields, "not_answering": outcome.not_answering}},
+            )
         if outcome.ok:
             self._failures_in_row = 0
             current = self.desired.current
@@ -361,6 +374,7 @@ class PassRunner:
             rollbacks=len(outcome.rolled_back),
             duration=outcome.duration,
             held=len(self._held),
+            not_answering=outcome.not_answering,
         )
 
     def _report_failure(self, outcome: PassOutcome, fields: dict[str, Any]) -> None:
@@ -397,6 +411,24 @@ class PassRunner:
         self._last_skipped = list(outcome.skipped)
         for line in outcome.skipped:
             log.log(level, "skipped: %s", line, extra={"fields": {"pass": outcome.number}})
+
+
+def _left_not_answering(result: reconcile.PassResult) -> list[str]:
+    """The plan's dead mounts that a converged pass did not reload (and verify)."""
+    revived: set[tuple[str, str]] = set()
+    if result.converged:
+        home = result.plan.server.namespace
+        revived = {
+            (namespace_path(home), path)
+            for action in result.applied
+            if isinstance(action, ReloadAction)
+            for path in action.params.mounts or ()
+        }
+    return [
+        f"{mount.target} ({mount.plugin})"
+        for mount in result.plan.not_answering
+        if (mount.namespace, api_path(mount.kind, mount.path)) not in revived
+    ]
 
 
 def _count(number: int, noun: str) -> str:

@@ -39,11 +39,14 @@ class PluginSpec:
     description: str
     # The file exits before the go-plugin handshake: a binary that cannot start.
     broken: bool = False
+    # The file name's start when the name alone is not unique (an auth and a
+    # secrets plugin of the same name).
+    file_stem: str = ""
 
     @property
     def command(self) -> str:
         """File name inside the plugin directory."""
-        return f"{self.name}-{self.version.removeprefix('v') or 'unversioned'}"
+        return f"{self.file_stem or self.name}-{self.version.removeprefix('v') or 'unversioned'}"
 
 
 @dataclass(frozen=True)
@@ -94,14 +97,34 @@ PLUGINS: tuple[PluginSpec, ...] = (
         "demo_db",
         "reports no version: registers unversioned, overrides demo-db",
     ),
+    # Stand-ins for the built-in `ldap` plugins that OpenBao 2.7 no longer ships.
+    PluginSpec(
+        "auth",
+        "ldap",
+        "v1.0.0",
+        "ldap_auth",
+        "stand-in for the removed built-in",
+        False,
+        "ldap-auth",
+    ),
+    PluginSpec(
+        "secret",
+        "ldap",
+        "v1.0.0",
+        "ldap_secrets",
+        "stand-in for the removed built-in",
+        False,
+        "ldap-secrets",
+    ),
 )
 
 
-def find_spec(name: str, version: str) -> PluginSpec:
-    """The example plugin `name` at `version` (leading "v" optional; "" for unversioned)."""
+def find_spec(name: str, version: str, plugin_type: str = "") -> PluginSpec:
+    """The example plugin `name` at `version` (leading "v" optional; "" for unversioned),
+    of `plugin_type` when the name alone is ambiguous (`ldap`)."""
     wanted = version and "v" + version.removeprefix("v")
     for spec in PLUGINS:
-        if spec.name == name and spec.version == wanted:
+        if spec.name == name and spec.version == wanted and plugin_type in {"", spec.type}:
             return spec
     known = ", ".join(f"{s.name} {s.version or '(unversioned)'}" for s in PLUGINS)
     raise KeyError(f"no example plugin {name} {version}; known: {known}")

