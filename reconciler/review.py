@@ -439,11 +439,9 @@ def _group_order(group: str) -> tuple[int, str]:
 
 
 def _namespace(plan: Plan, action: Action) -> str:
-    """The namespace an action writes in, as a path from the root ("" is the root)."""
-    own = getattr(action, "namespace", None)
-    if own is None:
-        own = getattr(action.params, "namespace", None)
-    return plan.server.namespace if own is None else str(own)
+    """The namespace an action writes in, as a path from the root ("" is the root): the
+    planner names it on every action."""
+    return action.namespace
 
 
 def _namespace_name(namespace: str) -> str:

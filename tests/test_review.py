@@ -75,6 +75,7 @@ def tune(path: str, namespace: str | None = None) -> TuneAction:
         params=TuneParams(
             kind="secret", path=path, body={"plugin_version": "v2.0.0"}, namespace=namespace
         ),
+        namespace=namespace or "",
     )
 
 
@@ -85,6 +86,7 @@ def reload(paths: list[str], *, canary: bool = False, namespace: str | None = No
         reason_code=ReasonCode.CANARY if canary else ReasonCode.PLUGIN_VERSION_PINNED,
         canary=canary,
         params=ReloadParams(mounts=paths, scope="global", namespace=namespace),
+        namespace=namespace or "",
     )
 
 
@@ -95,6 +97,7 @@ def prune(path: str, namespace: str | None = None) -> DisableAction:
         reason_code=ReasonCode.UNMANAGED_MOUNT_PRUNED,
         changes=[FieldChange(field="plugin", before="kv", after=None)],
         params=MountParams(kind="secret", path=path, namespace=namespace),
+        namespace=namespace or "",
     )
 
 
@@ -104,6 +107,7 @@ def enable(path: str, namespace: str | None = None) -> EnableAction:
         reason="not mounted",
         reason_code=ReasonCode.NOT_MOUNTED,
         params=EnableParams(kind="secret", path=path, plugin="kv", namespace=namespace),
+        namespace=namespace or "",
     )
 
 
