@@ -152,6 +152,7 @@ def test_status_covers_every_namespace_dead_mounts_pin_drift_and_connections(
     dead = cli(server, "status")
     assert dead.exit_code == 2, dead.output
     assert "DOES NOT ANSWER" in dead.stdout and "backend is nil" in dead.stdout, dead.output
+    assert "pinned to secret/demo-kv/v2.0.0, which is not in the catalog" in dead.stdout
     assert "pinned to database/demo-db/v1.0.0, which is not in the catalog" in dead.stdout
 
     # A built-in mount without a backend (here: an unversioned override whose binary does
