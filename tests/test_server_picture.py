@@ -542,3 +542,11 @@ def test_a_whole_server_file_re_pins_a_connection_two_namespaces_down_then_dereg
     assert catalog_versions(server, "demo-db") == ["v2.0.0"]
     again = cli(server, "plan", str(desired), "--detailed-exitcode")
     assert again.exit_code == 0, again.output
+
+    # The root's export puts the connection in its namespace, and plans empty.
+    exported = cli(server, "export").stdout
+    section = exported[exported.index("team-a/:") :]
+    assert "connections:\n" in section and "name: orders" in section, exported
+    assert exported.count("name: orders") == 1, exported
+    replanned = cli(server, "plan", str(write_desired(tmp_path, exported, "export.yaml")))
+    assert "no changes" in replanned.stdout, replanned.output
