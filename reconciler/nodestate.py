@@ -11,7 +11,7 @@ mount from a live one.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,9 +26,9 @@ from reconciler.documents import (
     StatusNode,
 )
 from reconciler.errors import ApiError
-from reconciler.model import LiveMount, LiveState, MountKind
+from reconciler.model import CatalogEntry, LiveMount, LiveState, MountKind
 from reconciler.nodes import Node, on_node
-from reconciler.resolver import is_builtin_version, namespace_path
+from reconciler.resolver import CatalogKey, is_builtin_version, namespace_path
 from reconciler.state import MAX_CONCURRENT_READS
 from reconciler.usage import ServerUsage
 
@@ -164,7 +164,8 @@ def read_status(client: Client, nodes: Sequence[Node], live: LiveState) -> Statu
                     running=RunningSeen(version=seen.running_version, sha256=seen.running_sha256),
                     answers=seen.answers,
                     error=seen.error,
-                    problems=_node_problems(mount, seen, catalog_sha256),
+                    problems=_node_problems(mount, seen, catalog_sha256)
+                    + _missing_pin(mount, listed),
                 )
             )
         external = _runs_external(mount)
@@ -216,6 +217,19 @@ def _node_problems(mount: LiveMount, seen: NodeMount, catalog_sha256: str) -> li
             f"{catalog_sha256[:12]}… for its version: reload it to run the catalog's binary"
         ]
     return []
+
+
+def _missing_pin(mount: LiveMount, listed: Mapping[CatalogKey, CatalogEntry]) -> list[str]:
+    """A mount pinned to an external version the catalog lacks (a removed stanza, a
+    deregistration by hand): it answers until its next reload, which fails."""
+    pin = mount.plugin_version
+    if not pin or is_builtin_version(pin) or (mount.kind, mount.plugin, pin) in listed:
+        return []
+    return [
+        f"pinned to {mount.kind}/{mount.plugin}/{pin}, which is not in the catalog: its next "
+        "reload fails and leaves it without a backend; pin it to a version the catalog "
+        "holds or register this one again"
+    ]
 
 
 def _connection_statuses(live: LiveState, home: str) -> list[ConnectionStatusDocument]:

@@ -160,15 +160,17 @@ def test_upgrade_through_a_stanza_tunes_reloads_and_keeps_data(
             "secrets/three/: pinned to secret/demo-kv/v1.0.0, which is not in the catalog: "
             "its next reload will fail"
         ) in stale.stdout + stale.stderr
-    # `status` marks it as well: the catalog has no entry for the version three/ is pinned to.
+    # `status` marks it as well: the catalog has no entry for the version three/ is pinned to,
+    # a flag (exit 2) although the mount still answers.
     status = run_cli(server.server, "status", "--json")
-    assert status.exit_code == 0, status.output
+    assert status.exit_code == 2, status.output
     three = next(m for m in json.loads(status.stdout)["mounts"] if m["path"] == "three/")
     assert three["version"] == "v1.0.0"
     assert three["nodes"], three
     for seen in three["nodes"]:
         assert seen["catalog"]["sha256"] == "", seen
         assert seen["catalog"]["error"], seen
+        assert "which is not in the catalog" in seen["problems"][0], seen
     text = run_cli(server.server, "status")
     assert "secret three/ demo-kv v1.0.0" in text.stdout, text.output
     assert "catalog missing: " in text.stdout, text.output

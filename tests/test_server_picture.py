@@ -152,6 +152,7 @@ def test_status_covers_every_namespace_dead_mounts_pin_drift_and_connections(
     dead = cli(server, "status")
     assert dead.exit_code == 2, dead.output
     assert "DOES NOT ANSWER" in dead.stdout and "backend is nil" in dead.stdout, dead.output
+    assert "pinned to secret/demo-kv/v2.0.0, which is not in the catalog" in dead.stdout
     assert "pinned to database/demo-db/v1.0.0, which is not in the catalog" in dead.stdout
 
     # A built-in mount without a backend (here: an unversioned override whose binary does
@@ -541,3 +542,11 @@ def test_a_whole_server_file_re_pins_a_connection_two_namespaces_down_then_dereg
     assert catalog_versions(server, "demo-db") == ["v2.0.0"]
     again = cli(server, "plan", str(desired), "--detailed-exitcode")
     assert again.exit_code == 0, again.output
+
+    # The root's export puts the connection in its namespace, and plans empty.
+    exported = cli(server, "export").stdout
+    section = exported[exported.index("team-a/:") :]
+    assert "connections:\n" in section and "name: orders" in section, exported
+    assert exported.count("name: orders") == 1, exported
+    replanned = cli(server, "plan", str(write_desired(tmp_path, exported, "export.yaml")))
+    assert "no changes" in replanned.stdout, replanned.output

@@ -9,11 +9,13 @@ of the phases follows from their arguments:
 - `_catalog`: catalog writes (register, update);
 - `_mounts`: each declared mount (move, enable, replace, tune, reload), then
   the unmanaged ones (disable when pruning);
-- `_connections`: each declared database connection (re-pin, reset);
-- `_cleanup`: deregistrations, refused while a mount (of any namespace) or a
-  connection left would need them;
+- `_connections`: each declared database connection (re-pin, reset), in
+  each namespace the file manages;
+- `_cleanup`: deregistrations, refused while a mount or a connection left,
+  of any namespace, would need them;
 - `_server_owned`: references to entries the server's configuration owns,
-  and mounts pinned to entries the catalog lacks;
+  and mounts and connections of every namespace pinned to entries the
+  catalog lacks;
 - `_nodes`: per-node drift on a cluster (a node running another binary);
 - `_overrides`: warnings naming every mount an override of a built-in changes;
 - `_namespaces`: warnings naming the mounts of other namespaces an update leaves
@@ -23,6 +25,8 @@ of the phases follows from their arguments:
   would leave without their built-in.
 
 How the server resolves plugins is not decided here: `reconciler.resolver`.
+What every mount and connection of the server uses is `reconciler.usage`, the
+one picture every in-use check reads (`Context.usage`).
 """
 
 from __future__ import annotations

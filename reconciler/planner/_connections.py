@@ -6,8 +6,11 @@ Each declared connection is moved to its version by writing `plugin_version`
 alone to `<mount>/config/<name>` (the stored connection details stay; the new
 plugin must start and connect, or the write is refused and the old one keeps
 running), and restarted with `<mount>/reset/<name>` when the binary behind its
-version changes in place. Connections the file does not list are left alone,
-but they still count when an entry is about to be deregistered (`_cleanup`).
+version changes in place. Each namespace's context plans the connections of
+its own database mounts, the requests sent in that namespace. Connections the
+file does not list are left alone, but they still count, in every namespace,
+when an entry is about to be deregistered (`_cleanup`, through the usage
+picture).
 """
 
 from __future__ import annotations

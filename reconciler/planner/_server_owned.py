@@ -100,8 +100,9 @@ def _users_after(
 
 
 def plan_missing_pins(planned: Sequence[ScopedMounts]) -> Outcome:
-    """Errors for every mount and connection, in any namespace, that the plan leaves
-    pinned to an external version the catalog lacks (its next reload or reset fails)."""
+    """An error for every mount and connection of the file's namespaces (a warning for
+    those of other namespaces) that the plan leaves pinned to an external version the
+    catalog lacks: its next reload or reset fails."""
     errors: list[Problem] = []
     warnings: list[Problem] = []
     for part in planned:
@@ -110,13 +111,13 @@ def plan_missing_pins(planned: Sequence[ScopedMounts]) -> Outcome:
         )
     context = planned[0].scope.context
     managed = {part.scope.namespace for part in planned}
+    declared = {part.scope.namespace: part.connections.targets for part in planned}
     for user, key in context.usage.pinned_to_missing():
         if key in context.external or key in context.entries_after:
             continue  # an entry this plan deregisters is refused by cleanup, naming its users
         if user.kind == "mount" and user.namespace in managed:
             continue  # its scope's own check above knows what the plan does to it
         if user.kind == "connection":
-            declared = {part.scope.namespace: part.connections.targets for part in planned}
             target = declared.get(user.namespace, {}).get((user.path, user.connection))
             if target is not None and target.key != key:
                 continue  # the plan re-pins it: the repair
