@@ -437,6 +437,13 @@ def apply_command(
         )
     if result.verdict is Verdict.DECLINED:
         _fail("apply declined: nothing was changed", documented=as_json)
+    if result.verdict is Verdict.FORBIDDEN:
+        _fail(
+            "the token cannot write what the plan changes: nothing was changed; give it the "
+            f"policy `reconciler policy {target_input.loaded.path}` prints, or use another token:\n"
+            + "\n".join(f"  {p}" for p in result.problems()),
+            documented=as_json,
+        )
     for line in result.rolled_back:
         click.echo(f"rolled back: {line}", err=True)
     if not result.converged:

@@ -49,18 +49,24 @@ def discover_nodes(client: Client, given: Sequence[str] = ()) -> list[Node]:
     try:
         listed = client.ha_status()
     except ApiError as error:
-        if error.status == 403 and client.namespace:
-            # A token scoped to a namespace cannot read root endpoints: it works as before
-            # clusters were known, and says what that costs.
+        if error.status == 403:
+            # A token scoped to a namespace cannot read root endpoints, and a root token's
+            # policy may leave it out: it works as before clusters were known, and says
+            # what that costs.
+            scoped = (
+                f"it is scoped to namespace {client.namespace}"
+                if client.namespace
+                else ("its policy does not grant read on sys/ha-status")
+            )
             log.warning(
-                "the token may not read sys/ha-status (it is scoped to namespace %s): "
-                "per-node checks are off; name the nodes with --node or settings.nodes, "
-                "and set reload_scope: global on a cluster",
-                client.namespace,
+                "the token may not read sys/ha-status (%s): per-node checks are off; name "
+                "the nodes with --node or settings.nodes, and set reload_scope: global on a "
+                "cluster",
+                scoped,
             )
             return [Node(address=client.address, active=True)]
-        # No answer or a refused root token says nothing about HA: the caller must know.
-        if error.status is None or error.status == 403:
+        # No answer says nothing about HA: the caller must know.
+        if error.status is None:
             raise
         log.debug("sys/ha-status unavailable (%s): treating %s as one node", error, client.address)
         listed = []

@@ -9,6 +9,7 @@ present the `PassResult` they get back.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import defaults
 from reconciler.documents import ActionRef, ApplyDocument
-from reconciler.errors import PlanFileError, PlanRefused, StaleState
+from reconciler.errors import ApiError, PlanFileError, PlanRefused, StaleState
 from reconciler.executor import (
     ApplyOptions,
     ApplyResult,
@@ -31,12 +32,15 @@ from reconciler.lock import server_lock
 from reconciler.nodes import Node, discover_nodes
 from reconciler.plan import Action, DesiredSource, Plan
 from reconciler.planner import HeldUpgrade, parse_catalog_target, plan
+from reconciler.policy import write_needs
 from reconciler.resolver import CatalogKey
 from reconciler.state import read_live_state
 
 if TYPE_CHECKING:
     from reconciler.client import Client
     from reconciler.model import ServerIdentity
+
+log = logging.getLogger(__name__)
 
 # Enough of a file's head to tell a saved plan from a desired-state file.
 _PLAN_HEAD_BYTES = 64
@@ -215,6 +219,7 @@ class Verdict(StrEnum):
     PLAN_ERRORS = "plan-errors"  # nothing was changed
     REFUSED = "refused"  # destructive actions refused: nothing was changed
     DECLINED = "declined"  # the front end's confirmation said no: nothing was changed
+    FORBIDDEN = "forbidden"  # the token may not make the plan's writes: nothing was changed
     NOT_CONVERGED = "not-converged"  # an action or the verification failed
 
 
@@ -250,6 +255,37 @@ def _decide(the_plan: Plan, options: ApplyOptions) -> _Decision:
 
 
 # --- the pass ----------------------------------------------------------------------------
+
+
+def unwritable(client: Client, actions: Sequence[Action]) -> list[str]:
+    """The planned writes the token may not make, one line each; empty when it may make
+    them all, or when the server does not say (the writes themselves will).
+
+    One `sys/capabilities-self` request for every path the actions write to, so that a
+    read-only token (or a policy that lacks a stanza) is refused before the first write
+    rather than halfway through the plan.
+    """
+    needs = write_needs(actions, client.namespace)
+    if not needs:
+        return []
+    try:
+        held = client.capabilities_self(sorted({need.path for need in needs}))
+    except ApiError as error:
+        log.debug("cannot ask for the token's capabilities (%s): the writes will tell", error)
+        return []
+    lines: list[str] = []
+    for need in needs:
+        capabilities = held.get(need.path)
+        if capabilities is None or capabilities & ({"root"} | need.any_of):
+            continue
+        where = f"{client.namespace}/{need.path}" if client.namespace else need.path
+        lacks = " or ".join(f"'{c}'" for c in sorted(need.any_of))
+        has = ", ".join(sorted(capabilities - {"deny"})) or "none"
+        action = f"{need.action.kind.value} {need.action.target}"
+        line = f"{action}: the token lacks {lacks} on {where} (it holds: {has})"
+        if line not in lines:
+            lines.append(line)
+    return lines
 
 
 def _ignore(_value: Any) -> None:
@@ -302,6 +338,8 @@ class PassResult:
             return [str(refusal) for refusal in self.refused]
         if self.verdict is Verdict.DECLINED:
             return ["apply declined"]
+        if self.verdict is Verdict.FORBIDDEN:
+            return list(self.failures)
         if self.verdict is Verdict.NOT_CONVERGED:
             return list(self.failures) or ["the apply did not converge"]
         return []
@@ -365,6 +403,9 @@ def run_pass(
         )
         if decision.verdict is not None or not decision.runnable:
             return result
+        forbidden = unwritable(client, decision.runnable)
+        if forbidden:
+            return dataclasses.replace(result, verdict=Verdict.FORBIDDEN, failures=tuple(forbidden))
         if hooks.confirm is not None and not hooks.confirm(the_plan, identity.address):
             return dataclasses.replace(result, verdict=Verdict.DECLINED)
         applied = _execute(client, the_plan, target.loaded, options, decision, hooks.progress)
