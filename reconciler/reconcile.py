@@ -452,7 +452,8 @@ def apply(
     """Apply a plan made from `loaded` (its env values come from there) and verify.
 
     The library's entry for a plan already in hand: the same policy as a pass, but a
-    plan with errors or refused actions raises PlanRefused before the first write.
+    plan with errors or refused actions, or writes the token may not make, raises
+    PlanRefused before the first write.
     """
     options = options or ApplyOptions()
     decision = _decide(the_plan, options)
@@ -465,5 +466,11 @@ def apply(
         raise PlanRefused(
             "refused, nothing was changed:\n"
             + "\n".join(f"  {r.action.target}: {r.why}" for r in decision.refused)
+        )
+    forbidden = unwritable(client, decision.runnable)
+    if forbidden:
+        raise PlanRefused(
+            "the token cannot write what the plan changes, nothing was changed:\n"
+            + "\n".join(f"  {line}" for line in forbidden)
         )
     return _execute(client, the_plan, loaded, options, decision, progress or _ignore)
