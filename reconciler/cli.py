@@ -614,11 +614,14 @@ def completion_command(shell: str) -> None:
 
 @cli.command("policy")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--read-only", is_flag=True, help="The policy `plan` needs (no writes).")
+@click.option(
+    "--read-only", is_flag=True, help="The policy `plan`, `status` and `export` need (no writes)."
+)
 @max_file_size_option
 @reports_errors
 def policy_command(file: Path, read_only: bool, max_file_size: int) -> None:
-    """Print the least-privilege ACL policy (HCL) that `apply` (or `plan`) of FILE needs."""
+    """Print the least-privilege ACL policy (HCL) that `apply`, `watch`, `status` and
+    `export` of FILE need (with --read-only: `plan`, `status` and `export`)."""
     from reconciler.loader import load_desired
     from reconciler.policy import policy_hcl
     from reconciler.resolver import SHIPPED_BUILTINS

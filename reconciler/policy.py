@@ -175,10 +175,10 @@ def policy_hcl(state: DesiredState, *, read_only: bool, source: str = "") -> str
     of = f" of {source}" if source else ""
     lines = [f"# What {commands}{of} need, and no more."]
     if state.namespace is not None:
-        lines.append(
-            f"# Write it in namespace {state.namespace} (paths are relative to it) and give "
-            "the policy to a token of that namespace."
-        )
+        lines += [
+            f"# Write it in namespace {state.namespace} (its paths are relative to it) and",
+            "# give it to a token of that namespace.",
+        ]
     if not read_only:
         lines.append("# Replacing a mount (--allow-destroy) also needs `delete` on its path.")
     for path, capabilities in sorted(policy_stanzas(state, read_only=read_only).items()):

@@ -273,7 +273,7 @@ def test_a_bound_file_grants_nothing_at_the_root_and_no_ha_status(tmp_path: Path
     hcl = _policy(desired, read_only=False)
     paths = _stanzas(hcl)
     assert "sys/ha-status" not in paths and not [p for p in paths if "team1" in p], paths
-    assert "Write it in namespace team1/" in hcl
+    assert "# Write it in namespace team1/ (its paths are relative to it)" in hcl
     assert 'path "sys/plugins/reload/backend"' in hcl
 
 
