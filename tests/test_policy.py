@@ -24,6 +24,7 @@ import pytest
 
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer
+from reconciler.demo.examples.plugins import demo_db
 from reconciler.watch import Watcher, WatchOptions
 from tests.helpers import CliResult, CliRun, RequestLog, api, write_desired
 from tests.server_reset import reset_server
@@ -65,6 +66,17 @@ namespaces:
       - {{path: deep/, plugin: kv, config: {{default_lease_ttl: {ttl}}}}}
 """
 
+# A database mount whose one connection the file declares (the connection itself, with
+# its credentials, is created by hand, as users do).
+DB_FILE = """\
+version: 1
+plugins:
+  - {{type: database, name: demo-db, version: v1.0.0, command: demo-db-1.0.0, sha256: {db1}}}
+  - {{type: database, name: demo-db, version: v2.0.0, command: demo-db-2.0.0, sha256: {db2}}}
+secrets:
+  - {{path: db/, plugin: database, connections: [{{name: orders, plugin: demo-db, version: {version}}}]}}
+"""
+
 BROKEN = "policy-broken-kv-2.0.0"
 
 
@@ -83,6 +95,7 @@ class Form:
 
 
 ROOT = Form("root", ROOT_FILE, "")
+DB = Form("db", DB_FILE, "")
 TEAM = Form("team", TEAM_FILE, "team1")
 READ_ONLY = Form("read-only", ROOT_FILE, "", read_only=True)
 
@@ -103,6 +116,8 @@ def _file(
     text = form.template.format(
         v1=sha256_of(plugins / "demo-kv-1.0.0"),
         v2=sha256_of(plugins / "demo-kv-2.0.0"),
+        db1=sha256_of(plugins / "demo-db-1.0.0"),
+        db2=sha256_of(plugins / "demo-db-2.0.0"),
         v2_command=v2 or "demo-kv-2.0.0",
         version=version,
         ttl=ttl,
@@ -163,20 +178,47 @@ def _watch_pass(server: DevServer, form: Form, token: str, desired: Path) -> boo
     return watcher.run_pass().ok
 
 
-def _register(server: DevServer, plugins: Path, version: str, command: str) -> None:
+def _register(
+    server: DevServer, plugins: Path, version: str, command: str, entry: str = "secret/demo-kv"
+) -> None:
+    """Register an example plugin, unless it is registered so already (a register starts
+    the plugin once)."""
+    http = api(server)
+    found = http.get(f"/v1/sys/plugins/catalog/{entry}", params={"version": version})
+    if found.status_code == 200 and found.json()["data"]["command"] == command:
+        return
     body = {
         "version": version,
         "command": command,
-        "sha256": sha256_of(plugins / f"demo-kv-{version.lstrip('v')}"),
+        "sha256": sha256_of(plugins / f"{entry.split('/')[1]}-{version.lstrip('v')}"),
     }
-    api(server).put("/v1/sys/plugins/catalog/secret/demo-kv", json=body).raise_for_status()
+    api(server).put(f"/v1/sys/plugins/catalog/{entry}", json=body).raise_for_status()
 
 
 def _fresh(server: DevServer, plugins: Path, form: Form) -> None:
     """Empty but for what the file does not manage: a namespace it does not declare, a
-    catalog entry it does not declare, and the mount it moves."""
-    reset_server(server.address, server.token)
+    catalog entry it does not declare, and the mount it moves; the catalog entries the
+    file declares may be there already."""
+    reset_server(server.address, server.token, keep_catalog=True)
     http = api(server)
+    if form is DB:
+        for version in ("v1.0.0", "v2.0.0"):
+            command = f"demo-db-{version.lstrip('v')}"
+            _register(server, plugins, version, command, "database/demo-db")
+        http.post("/v1/sys/mounts/db", json={"type": "database"}).raise_for_status()
+        database = plugins.parent / "policy-databases" / f"orders-{next(_token_names)}.json"
+        database.parent.mkdir(exist_ok=True)
+        demo_db.create_database(database, "admin", "admin-password")
+        connection = {
+            "plugin_name": "demo-db",
+            "plugin_version": "v1.0.0",
+            "connection_url": demo_db.connection_url(database),
+            "username": "admin",
+            "password": "admin-password",
+            "allowed_roles": ["orders"],
+        }
+        http.post("/v1/db/config/orders", json=connection).raise_for_status()
+        return
     if form.namespace:
         create_namespaces(server, "team1", "team1/other")
         _register(server, plugins, "v1.0.0", "demo-kv-1.0.0")
@@ -184,12 +226,7 @@ def _fresh(server: DevServer, plugins: Path, form: Form) -> None:
         return
     create_namespaces(server, "other")
     http.post("/v1/sys/mounts/old", json={"type": "kv"}).raise_for_status()
-    undeclared = {
-        "version": "v1.0.0",
-        "command": "demo-auth-1.0.0",
-        "sha256": sha256_of(plugins / "demo-auth-1.0.0"),
-    }
-    http.put("/v1/sys/plugins/catalog/auth/demo-auth", json=undeclared).raise_for_status()
+    _register(server, plugins, "v1.0.0", "demo-auth-1.0.0", "auth/demo-auth")
 
 
 def _apply_as_root(server: DevServer, form: Form, desired: Path) -> None:
@@ -254,6 +291,35 @@ def test_a_token_with_only_the_policy_upgrades_rolls_back_watches_and_reads(
     assert log.writes() == []
 
 
+def test_a_token_with_only_the_policy_repins_and_resets_a_declared_connection(
+    bao_server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    server = bao_server
+    _prepared.clear()
+    _fresh(server, plugins, DB)
+    on_v1 = _file(DB, plugins, tmp_path, version="v1.0.0", ttl="")
+    writer = _token(server, "", _policy(on_v1, read_only=False))
+    reader = _token(server, "", _policy(on_v1, read_only=True))
+    planned = _as(server, reader, "", "plan", str(on_v1), "--detailed-exitcode")
+    assert planned.exit_code == 0, planned.output
+
+    upgrade = _file(DB, plugins, tmp_path, version="v2.0.0", ttl="")
+    repinned = _as(server, writer, "", "apply", str(upgrade), "--yes")
+    assert repinned.ok, repinned.output
+    assert api(server).get("/v1/db/config/orders").json()["data"]["plugin_version"] == "v2.0.0"
+    reset = _as(
+        server, writer, "", "apply", str(upgrade), "--yes", "--replace", "database/demo-db/v2.0.0"
+    )
+    assert reset.ok, reset.output
+    assert "reset" in reset.stdout, reset.output
+    for token in (writer, reader):
+        for command in ("status", "export"):
+            shown = _as(server, token, "", command)
+            assert shown.ok and "permission denied" not in shown.output, shown.output
+    refused = _as(server, reader, "", "apply", str(on_v1), "--yes")
+    assert "lacks 'create' or 'update' on db/config/orders" in refused.stderr, refused.output
+
+
 def test_a_root_token_without_ha_status_works_on_one_node_with_a_warning(
     server: DevServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -305,7 +371,9 @@ def test_only_the_declared_connections_are_read(tmp_path: Path) -> None:
 #   watch    a watch pass on the prepared state (nothing to change): the token is renewed
 #   grown    apply of a file with one more mount: refused before the first write
 #   refusal  the read-only token's apply of the next file: refused before the first write
+#   replace  apply --replace of the entry the connection runs: re-registered, connection reset
 NEEDED = [
+    # The root form and its read-only policy, on the prepared state.
     (ROOT, "sys/plugins/catalog", "plan"),
     (ROOT, "sys/plugins/catalog/+/+", "plan"),
     (ROOT, "sys/mounts", "plan"),
@@ -320,18 +388,7 @@ NEEDED = [
     (ROOT, "sys/ha-status", "plan"),
     (ROOT, "auth/token/lookup-self", "watch"),
     (ROOT, "auth/token/renew-self", "watch"),
-    (ROOT, "sys/capabilities-self", "grown"),
-    (ROOT, "sys/plugins/catalog/secret/demo-kv", "fresh"),
-    (ROOT, "sys/namespaces/team1", "fresh"),
-    (ROOT, "team1/sys/namespaces/sub", "fresh"),
-    (ROOT, "sys/mounts/a1", "fresh"),
-    (ROOT, "sys/mounts/a2", "fresh"),
-    (ROOT, "sys/auth/robots", "fresh"),
-    (ROOT, "team1/sys/mounts/cache", "fresh"),
-    (ROOT, "team1/sub/sys/auth/robots", "fresh"),
-    (ROOT, "sys/remount", "fresh"),
-    (ROOT, "sys/remount/status/*", "fresh"),
-    (ROOT, "sys/mounts/moved", "bare"),
+    (ROOT, "sys/plugins/catalog/secret/demo-kv", "replace"),
     (ROOT, "sys/mounts/a1/tune", "next"),
     (ROOT, "sys/mounts/a2/tune", "next"),
     (ROOT, "sys/plugins/reload/backend", "next"),
@@ -339,26 +396,6 @@ NEEDED = [
     (ROOT, "sys/auth/robots/tune", "next"),
     (ROOT, "team1/sys/mounts/cache/tune", "next"),
     (ROOT, "team1/sub/sys/auth/robots/tune", "next"),
-    (TEAM, "sys/plugins/catalog", "plan"),
-    (TEAM, "sys/mounts", "plan"),
-    (TEAM, "sys/auth", "plan"),
-    (TEAM, "sys/namespaces", "plan"),
-    (TEAM, "+/sys/namespaces", "plan"),
-    (TEAM, "+/sys/mounts", "plan"),
-    (TEAM, "+/sys/auth", "plan"),
-    (TEAM, "auth/token/lookup-self", "watch"),
-    (TEAM, "auth/token/renew-self", "watch"),
-    (TEAM, "sys/capabilities-self", "grown"),
-    (TEAM, "sys/namespaces/sub", "fresh"),
-    (TEAM, "sys/mounts/a1", "fresh"),
-    (TEAM, "sys/mounts/a2", "fresh"),
-    (TEAM, "sys/auth/robots", "fresh"),
-    (TEAM, "sub/sys/mounts/deep", "fresh"),
-    (TEAM, "sys/mounts/a1/tune", "next"),
-    (TEAM, "sys/mounts/a2/tune", "next"),
-    (TEAM, "sys/plugins/reload/backend", "next"),
-    (TEAM, "sys/auth/robots/tune", "next"),
-    (TEAM, "sub/sys/mounts/deep/tune", "next"),
     (READ_ONLY, "sys/plugins/catalog", "plan"),
     (READ_ONLY, "sys/plugins/catalog/+/+", "plan"),
     (READ_ONLY, "sys/mounts", "plan"),
@@ -372,14 +409,70 @@ NEEDED = [
     (READ_ONLY, "team1/sub/sys/auth", "plan"),
     (READ_ONLY, "sys/ha-status", "plan"),
     (READ_ONLY, "sys/capabilities-self", "refusal"),
+    # The root form on an emptied server.
+    (ROOT, "sys/namespaces/team1", "fresh"),
+    (ROOT, "team1/sys/namespaces/sub", "fresh"),
+    (ROOT, "sys/mounts/a1", "fresh"),
+    (ROOT, "sys/mounts/a2", "fresh"),
+    (ROOT, "sys/auth/robots", "fresh"),
+    (ROOT, "team1/sys/mounts/cache", "fresh"),
+    (ROOT, "team1/sub/sys/auth/robots", "fresh"),
+    (ROOT, "sys/remount", "fresh"),
+    (ROOT, "sys/remount/status/*", "fresh"),
+    (ROOT, "sys/mounts/moved", "bare"),
+    (ROOT, "sys/capabilities-self", "grown"),
+    # The bound form, on its prepared state, then on an emptied namespace.
+    (TEAM, "sys/plugins/catalog", "plan"),
+    (TEAM, "sys/mounts", "plan"),
+    (TEAM, "sys/auth", "plan"),
+    (TEAM, "sys/namespaces", "plan"),
+    (TEAM, "+/sys/namespaces", "plan"),
+    (TEAM, "+/sys/mounts", "plan"),
+    (TEAM, "+/sys/auth", "plan"),
+    (TEAM, "auth/token/lookup-self", "watch"),
+    (TEAM, "auth/token/renew-self", "watch"),
+    (TEAM, "sys/mounts/a1/tune", "next"),
+    (TEAM, "sys/mounts/a2/tune", "next"),
+    (TEAM, "sys/plugins/reload/backend", "next"),
+    (TEAM, "sys/auth/robots/tune", "next"),
+    (TEAM, "sub/sys/mounts/deep/tune", "next"),
+    (TEAM, "sys/namespaces/sub", "fresh"),
+    (TEAM, "sys/mounts/a1", "fresh"),
+    (TEAM, "sys/mounts/a2", "fresh"),
+    (TEAM, "sys/auth/robots", "fresh"),
+    (TEAM, "sub/sys/mounts/deep", "fresh"),
+    (TEAM, "sys/capabilities-self", "grown"),
+    # A declared database connection.
+    (DB, "db/config/", "plan"),
+    (DB, "db/config/orders", "plan"),
+    (DB, "sys/plugins/catalog/database/demo-db", "replace"),
+    (DB, "db/reset/orders", "replace"),
 ]
+# The DB form's other stanzas follow the same rules as the root form's rows above.
+DB_AS_ROOT = {
+    "sys/plugins/catalog",
+    "sys/plugins/catalog/+/+",
+    "sys/mounts",
+    "sys/auth",
+    "sys/namespaces",
+    "+/sys/namespaces",
+    "+/sys/mounts",
+    "+/sys/auth",
+    "sys/ha-status",
+    "auth/token/lookup-self",
+    "auth/token/renew-self",
+    "sys/capabilities-self",
+    "sys/mounts/db",
+    "sys/mounts/db/tune",
+}
 
 
-@pytest.mark.parametrize("form", [ROOT, TEAM, READ_ONLY], ids=lambda f: f.name)
+@pytest.mark.parametrize("form", [ROOT, TEAM, READ_ONLY, DB], ids=lambda f: f.name)
 def test_every_stanza_has_a_row(plugins: Path, tmp_path: Path, form: Form) -> None:
     desired = _file(form, plugins, tmp_path, version="v1.0.0", ttl="1h")
     generated = set(_stanzas(_policy(desired, read_only=form.read_only)))
-    assert generated == {path for f, path, _ in NEEDED if f is form}
+    rows = {path for f, path, _ in NEEDED if f is form}
+    assert generated == rows | (DB_AS_ROOT if form is DB else set())
 
 
 # What the prepared state is, per form: the accessor of its mount a1/ (gone after a reset).
@@ -387,24 +480,28 @@ _prepared: dict[str, str] = {}
 
 
 def _a1_accessor(server: DevServer, form: Form) -> str:
+    """The accessor of the form's first mount: a new one after a reset."""
     mounts = in_namespace(server, form.namespace).get("/v1/sys/mounts").json()["data"]
-    return str(mounts.get("a1/", {}).get("accessor", ""))
+    return str(mounts.get("db/" if form is DB else "a1/", {}).get("accessor", ""))
 
 
 def _prepare(server: DevServer, plugins: Path, tmp_path: Path, form: Form) -> None:
     """Converged on the form's first file, as root; built again only when it is gone."""
-    key = form.namespace or "root"
+    key = "db" if form is DB else form.namespace or "root"
     if _prepared.get(key) and _a1_accessor(server, form) == _prepared[key]:
         return
     _prepared.clear()
     _fresh(server, plugins, form)
-    _apply_as_root(server, form, _file(form, plugins, tmp_path, version="v1.0.0", ttl="1h"))
+    if form is not DB:  # the connection was made by hand, pinned like the file
+        _apply_as_root(server, form, _file(form, plugins, tmp_path, version="v1.0.0", ttl="1h"))
     _prepared[key] = _a1_accessor(server, form)
 
 
 def _names(form: Form, path: str) -> str:
     """A pattern for how a failure names the path: a `+` is any one namespace."""
     pattern = re.escape(form.where(path)).replace(r"\+", "[^ /]+").replace(r"\*", "")
+    if pattern.endswith("/") and not path.endswith("*"):  # a LIST names the path without it
+        pattern += "?"
     return rf"on {pattern}[ ,]"
 
 
@@ -434,18 +531,20 @@ def test_without_any_one_stanza_the_step_that_needs_it_fails(
     token = _token(server, form.namespace, without)
 
     if situation == "watch":
-        assert not _watch_pass(server, form, token, first) or not _renewed(
-            server, form.namespace, token
-        )
+        assert _watch_pass(server, form, token, first)  # nothing to change
+        assert not _renewed(server, form.namespace, token)
         return
     if situation == "grown":
         # Without the question, the writes start and stop at the first refused one.
         grown = write_desired(
             tmp_path,
-            first.read_text().replace("- {path: a2/", "- {path: zz/, plugin: kv}\n  - {path: a2/"),
+            first.read_text().replace("- {path: a1/", "- {path: a0/, plugin: kv}\n  - {path: a1/"),
         )
-        result = _as(server, token, form.namespace, "apply", str(grown), "--yes")
+        with RequestLog(server) as log:
+            result = _as(server, token, form.namespace, "apply", str(grown), "--yes")
         assert result.exit_code == 1, result.output
+        assert log.writes(), "the writes started"
+        assert re.search(_names(form, "sys/mounts/a0"), result.stderr), result.stderr
         assert "the token cannot write" not in result.stderr, result.output
         return
     if situation == "refusal":
@@ -461,11 +560,14 @@ def test_without_any_one_stanza_the_step_that_needs_it_fails(
             assert "may not read sys/ha-status" in caplog.text
             return
     else:
-        desired = first
+        desired, replace = first, []
         if situation == "next":
             desired = _file(form, plugins, tmp_path, version="v2.0.0", ttl="3h")
+        if situation == "replace":
+            entry = "database/demo-db" if form is DB else "secret/demo-kv"
+            replace = ["--replace", f"{entry}/v1.0.0"]
         with RequestLog(server) as log:
-            result = _as(server, token, form.namespace, "apply", str(desired), "--yes")
+            result = _as(server, token, form.namespace, "apply", str(desired), "--yes", *replace)
         # Refused before the first write: the prepared state stays as it was.
         assert log.writes() == []
     assert result.exit_code == 1, result.output
