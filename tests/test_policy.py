@@ -15,11 +15,13 @@ first write, so they leave it as it was.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reconciler.client import Client
@@ -572,3 +574,69 @@ def test_without_any_one_stanza_the_step_that_needs_it_fails(
         assert log.writes() == []
     assert result.exit_code == 1, result.output
     assert re.search(_names(form, path), result.stderr), result.stderr
+
+
+class _Writes:
+    """Every request sent while active, with its namespace and JSON body (an independent
+    record of what the apply asked and wrote, at the transport)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str, bytes]] = []
+        self._original = httpx.HTTPTransport.handle_request
+
+    def __enter__(self) -> _Writes:
+        original, sent = self._original, self.sent
+
+        def handle(transport: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+            namespace = request.headers.get("X-Vault-Namespace", "").strip("/")
+            path = request.url.path.removeprefix("/v1/")
+            sent.append((request.method, namespace, path, request.read()))
+            return original(transport, request)
+
+        httpx.HTTPTransport.handle_request = handle  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        httpx.HTTPTransport.handle_request = self._original  # type: ignore[method-assign]
+
+
+def test_the_writes_asked_about_are_the_writes_sent(
+    bao_server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    """The question before the first write names each path the apply then writes to, as
+    the policy does (namespaced ones prefixed): the refusals above are the server's."""
+    server = bao_server
+    _prepared.clear()
+    _fresh(server, plugins, ROOT)
+    api(server).delete("/v1/sys/plugins/catalog/secret/demo-kv", params={"version": "v2.0.0"})
+    stanzas = _stanzas(
+        _policy(_file(ROOT, plugins, tmp_path, version="v1.0.0", ttl="1h"), read_only=False)
+    )
+    # From empty: namespaces, a register, enables, a move; then an upgrade: tunes, reloads.
+    every: set[str] = set()
+    for version, ttl in (("v1.0.0", "1h"), ("v2.0.0", "3h")):
+        desired = _file(ROOT, plugins, tmp_path, version=version, ttl=ttl)
+        with _Writes() as record:
+            applied = _as(server, server.token, "", "apply", str(desired), "--yes")
+        assert applied.ok, applied.output
+        (question,) = [body for m, _, p, body in record.sent if p == "sys/capabilities-self"]
+        asked = set(json.loads(question)["paths"])
+        written = {
+            f"{namespace}/{path}" if namespace else path
+            for method, namespace, path, _ in record.sent
+            if method in {"POST", "PUT", "DELETE"} and path != "sys/capabilities-self"
+        }
+        assert written == asked - {"sys/remount/status/"}, (sorted(written), sorted(asked))
+        assert {path for path in written if path not in stanzas} == set()
+        every |= written
+    kinds = {
+        "sys/namespaces/team1",
+        "team1/sys/namespaces/sub",
+        "sys/plugins/catalog/secret/demo-kv",
+        "team1/sub/sys/auth/robots",
+        "sys/remount",
+        "team1/sys/mounts/cache/tune",
+        "sys/plugins/reload/backend",
+    }
+    assert kinds <= every, sorted(every)
+    _prepared.clear()
