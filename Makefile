@@ -33,6 +33,7 @@ schema: $(STAMP)
 	$(BIN)/reconciler schema --plan > schemas/plan.schema.json
 	$(BIN)/reconciler schema --apply > schemas/apply.schema.json
 	$(BIN)/reconciler schema --error > schemas/error.schema.json
+	$(BIN)/reconciler schema --status > schemas/status.schema.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

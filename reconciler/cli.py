@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# `status` exits with this when a mount does not answer on some node, runs another version
+# or binary than its pin says, or a connection is pinned to an entry the catalog lacks.
+STATUS_UNHEALTHY = 2
+
 
 class UsageFailure(click.ClickException):
     """An error already explained to the user: exit 1 with its message, no traceback."""
@@ -588,8 +592,11 @@ def validate_command(files: tuple[Path, ...], max_file_size: int) -> None:
             invalid = True
             continue
         state = loaded.state
+        tree = state.namespace_tree()
         mounts = len(state.secrets) + len(state.auth)
-        click.echo(f"{file}: valid ({len(state.plugins)} plugins, {mounts} mounts)")
+        mounts += sum(len(namespace.secrets) + len(namespace.auth) for _, namespace, _ in tree)
+        where = f" in {len(tree) + 1} namespaces" if tree else ""
+        click.echo(f"{file}: valid ({len(state.plugins)} plugins, {mounts} mounts{where})")
         server_owned = sum(entry.managed_by == "server" for entry in state.plugins)
         if server_owned:
             click.echo(
@@ -672,38 +679,22 @@ def status_command(
     namespace: str | None,
     token_file: Path | None,
 ) -> None:
-    """Show, per node, what every mount on an external plugin has, runs and whether it answers."""
-    import json
-
+    """Show, per node, every mount that runs an external plugin or does not answer, and
+    every database connection; exit 2 when something does not answer or is flagged."""
     from reconciler.nodes import discover_nodes
     from reconciler.nodestate import read_status
+    from reconciler.render import status_text
     from reconciler.state import read_live_state
 
     with _client(address, namespace, token_file) as client:
         found = discover_nodes(client, nodes)
-        statuses = read_status(client, found, read_live_state(client))
-        server = client.address
+        document = read_status(client, found, read_live_state(client))
     if as_json:
-        document = {
-            "format_version": 1,
-            "server": server,
-            "nodes": [{"address": n.address, "active": n.active} for n in found],
-            "mounts": [status.to_dict() for status in statuses],
-        }
-        click.echo(json.dumps(document, indent=2))
-        return
-    click.echo(f"{server}: {len(found)} node(s)")
-    if not statuses:
-        click.echo("no mount runs an external plugin")
-    for status in statuses:
-        pinned = status.version or "(unpinned)"
-        click.echo(f"{status.kind} {status.path} {status.plugin} {pinned}")
-        for seen in status.nodes:
-            role = "active " if seen.active else "standby"
-            catalog = seen.catalog_sha256[:12] or "missing: " + seen.catalog_error
-            running = f"{seen.running_version or '(unversioned)'} {seen.running_sha256[:12]}"
-            answers = "answers" if seen.answers else "DOES NOT ANSWER: " + seen.error
-            click.echo(f"  {role} {seen.node}  catalog {catalog}  runs {running}  {answers}")
+        click.echo(document.model_dump_json(indent=2))
+    else:
+        click.echo(status_text(document), nl=False)
+    if not document.healthy:
+        sys.exit(STATUS_UNHEALTHY)
 
 
 @cli.command("schema")
@@ -712,10 +703,16 @@ def status_command(
 @click.option(
     "--error", "of_error", is_flag=True, help="The schema of the `--json` error document instead."
 )
-def schema_command(of_plan: bool, of_apply: bool, of_error: bool) -> None:
+@click.option("--status", "of_status", is_flag=True, help="The schema of `status --json` instead.")
+def schema_command(of_plan: bool, of_apply: bool, of_error: bool, of_status: bool) -> None:
     """Print the JSON Schema of the desired-state file (for editors and CI)."""
-    if of_plan + of_apply + of_error > 1:
-        _fail("choose one of --plan, --apply and --error")
+    if of_plan + of_apply + of_error + of_status > 1:
+        _fail("choose one of --plan, --apply, --error and --status")
+    if of_status:
+        from reconciler.documents import status_schema_text
+
+        click.echo(status_schema_text(), nl=False)
+        return
     if of_plan:
         from reconciler.plan import plan_schema_text
 

@@ -17,6 +17,8 @@ from reconciler.plan import Action, Plan
 
 APPLY_SCHEMA_ID = "urn:reconciler:apply:1"
 ERROR_SCHEMA_ID = "urn:reconciler:error:1"
+STATUS_SCHEMA_ID = "urn:reconciler:status:2"
+STATUS_FORMAT_VERSION = 2
 
 
 class _Document(BaseModel):
@@ -102,6 +104,105 @@ def error_schema_text() -> str:
             "reconciler error",
             "What any `--json` command prints on stdout when it fails before its own "
             "document exists (exit code 1).",
+            mode="serialization",
+        )
+    )
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+class CatalogSeen(_Document):
+    """The catalog entry a mount is pinned to, as one node reads it."""
+
+    version: str
+    # "" when the node cannot read the entry: `error` says why (its file is missing, or
+    # the token may not read single entries: then `sha256` comes from the catalog list).
+    sha256: str
+    error: str
+
+
+class RunningSeen(_Document):
+    version: str
+    sha256: str
+
+
+class NodeMountStatus(_Document):
+    """One mount as one node has it."""
+
+    node: str
+    active: bool
+    catalog: CatalogSeen
+    running: RunningSeen
+    answers: bool
+    error: str  # why the mount does not answer on this node ("" when it does)
+    # What is wrong on this node besides not answering: runs another version or binary
+    # than its pin and the catalog say (e.g. left by `--no-rollback`).
+    problems: list[str] = []
+
+
+class MountStatusDocument(_Document):
+    """A mount that runs an external plugin, or that does not answer on some node."""
+
+    namespace: str  # a path from the root; "" is the root
+    kind: str
+    path: str
+    plugin: str
+    version: str  # the version the mount is pinned to ("" when unpinned)
+    builtin: bool  # it runs (or should run) a built-in plugin
+    nodes: list[NodeMountStatus]
+
+
+class ConnectionStatusDocument(_Document):
+    """A database connection: the plugin it names and the catalog entry its pin resolves to.
+
+    A connection's plugin process lives on the active node (standbys forward its
+    requests), so it is shown once, not per node.
+    """
+
+    namespace: str
+    mount: str
+    name: str
+    plugin: str
+    version: str  # the pin ("" when unpinned)
+    runs: str  # the catalog entry it runs at its next reset ("" when none)
+    sha256: str  # that entry's sha256 ("" for a built-in or none)
+    problems: list[str] = []
+
+
+class StatusNode(_Document):
+    address: str
+    active: bool
+
+
+class StatusDocument(_Document):
+    """What `status --json` prints (exit 0 when healthy, 2 when `healthy` is false)."""
+
+    format_version: int = STATUS_FORMAT_VERSION
+    server: str
+    # The namespace the status was read in ("" is the root): it covers that namespace
+    # and every namespace below it that the token can see.
+    namespace: str
+    namespaces: list[str]
+    nodes: list[StatusNode]
+    mounts: list[MountStatusDocument]
+    connections: list[ConnectionStatusDocument]
+    # Every mount answers on every node and nothing is flagged.
+    healthy: bool
+    # What the token could not read, one line each (the view is partial there).
+    unreadable: list[str] = []
+
+
+def status_schema_text() -> str:
+    """JSON Schema of `status --json`, as committed in `schemas/status.schema.json`."""
+    return schema_text(
+        schema_document(
+            StatusDocument,
+            STATUS_SCHEMA_ID,
+            "reconciler status",
+            "The output of `reconciler status --json`: for every namespace it can see, every "
+            "mount that runs an external plugin or does not answer, per node, and every "
+            "database connection.",
             mode="serialization",
         )
     )

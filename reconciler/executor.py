@@ -275,9 +275,9 @@ class _Run:
             case RepinAction(params=p):
                 # The server starts the new version and verifies the connection before it
                 # answers: a refusal (400) leaves the old version running.
-                self._write(self.api.repin_connection, p.mount, p.name, p.version)
+                self._write(self.api.repin_connection, p.mount, p.name, p.version, p.namespace)
             case ResetAction(params=p):
-                self._write(self.api.reset_connection, p.mount, p.name)
+                self._write(self.api.reset_connection, p.mount, p.name, p.namespace)
             case _:  # pragma: no cover - every kind is handled above
                 raise AssertionError(action.kind)
 
@@ -515,8 +515,10 @@ class _Run:
             p = action.params
             log.warning("rolling back %s to %s", action.target, p.previous_version or '""')
             try:
-                self._write(self.api.repin_connection, p.mount, p.name, p.previous_version)
-                found = self.api.read_connection(p.mount, p.name)
+                self._write(
+                    self.api.repin_connection, p.mount, p.name, p.previous_version, p.namespace
+                )
+                found = self.api.read_connection(p.mount, p.name, p.namespace)
             except ApiError as error:
                 self.result.failures.append(f"rollback of {action.target} failed: {error}")
                 continue

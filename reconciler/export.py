@@ -57,8 +57,12 @@ def export_desired(live: LiveState) -> str:
     skipped: list[str] = []
     plugins = CommentedSeq()
     exported_keys: set[tuple[str, str, str]] = set()
+    if home:
+        # A bound file declares no entry: its mounts resolve against the live catalog,
+        # whose list a token scoped to the namespace may read (without command or args).
+        exported_keys = {entry.key for entry in live.catalog if not entry.builtin}
     for entry in sorted(live.catalog, key=lambda e: e.key):
-        if entry.builtin:
+        if entry.builtin or home:
             continue
         if (entry.type, entry.name) in HARD_WIRED_BUILTINS:
             # Registered, but never run: the plan refuses to declare it (it stays unmanaged).
@@ -227,7 +231,7 @@ def _mount(
     if mount.kind == "secret" and mount.plugin == DATABASE_ENGINE:
         connections = CommentedSeq()
         for connection in sorted(live.connections, key=lambda c: c.name):
-            if connection.mount != mount.path:
+            if (connection.namespace, connection.mount) != (mount.namespace, mount.path):
                 continue
             versions = {v for (t, n, v) in exported if (t, n) == ("database", connection.plugin)}
             if connection.plugin_version and connection.plugin_version not in versions:

@@ -545,6 +545,9 @@ class CatalogEntry(_Strict):
     declarative: bool = False
     # Its binary came from an OCI image the server pulled into the plugin directory.
     oci: bool = False
+    # False when the token could read the catalog list only (one scoped to a namespace):
+    # `command` and `args` are then unknown, never "" on the server.
+    details_read: bool = True
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -599,6 +602,8 @@ class LiveConnection(_Strict):
     plugin: str
     # "" when unpinned (it runs the unversioned entry or the built-in).
     plugin_version: str = ""
+    # The namespace its database mount lives in, as a path from the root; "" is the root.
+    namespace: str = ""
 
 
 class ServerIdentity(_Strict):
@@ -638,7 +643,7 @@ class LiveState(_Strict):
     # The mounts of every other namespace walked: never in a plan's mount actions, but a
     # catalog entry any of them runs is in use.
     elsewhere: list[LiveMount] = []
-    # The connections of every database mount (SPEC §10).
+    # The connections of every database mount of every namespace walked (SPEC §10).
     connections: list[LiveConnection] = []
     # The nodes of a cluster with their own mount tables; empty for a single server.
     nodes: list[LiveNode] = []

@@ -1,4 +1,4 @@
-"""What every node runs for every mount on an external plugin (reads only).
+"""What every node runs for every mount, and what every connection names (reads only).
 
 Per node and mount: the catalog entry as that node sees it (a catalog read of a
 registered version on one node checks that node's file: 500 when it is missing),
@@ -10,16 +10,27 @@ mount from a live one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from reconciler.client import Client
+from reconciler.documents import (
+    CatalogSeen,
+    ConnectionStatusDocument,
+    MountStatusDocument,
+    NodeMountStatus,
+    RunningSeen,
+    StatusDocument,
+    StatusNode,
+)
 from reconciler.errors import ApiError
 from reconciler.model import LiveMount, LiveState, MountKind
 from reconciler.nodes import Node, on_node
+from reconciler.resolver import is_builtin_version, namespace_path
 from reconciler.state import MAX_CONCURRENT_READS
+from reconciler.usage import ServerUsage
 
 MountKey = tuple[MountKind, str]
 
@@ -38,50 +49,6 @@ class NodeMount:
     answers: bool
     error: str  # why the mount does not answer on this node ("" when it does)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "active": self.active,
-            "catalog": {
-                "version": self.catalog_version,
-                "sha256": self.catalog_sha256,
-                "error": self.catalog_error,
-            },
-            "running": {"version": self.running_version, "sha256": self.running_sha256},
-            "answers": self.answers,
-            "error": self.error,
-        }
-
-
-@dataclass(frozen=True)
-class MountStatus:
-    """One mount on an external plugin, on every node."""
-
-    kind: MountKind
-    path: str
-    plugin: str
-    version: str
-    nodes: tuple[NodeMount, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "path": self.path,
-            "plugin": self.plugin,
-            "version": self.version,
-            "nodes": [node.to_dict() for node in self.nodes],
-        }
-
-
-def external_mounts(live: LiveState) -> list[LiveMount]:
-    """Mounts that run (or are pinned to) an external catalog entry."""
-    external = {(e.type, e.name, e.version) for e in live.catalog if not e.builtin}
-    return [
-        m
-        for m in live.mounts
-        if m.running_sha256 or (m.kind, m.plugin, m.plugin_version) in external
-    ]
-
 
 def read_node_mounts(
     client: Client,
@@ -90,28 +57,41 @@ def read_node_mounts(
     *,
     probe: Iterable[MountKey] | None = None,
 ) -> dict[MountKey, NodeMount]:
-    """`mounts` as `node` has them; only the mounts in `probe` are probed (default: all)."""
-    to_probe = set((m.kind, m.path) for m in mounts) if probe is None else set(probe)
-    return on_node(client, node, lambda pinned: _read_pinned(pinned, node, mounts, to_probe))
+    """`mounts` (of one namespace) as `node` has them; only the mounts in `probe` are
+    probed (default: all)."""
+    wanted = None if probe is None else set(probe)
+    to_probe = {
+        (m.namespace, m.kind, m.path)
+        for m in mounts
+        if wanted is None or (m.kind, m.path) in wanted
+    }
+    seen = on_node(client, node, lambda pinned: _read_pinned(pinned, node, mounts, to_probe))
+    return {(kind, path): found for (_namespace, kind, path), found in seen.items()}
+
+
+_PlacedKey = tuple[str, MountKind, str]  # (namespace, kind, path)
 
 
 def _read_pinned(
-    pinned: Client, node: Node, mounts: Sequence[LiveMount], to_probe: set[MountKey]
-) -> dict[MountKey, NodeMount]:
-    tables = {kind: pinned.list_mounts(kind) for kind in sorted({m.kind for m in mounts})}
-    keys = sorted({(m.kind, m.plugin, m.plugin_version) for m in mounts})
+    pinned: Client, node: Node, mounts: Sequence[LiveMount], to_probe: set[_PlacedKey]
+) -> dict[_PlacedKey, NodeMount]:
+    tables_wanted = sorted({(m.namespace, m.kind) for m in mounts})
+    keys = sorted({(m.kind, m.plugin, m.plugin_version) for m in mounts if _runs_external(m)})
     with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-node") as pool:
+        table_reads = pool.map(lambda t: pinned.list_mounts(t[1], t[0]), tables_wanted)
+        tables = dict(zip(tables_wanted, table_reads, strict=True))
         catalogs = pool.map(lambda key: _catalog(pinned, *key), keys)
         catalog = dict(zip(keys, catalogs, strict=True))
         probe_keys = sorted(to_probe)
         probes = pool.map(lambda key: _probe(pinned, *key), probe_keys)
         probed = dict(zip(probe_keys, probes, strict=True))
-    seen: dict[MountKey, NodeMount] = {}
+    seen: dict[_PlacedKey, NodeMount] = {}
     for mount in mounts:
-        raw = tables.get(mount.kind, {}).get(mount.path, {})
-        sha256, catalog_error = catalog[(mount.kind, mount.plugin, mount.plugin_version)]
-        error = probed.get((mount.kind, mount.path), "")
-        seen[(mount.kind, mount.path)] = NodeMount(
+        raw = tables.get((mount.namespace, mount.kind), {}).get(mount.path, {})
+        pinned_key = (mount.kind, mount.plugin, mount.plugin_version)
+        sha256, catalog_error = catalog.get(pinned_key, ("", ""))
+        error = probed.get((mount.namespace, mount.kind, mount.path), "")
+        seen[(mount.namespace, mount.kind, mount.path)] = NodeMount(
             node=node.address,
             active=node.active,
             catalog_version=mount.plugin_version,
@@ -125,33 +105,168 @@ def _read_pinned(
     return seen
 
 
-def read_status(client: Client, nodes: Sequence[Node], live: LiveState) -> list[MountStatus]:
-    """Every mount on an external plugin, on every node."""
-    mounts = external_mounts(live)
-    per_node = [read_node_mounts(client, node, mounts) for node in nodes]
-    return [
-        MountStatus(
-            kind=m.kind,
-            path=m.path,
-            plugin=m.plugin,
-            version=m.plugin_version,
-            nodes=tuple(seen[(m.kind, m.path)] for seen in per_node),
-        )
-        for m in mounts
+def _read_node_pinned(
+    node: Node, mounts: Sequence[LiveMount], to_probe: set[_PlacedKey], pinned: Client
+) -> dict[_PlacedKey, NodeMount]:
+    return _read_pinned(pinned, node, mounts, to_probe)
+
+
+def _runs_external(mount: LiveMount) -> bool:
+    """Runs, or is pinned to, an external catalog entry (a built-in reports no sha256)."""
+    return bool(mount.running_sha256) or (
+        mount.plugin_version != "" and not is_builtin_version(mount.plugin_version)
+    )
+
+
+def read_status(client: Client, nodes: Sequence[Node], live: LiveState) -> StatusDocument:
+    """Every namespace at or below the client's: every mount that runs an external plugin
+    or does not answer (built-ins included), on every node, and every connection."""
+    home = namespace_path(client.namespace)
+    mounts = sorted(
+        (
+            m
+            for m in (*live.mounts, *live.elsewhere)
+            if not m.reserved and m.namespace.startswith(home)
+        ),
+        key=lambda m: (m.namespace, m.kind, m.path),
+    )
+    every = {(m.namespace, m.kind, m.path) for m in mounts}
+
+    per_node = [
+        on_node(client, node, functools.partial(_read_node_pinned, node, mounts, every))
+        for node in nodes
     ]
+    listed = {e.key: e for e in live.catalog if not e.builtin}
+    unreadable: set[str] = set()
+    shown: list[MountStatusDocument] = []
+    for mount in mounts:
+        seen_nodes = []
+        for found in per_node:
+            seen = found[(mount.namespace, mount.kind, mount.path)]
+            catalog_sha256 = seen.catalog_sha256
+            entry = listed.get((mount.kind, mount.plugin, mount.plugin_version))
+            if seen.catalog_error.startswith(_NOT_PERMITTED) and entry is not None:
+                # The list, which this token may read, holds the entry: it is not missing.
+                unreadable.add(
+                    "single catalog entries (sys/plugins/catalog/<type>/<name>, at the root): "
+                    "whether each node has a plugin's file was not checked"
+                )
+                catalog_sha256 = entry.sha256
+            seen_nodes.append(
+                NodeMountStatus(
+                    node=seen.node,
+                    active=seen.active,
+                    catalog=CatalogSeen(
+                        version=seen.catalog_version,
+                        sha256=catalog_sha256,
+                        error=seen.catalog_error,
+                    ),
+                    running=RunningSeen(version=seen.running_version, sha256=seen.running_sha256),
+                    answers=seen.answers,
+                    error=seen.error,
+                    problems=_node_problems(mount, seen, catalog_sha256),
+                )
+            )
+        external = _runs_external(mount)
+        if external or any(not n.answers or n.problems for n in seen_nodes):
+            shown.append(
+                MountStatusDocument(
+                    namespace=mount.namespace,
+                    kind=mount.kind,
+                    path=mount.path,
+                    plugin=mount.plugin,
+                    version=mount.plugin_version,
+                    builtin=not external,
+                    nodes=seen_nodes,
+                )
+            )
+    connections = _connection_statuses(live, home)
+    healthy = all(n.answers and not n.problems for m in shown for n in m.nodes) and not any(
+        c.problems for c in connections
+    )
+    return StatusDocument(
+        server=client.address,
+        namespace=home,
+        namespaces=sorted({home, *(n for n in live.namespaces if n.startswith(home))}),
+        nodes=[StatusNode(address=n.address, active=n.active) for n in nodes],
+        mounts=shown,
+        connections=connections,
+        healthy=healthy,
+        unreadable=sorted(unreadable),
+    )
+
+
+# How `_catalog` marks a 403: the token may not read the entry, which says nothing of it.
+_NOT_PERMITTED = "not permitted"
+
+
+def _node_problems(mount: LiveMount, seen: NodeMount, catalog_sha256: str) -> list[str]:
+    """What a node runs that the mount's pin and the catalog do not say."""
+    if not seen.answers or not _runs_external(mount):
+        return []
+    pin = mount.plugin_version
+    if pin and not is_builtin_version(pin) and seen.running_version != pin:
+        return [
+            f"pinned to {pin} but runs {seen.running_version or '(unversioned)'}: reload it "
+            "(sys/plugins/reload/backend) to run its pin, or tune it back to what it runs"
+        ]
+    if catalog_sha256 and seen.running_sha256 and seen.running_sha256 != catalog_sha256:
+        return [
+            f"runs sha256 {seen.running_sha256[:12]}…, the catalog holds "
+            f"{catalog_sha256[:12]}… for its version: reload it to run the catalog's binary"
+        ]
+    return []
+
+
+def _connection_statuses(live: LiveState, home: str) -> list[ConnectionStatusDocument]:
+    usage = ServerUsage.of(live)
+    shas = {e.key: e.sha256 for e in live.catalog if not e.builtin}
+    statuses = []
+    for user in usage.connections():
+        if not user.namespace.startswith(home):
+            continue
+        runs = user.runs(usage.external, usage.builtins)
+        problems = []
+        if runs is None:
+            missing = "/".join((user.plugin_type, user.plugin, user.pin or '""'))
+            problems.append(
+                f"pinned to {missing}, which is not in the catalog: its next reset fails "
+                "and leaves it without a backend; re-pin it or register that version again"
+            )
+        if runs is None:
+            running = ""
+        elif runs.builtin:
+            running = "built-in"
+        else:
+            running = "/".join(runs.key or ())
+        statuses.append(
+            ConnectionStatusDocument(
+                namespace=user.namespace,
+                mount=user.path,
+                name=user.connection,
+                plugin=user.plugin,
+                version=user.pin,
+                runs=running,
+                sha256="" if runs is None or runs.key is None else shas.get(runs.key, ""),
+                problems=problems,
+            )
+        )
+    return statuses
 
 
 def _catalog(client: Client, kind: MountKind, name: str, version: str) -> tuple[str, str]:
     try:
         entry = client.read_plugin(kind, name, version)
     except ApiError as error:
+        if error.status == 403:
+            return "", f"{_NOT_PERMITTED}: {error}"
         return "", str(error)
     return str(entry.get("sha256") or "").lower(), ""
 
 
-def _probe(client: Client, kind: MountKind, path: str) -> str:
+def _probe(client: Client, namespace: str, kind: MountKind, path: str) -> str:
     try:
-        client.probe_mount(kind, path)
+        client.probe_mount(kind, path, namespace)
     except ApiError as error:
         return str(error)
     return ""

@@ -37,7 +37,7 @@ from reconciler.model import (
 # MAJOR.MINOR: a minor version only adds fields to the plan and its actions, and a
 # reader of the same major ignores the ones it does not know; the parameters of an
 # action kind change only with a major version.
-PLAN_FORMAT_VERSION = "2.2"
+PLAN_FORMAT_VERSION = "2.3"
 _PLAN_FORMAT_MAJOR = PLAN_FORMAT_VERSION.split(".", maxsplit=1)[0]
 
 
@@ -259,6 +259,8 @@ class ConnectionPinParams(_Data):
     version: str
     # What the connection was pinned to: the version a rollback re-pins.
     previous_version: str
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 class ConnectionParams(_Data):
@@ -267,6 +269,8 @@ class ConnectionParams(_Data):
     mount: str
     name: str
     plugin: str
+    # The namespace it is sent in, as a path from the root; None: the client's namespace.
+    namespace: str | None = None
 
 
 # --- actions --------------------------------------------------------------------------
@@ -279,6 +283,10 @@ class _Action(_Readable):
     reason: str
     reason_code: ReasonCode
     changes: list[FieldChange] = []
+    # Where the changed object lives, as a path from the root ("" is the root), whichever
+    # file form made the plan: a catalog entry at the root, a mount or a connection in its
+    # namespace, a namespace in its parent (format 2.3).
+    namespace: str = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -504,7 +512,8 @@ def fingerprint(live: LiveState) -> str:
     if live.connections:
         # Only when there are any: a server without database connections keeps its fingerprint.
         document["connections"] = sorted(
-            (c.model_dump() for c in live.connections), key=lambda c: (c["mount"], c["name"])
+            (c.model_dump() for c in live.connections),
+            key=lambda c: (c["namespace"], c["mount"], c["name"]),
         )
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

@@ -247,7 +247,7 @@ def write_needs(actions: Sequence[Action], client_namespace: str) -> list[WriteN
                 # A node's own reload is sent to that node, in the client's namespace.
                 need(at(None if p.node else p.namespace, _RELOAD), _UPDATE)
             case RepinAction(params=p):
-                need(f"{p.mount}config/{p.name}", _WRITE)
+                need(at(p.namespace, f"{p.mount}config/{p.name}"), _WRITE)
             case ResetAction(params=p):
-                need(f"{p.mount}reset/{p.name}", _UPDATE)
+                need(at(p.namespace, f"{p.mount}reset/{p.name}"), _UPDATE)
     return needs

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import defaults
 from reconciler.documents import ActionRef, ApplyDocument
-from reconciler.errors import ApiError, PlanFileError, PlanRefused, StaleState
+from reconciler.errors import ApiError, PermissionDenied, PlanFileError, PlanRefused, StaleState
 from reconciler.executor import (
     ApplyOptions,
     ApplyResult,
@@ -125,9 +125,64 @@ def plan_for(
     nodes: Sequence[str] = (),
 ) -> Plan:
     """Read the live state (every node's, on a cluster) and plan the loaded desired state."""
-    live = read_live_state(client, nodes_for(client, loaded, nodes))
+    refuse_whole_server_file_in_a_namespace(client, loaded, scoped_to=client.namespace)
+    try:
+        live = read_live_state(client, nodes_for(client, loaded, nodes))
+    except PermissionDenied:
+        # Refused at the root: a token scoped to a namespace, which the whole-server
+        # file cannot use; say so rather than which path was refused.
+        refuse_whole_server_file_in_a_namespace(client, loaded, scoped_to=_token_namespace(client))
+        raise
     source = DesiredSource(path=str(loaded.path), sha256=loaded.sha256)
     return plan(loaded.state, live, source=source, replace=replace, held=held)
+
+
+def whole_server_keys(loaded: LoadedDesired) -> list[str]:
+    """The keys that make a file describe the whole server (`plugins:`, `namespaces:`)."""
+    given = loaded.state.model_fields_set
+    return [key for key in ("plugins", "namespaces") if key in given]
+
+
+def refuse_whole_server_file_in_a_namespace(
+    client: Client, loaded: LoadedDesired, *, scoped_to: str
+) -> None:
+    """A whole-server file run in a namespace: refused before any request that writes.
+
+    Its `plugins:` are the root's one catalog and its `namespaces:` are paths from the
+    root: run in namespace N, the file would create N/ns1/, mount the root's mounts in N
+    and, with prune_mounts, disable N's own. `scoped_to` is the namespace set by
+    --namespace or BAO_NAMESPACE, or the one the token is scoped to.
+    """
+    keys = whole_server_keys(loaded)
+    if not keys or loaded.state.namespace is not None or not scoped_to.strip("/"):
+        return
+    namespace = scoped_to.strip("/") + "/"
+    what = " and ".join(f"`{key}:`" for key in keys)
+    if client.namespace:
+        setting = (
+            f"the namespace is set to {namespace} (by --namespace or BAO_NAMESPACE/VAULT_NAMESPACE)"
+        )
+        fix = (
+            "unset BAO_NAMESPACE (and VAULT_NAMESPACE) and drop --namespace to run it at the "
+            "root with a root-namespace token"
+        )
+    else:
+        setting = f"the token is scoped to namespace {namespace} (it cannot act at the root)"
+        fix = "run it with a token of the root namespace"
+    raise PlanRefused(
+        f"{loaded.path} describes the whole server (it has {what}), but {setting}: {fix}; "
+        f"for the team of {namespace}, write a file bound to it instead (`namespace: "
+        f"{namespace}` at the top, mounts only; `reconciler export --namespace {namespace}` "
+        "writes one). Nothing was changed."
+    )
+
+
+def _token_namespace(client: Client) -> str:
+    """The namespace the token was created in ("" for the root, or when it cannot say)."""
+    try:
+        return str(client.lookup_self().get("namespace_path") or "")
+    except ApiError:
+        return ""
 
 
 def nodes_for(client: Client, loaded: LoadedDesired, given: Sequence[str] = ()) -> list[Node]:

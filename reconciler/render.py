@@ -13,6 +13,7 @@ from reconciler.model import DURATION_CONFIG_KEYS
 from reconciler.plan import Action, ActionKind, Plan, Problem, Safety, Stage
 
 if TYPE_CHECKING:
+    from reconciler.documents import StatusDocument
     from reconciler.executor import ProgressEvent
 
 _COLOURS: dict[str, str] = {
@@ -118,6 +119,9 @@ def _action_lines(action: Action, refusal: str | None, style: _Styler) -> list[s
     marker = style.paint("!", "red", bold=True) if refusal else " "
     painted = style.paint(symbol, _COLOURS[symbol])
     head = f"{marker} {painted} {action.kind.value} {_safe(action.target)}"
+    if action.namespace and " in namespace " not in action.target:
+        # Every action names its namespace, whichever file form made the plan.
+        head += f" in namespace {_safe(action.namespace)}"
     notes = [_safe(action.reason)]
     if action.safety is not Safety.SAFE:
         notes.append(action.safety.value)
@@ -195,3 +199,41 @@ def progress_line(event: ProgressEvent) -> str | None:
         # The error itself is quoted once, in the result's problems.
         return f"{prefix}: failed ({event.seconds:.2f}s)"
     return f"{prefix}: {event.status}: {event.message}"
+
+
+def status_text(status: StatusDocument) -> str:
+    """`status` as text: per mount its nodes, then the connections, then what is unread."""
+    where = f" (namespace {status.namespace})" if status.namespace else ""
+    shown = ", ".join(n or "root" for n in status.namespaces)
+    lines = [f"{status.server}{where}: {len(status.nodes)} node(s); namespaces: {shown}"]
+    if not status.mounts:
+        lines.append("no mount runs an external plugin, and every mount answers")
+    for mount in status.mounts:
+        pinned = mount.version or "(unpinned)"
+        builtin = " (built-in)" if mount.builtin else ""
+        in_namespace = f" in namespace {mount.namespace}" if mount.namespace else ""
+        lines.append(f"{mount.kind} {mount.path}{in_namespace} {mount.plugin}{builtin} {pinned}")
+        for seen in mount.nodes:
+            role = "active " if seen.active else "standby"
+            if mount.builtin:
+                catalog = "built-in"
+            elif seen.catalog.sha256:
+                catalog = seen.catalog.sha256[:12]
+            else:
+                catalog = "missing: " + seen.catalog.error
+            running = f"{seen.running.version or '(unversioned)'} {seen.running.sha256[:12]}"
+            answers = "answers" if seen.answers else "DOES NOT ANSWER: " + seen.error
+            lines.append(f"  {role} {seen.node}  catalog {catalog}  runs {running}  {answers}")
+            lines.extend(f"    FLAGGED: {problem}" for problem in seen.problems)
+    for connection in status.connections:
+        in_namespace = f" in namespace {connection.namespace}" if connection.namespace else ""
+        pinned = connection.version or "(unpinned)"
+        runs = connection.runs or "nothing"
+        sha = f" {connection.sha256[:12]}" if connection.sha256 else ""
+        lines.append(
+            f"connection {connection.mount}{connection.name}{in_namespace} "
+            f"{connection.plugin} {pinned}  runs {runs}{sha}"
+        )
+        lines.extend(f"    FLAGGED: {problem}" for problem in connection.problems)
+    lines.extend(f"not readable with this token: {what}" for what in status.unreadable)
+    return "\n".join(lines) + "\n"

@@ -14,11 +14,11 @@ The one catalog serves the mounts of every namespace, so the walk starts at
 the root whatever namespace the client works in; a token that may not list
 the root's namespaces (one scoped to a namespace) walks from its own.
 
-Each mount of the database engine in the client's namespace adds one LIST of
+Each mount of the database engine, in every namespace walked, adds one LIST of
 its connections and one read per connection (SPEC §10), managed or not: the
-plan must know every connection that names a catalog entry before it
-deregisters one. Of a connection only its plugin and version are kept; its
-connection details never leave the client.
+plan must know every connection that names a catalog entry, wherever it lives,
+before it deregisters one. Of a connection only its plugin and version are
+kept; its connection details never leave the client.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def read_live_state(client: Client, nodes: Sequence[Node] = ()) -> LiveState:
         catalog = []
         for index, entry in enumerate(listed):
             if index not in details:
-                catalog.append(_catalog_entry(entry, {}))
+                unread = not readable and not entry.get("builtin")
+                catalog.append(_catalog_entry(entry, {}, details_read=not unread))
                 continue
             detail = details[index].result()
             if detail is not None:
@@ -115,13 +116,13 @@ def read_live_state(client: Client, nodes: Sequence[Node] = ()) -> LiveState:
             for index, mount in enumerate(mounts)
             if _runs_external(mount)
         }
-        # Connections are read through the client's namespace, as their paths are.
-        connections = _read_connections(client, pool, [m for m in mounts if m.namespace == home])
+        # Every namespace's connections: the catalog serves them all (SPEC §9, §10).
+        connections = _read_connections(client, pool, mounts)
         for index, probe in probes.items():
             mounts[index] = mounts[index].model_copy(update={"backend_answers": probe.result()})
     catalog.sort(key=lambda e: (e.type, e.name, e.version))
     mounts.sort(key=lambda m: (m.namespace, m.kind, m.path))
-    connections.sort(key=lambda c: (c.mount, c.name))
+    connections.sort(key=lambda c: (c.namespace, c.mount, c.name))
     return LiveState(
         server=server,
         catalog=catalog,
@@ -174,6 +175,19 @@ class _NamespaceWalk:
                 child = namespace + key
                 found[child] = self._tables(child)
                 pending[child] = self._pool.submit(self._client.list_namespaces, child)
+        if home not in found and "" in found:
+            # Walked from the root, the whole tree is known: the client's namespace is not
+            # in it, and every read in it would be a bare 404.
+            parent, _, name = home.rstrip("/").rpartition("/")
+            in_parent = f" -namespace={parent}" if parent else ""
+            raise ApiError(
+                f"namespace {home} does not exist: create it first (`bao namespace create"
+                f"{in_parent} {name}`, with a token that may create namespaces"
+                f"{' in ' + parent + '/' if parent else ' at the root'}), or declare it "
+                "under `namespaces:` of the whole-server file, apply that, then run again",
+                status=404,
+                path="sys/namespaces",
+            )
         if home not in found:
             # Not among the walked namespaces: its own tables say why (404, 403).
             found[home] = self._tables(home)
@@ -198,16 +212,22 @@ def _list_catalog(client: Client, home: str) -> tuple[list[dict[str, Any]], bool
 def _read_connections(
     client: Client, pool: ThreadPoolExecutor, mounts: list[LiveMount]
 ) -> list[LiveConnection]:
-    """Every connection of every database mount: one LIST per mount, one read per connection."""
-    databases = [m.path for m in mounts if m.kind == "secret" and m.plugin == DATABASE_ENGINE]
-    listed = {path: pool.submit(client.list_connections, path) for path in databases}
+    """Every connection of every database mount, each in its namespace: one LIST per
+    mount, one read per connection."""
+    databases = [
+        (m.namespace, m.path) for m in mounts if m.kind == "secret" and m.plugin == DATABASE_ENGINE
+    ]
+    listed = {
+        (namespace, path): pool.submit(client.list_connections, path, namespace)
+        for namespace, path in databases
+    }
     reads = {
-        (path, name): pool.submit(client.read_connection, path, name)
-        for path, names in listed.items()
+        (namespace, path, name): pool.submit(client.read_connection, path, name, namespace)
+        for (namespace, path), names in listed.items()
         for name in names.result()
     }
     connections = []
-    for (path, name), read in reads.items():
+    for (namespace, path, name), read in reads.items():
         found = read.result()
         if found is not None:  # deleted since the list was read
             connections.append(
@@ -216,6 +236,7 @@ def _read_connections(
                     name=name,
                     plugin=found["plugin_name"],
                     plugin_version=found["plugin_version"],
+                    namespace=namespace,
                 )
             )
     return connections
@@ -279,7 +300,9 @@ def _read_external(client: Client, entry: Mapping[str, Any]) -> dict[str, Any] |
         raise
 
 
-def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> CatalogEntry:
+def _catalog_entry(
+    listed: Mapping[str, Any], detail: Mapping[str, Any], *, details_read: bool = True
+) -> CatalogEntry:
     return CatalogEntry(
         type=listed["type"],
         name=str(listed["name"]),
@@ -291,6 +314,7 @@ def _catalog_entry(listed: Mapping[str, Any], detail: Mapping[str, Any]) -> Cata
         # Only a read carries these (the list does not); servers before them omit them.
         declarative=detail.get("declarative") is True,
         oci=detail.get("oci") is True,
+        details_read=details_read,
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.documents import apply_schema_text, error_schema_text
+from reconciler.documents import apply_schema_text, error_schema_text, status_schema_text
 from tests.helpers import SCHEMAS_DIR, CliRun, api, run_cli, write_desired
 
 ONE_MOUNT = "version: 1\nsecrets:\n  - {path: app/, plugin: kv}\n"
@@ -19,7 +19,11 @@ ONE_MOUNT = "version: 1\nsecrets:\n  - {path: app/, plugin: kv}\n"
 
 @pytest.mark.parametrize(
     ("name", "text"),
-    [("apply.schema.json", apply_schema_text), ("error.schema.json", error_schema_text)],
+    [
+        ("apply.schema.json", apply_schema_text),
+        ("error.schema.json", error_schema_text),
+        ("status.schema.json", status_schema_text),
+    ],
 )
 def test_committed_document_schemas_are_up_to_date(name: str, text: object) -> None:
     assert callable(text)

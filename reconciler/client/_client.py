@@ -474,10 +474,15 @@ class Client:
 
     # --- database connections (in the namespace; SPEC §10) -------------------------------
 
-    def list_connections(self, mount: str) -> list[str]:
-        """The connection names of the database mount at `mount` (none when it has none)."""
+    def list_connections(self, mount: str, namespace: str | None = None) -> list[str]:
+        """The connection names of the database mount at `mount` (none when it has none).
+
+        In the client's namespace, or in `namespace` (a path from the root) when given.
+        """
         try:
-            answer = self._transport.send("LIST", f"{_mount_segment(mount)}/config")
+            answer = self._transport.send(
+                "LIST", f"{_mount_segment(mount)}/config", namespace=_in(namespace)
+            )
         except ApiError as error:
             if error.status == 404:
                 return []
@@ -485,7 +490,9 @@ class Client:
         keys = _data(answer).get("keys") or []
         return [str(key) for key in keys]
 
-    def read_connection(self, mount: str, name: str) -> dict[str, str] | None:
+    def read_connection(
+        self, mount: str, name: str, namespace: str | None = None
+    ) -> dict[str, str] | None:
         """{plugin_name, plugin_version} of one connection; None when it does not exist.
 
         The answer also holds the connection details (`connection_url`, `username`):
@@ -493,7 +500,11 @@ class Client:
         dropped here, so nothing above the client ever holds them.
         """
         try:
-            answer = self._transport.send("GET", f"{_mount_segment(mount)}/config/{_segment(name)}")
+            answer = self._transport.send(
+                "GET",
+                f"{_mount_segment(mount)}/config/{_segment(name)}",
+                namespace=_in(namespace),
+            )
         except ApiError as error:
             if error.status == 404:
                 return None
@@ -508,7 +519,9 @@ class Client:
             "plugin_version": str(data.get("plugin_version") or ""),
         }
 
-    def repin_connection(self, mount: str, name: str, version: str) -> None:
+    def repin_connection(
+        self, mount: str, name: str, version: str, namespace: str | None = None
+    ) -> None:
         """Pin a connection to `version`, keeping its stored details.
 
         The server starts the new plugin and initializes it with the stored details,
@@ -519,11 +532,17 @@ class Client:
             "POST",
             f"{_mount_segment(mount)}/config/{_segment(name)}",
             json={"plugin_version": version, "verify_connection": True},
+            namespace=_in(namespace),
         )
 
-    def reset_connection(self, mount: str, name: str) -> None:
+    def reset_connection(self, mount: str, name: str, namespace: str | None = None) -> None:
         """Restart a connection on the binary the catalog names now (it connects at once)."""
-        self._transport.send("POST", f"{_mount_segment(mount)}/reset/{_segment(name)}", json={})
+        self._transport.send(
+            "POST",
+            f"{_mount_segment(mount)}/reset/{_segment(name)}",
+            json={},
+            namespace=_in(namespace),
+        )
 
     def reload_database_plugin(self, mount: str, plugin: str) -> None:
         """Vault only: restart every connection of `mount` that runs `plugin`.

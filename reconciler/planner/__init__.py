@@ -29,6 +29,9 @@ from collections.abc import Collection, Iterable
 from reconciler.model import DesiredState, LiveState
 from reconciler.plan import (
     KIND_ORDER,
+    Action,
+    ActionKind,
+    CreateNamespaceAction,
     DesiredSource,
     Plan,
     Problem,
@@ -38,7 +41,7 @@ from reconciler.plan import (
 )
 from reconciler.planner._catalog import CatalogWrites, plan_catalog_writes
 from reconciler.planner._cleanup import ScopedMounts, plan_deregistrations
-from reconciler.planner._connections import ConnectionChanges, plan_connections
+from reconciler.planner._connections import plan_connections
 from reconciler.planner._context import (
     HeldUpgrade,
     Outcome,
@@ -53,11 +56,12 @@ from reconciler.planner._namespaces import (
     elsewhere_warnings,
     namespace_scopes,
     plan_namespace_creation,
+    unmanaged_namespace_warnings,
 )
 from reconciler.planner._nodes import plan_node_reloads
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
-from reconciler.planner._server_owned import plan_server_references
-from reconciler.resolver import CatalogKey
+from reconciler.planner._server_owned import plan_missing_pins, plan_server_references
+from reconciler.resolver import CatalogKey, namespace_path
 
 __all__ = [
     "HeldUpgrade",
@@ -94,15 +98,18 @@ def plan(
     for scope in scopes:
         mounts = plan_declared_mounts(scope.context, catalog.changed)
         pruning = plan_unmanaged_mounts(scope.context, mounts.claimed, catalog.changed)
-        planned.append(ScopedMounts(scope, mounts, pruning))
-    # Connections are read and written in the client's namespace, the first scope.
-    connections = plan_connections(context, catalog.changed)
-    cleanup = plan_deregistrations(context, planned, connections)
-    # References and pins are checked once, against the client's namespace's mounts.
-    server_owned = plan_server_references(context, planned[0].mounts, planned[0].pruning)
+        # Each namespace's connections are read and written in that namespace.
+        connections = plan_connections(scope.context, catalog.changed)
+        planned.append(ScopedMounts(scope, mounts, pruning, connections))
+    cleanup = plan_deregistrations(context, planned)
+    # References are checked once, with the client's namespace's planned changes.
+    server_owned = plan_server_references(
+        context, planned[0].mounts, planned[0].pruning, planned[0].connections
+    )
     outcomes = [
         Outcome(errors=binding_errors(desired, live)),
         creation,
+        unmanaged_namespace_warnings(desired, scopes),
         catalog,
         *(
             part.scope.outcome(phase)
@@ -123,7 +130,7 @@ def plan(
                         catalog.changed,
                         part.mounts,
                         part.pruning,
-                        connections if part is planned[0] else ConnectionChanges(),
+                        part.connections,
                         only_affecting=part.scope.elsewhere,
                     )
                 ),
@@ -134,13 +141,15 @@ def plan(
                 ),
             )
         ),
-        connections,
+        *(part.scope.outcome(part.connections) for part in planned),
         cleanup,
         server_owned,
+        plan_missing_pins(planned),
         Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
     ]
     actions = [action for outcome in outcomes for action in outcome.actions]
     actions.extend(plan_node_reloads(context, actions))
+    actions = [_placed(action, context.namespace) for action in actions]
     warnings = [warning for outcome in outcomes for warning in outcome.warnings]
     return Plan(
         desired=source or DesiredSource(),
@@ -161,6 +170,21 @@ def plan(
         errors=_in_order(error for outcome in outcomes for error in outcome.errors),
         warnings=_in_order(warnings),
     )
+
+
+_AT_THE_ROOT = frozenset({ActionKind.REGISTER, ActionKind.UPDATE, ActionKind.DEREGISTER})
+
+
+def _placed(action: Action, home: str) -> Action:
+    """`action` with the namespace its object lives in: a path from the root."""
+    if action.kind in _AT_THE_ROOT:
+        namespace = ""  # the one catalog
+    elif isinstance(action, CreateNamespaceAction):
+        namespace = namespace_path(action.params.parent)
+    else:
+        sent_in = getattr(action.params, "namespace", None)
+        namespace = home if sent_in is None else sent_in
+    return action.model_copy(update={"namespace": namespace})
 
 
 def _in_order(problems: Iterable[Problem]) -> list[Problem]:

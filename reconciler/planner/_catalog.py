@@ -139,7 +139,11 @@ def _write(context: Context, key: CatalogKey, entry: PluginEntry) -> list[Action
                 params=wanted,
             )
         ]
-    have = {"command": live_entry.command, "sha256": live_entry.sha256, "args": live_entry.args}
+    have: dict[str, Any] = {"sha256": live_entry.sha256}
+    if live_entry.details_read:
+        # A token that may read the list only knows the hash: command and args unknown
+        # are not different.
+        have |= {"command": live_entry.command, "args": live_entry.args}
     changes = changes_between(have, {name: getattr(wanted, name) for name in have})
     if not changes and key not in context.replace:
         return []

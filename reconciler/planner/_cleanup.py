@@ -13,23 +13,18 @@ from reconciler.plan import (
     Problem,
     ReasonCode,
 )
-from reconciler.planner._connections import (
-    ConnectionChanges,
-    connection_target_name,
-    live_connections,
-)
+from reconciler.planner._connections import ConnectionChanges, connection_target_name
 from reconciler.planner._context import (
     OWNED_BY_SERVER,
     Context,
     Outcome,
     catalog_target_name,
-    elsewhere_name,
     mount_target_name,
     problem,
 )
 from reconciler.planner._mounts import MountChanges, Pruning
 from reconciler.planner._namespaces import Scope
-from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey, connection_runs
+from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey
 
 _REASONS: dict[ReasonCode, str] = {
     ReasonCode.DECLARED_ABSENT: "declared state: absent",
@@ -39,16 +34,15 @@ _REASONS: dict[ReasonCode, str] = {
 
 @dataclass(frozen=True)
 class ScopedMounts:
-    """One namespace's planned mount changes."""
+    """One namespace's planned mount and connection changes."""
 
     scope: Scope
     mounts: MountChanges
     pruning: Pruning
+    connections: ConnectionChanges
 
 
-def plan_deregistrations(
-    context: Context, planned: Sequence[ScopedMounts], connections: ConnectionChanges
-) -> Outcome:
+def plan_deregistrations(context: Context, planned: Sequence[ScopedMounts]) -> Outcome:
     """Deregister retired entries unless a mount left, in any namespace, or a database
     connection would lose its backend."""
     actions: list[Action] = []
@@ -78,7 +72,11 @@ def plan_deregistrations(
                 for part in planned
                 for where in part.mounts.held_on.get(key, ())
             ),
-            *connections.held_on.get(key, ()),
+            *(
+                part.scope.named(where)
+                for part in planned
+                for where in part.connections.held_on.get(key, ())
+            ),
         ]
         if held:
             # Watch mode keeps these mounts on the entry until the file changes.
@@ -96,14 +94,17 @@ def plan_deregistrations(
             for user in _users_after(part.scope.context, key, part.mounts, part.pruning)
         ]
         # The catalog serves every namespace: a mount of one the file leaves alone keeps
-        # the entry in use too.
+        # the entry in use too (the picture holds them all; managed ones are above).
+        managed = {part.scope.namespace for part in planned}
         users.extend(
-            elsewhere_name(live_mount)
-            for live_mount in context.mounts_elsewhere()
-            if context.loses_backend(live_mount, key)
+            user.named()
+            for user in context.usage.using(key)
+            if user.kind == "mount"
+            and user.namespace not in managed
+            and user.runs(context.entries_after, context.builtins) is None
         )
-        # Connections live in the client's namespace: the first scope.
-        users += _connection_users_after(context, key, planned[0].pruning, connections)
+        # Connections of every namespace, declared ones in the client's.
+        users += _connection_users_after(context, key, planned)
         if users:
             errors.append(
                 problem(
@@ -156,9 +157,10 @@ def _users_after(
 
 
 def _connection_users_after(
-    context: Context, key: CatalogKey, pruning: Pruning, connections: ConnectionChanges
+    context: Context, key: CatalogKey, planned: Sequence[ScopedMounts]
 ) -> list[str]:
-    """Database connections, declared or not, that would run nothing once `key` is gone.
+    """Database connections of every namespace, declared or not, that would run nothing
+    once `key` is gone.
 
     Deregistering the version a connection runs leaves it serving until its next
     restart, which then fails: the connection is dead while its config names it.
@@ -166,24 +168,39 @@ def _connection_users_after(
     if key[0] != "database":
         return []
     users = [
-        connection_target_name(*connection)
-        for connection, target in sorted(connections.targets.items())
+        part.scope.named(connection_target_name(*connection))
+        for part in planned
+        for connection, target in sorted(part.connections.targets.items())
         if target.key == key
     ]
-    held = {name for names in connections.held_on.values() for name in names}
-    for (mount, name), live in sorted(live_connections(context).items()):
-        if connection_target_name(mount, name) in held:
+    declared = {
+        (part.scope.namespace, *connection)
+        for part in planned
+        for connection in part.connections.targets
+    }
+    held = {
+        (part.scope.namespace, name)
+        for part in planned
+        for names in part.connections.held_on.values()
+        for name in names
+    }
+    disabled = {
+        (part.scope.namespace, path)
+        for part in planned
+        for kind, path in part.pruning.disabled
+        if kind == "secret"
+    }
+    for user in context.usage.connections():
+        if user.plugin != key[1] or (user.namespace, user.path) in disabled:
             continue
-        if (mount, name) in connections.targets or ("secret", mount) in pruning.disabled:
+        if (user.namespace, user.path, user.connection) in declared:
             continue
-        if live.plugin != key[1]:
+        if (user.namespace, user.name) in held:
             continue
-        now = connection_runs(live.plugin, live.plugin_version, context.external, context.builtins)
-        after = connection_runs(
-            live.plugin, live.plugin_version, context.entries_after, context.builtins
-        )
+        now = user.runs(context.external, context.builtins)
+        after = user.runs(context.entries_after, context.builtins)
         if now is not None and now.key == key and after is None:
-            users.append(connection_target_name(mount, name))
+            users.append(user.name if user.namespace == context.namespace else user.named())
     return users
 
 

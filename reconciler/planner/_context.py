@@ -23,9 +23,11 @@ from reconciler.resolver import (
     entries_by_name,
     entry_target,
     live_builtins,
+    namespace_path,
     normalize_version,
     with_sha256,
 )
+from reconciler.usage import ServerUsage
 
 # (type, name, version, sha256) of an upgrade the watcher has set aside after it failed.
 HeldUpgrade = tuple[str, str, str, str]
@@ -118,6 +120,10 @@ class Context:
     entries_after: frozenset[CatalogKey]
     # The reload scope the file asks for ("global", or "" for this node).
     scope: str
+    # The namespace this context plans, as a path from the root ("" is the root).
+    namespace: str
+    # Every mount and connection of every namespace: what every in-use check reads.
+    usage: ServerUsage
 
     @classmethod
     def of(
@@ -126,7 +132,11 @@ class Context:
         live: LiveState,
         replace: frozenset[CatalogKey],
         held: frozenset[HeldUpgrade],
+        *,
+        namespace: str | None = None,
+        usage: ServerUsage | None = None,
     ) -> Context:
+        """`namespace` defaults to the client's; `usage` to the picture of `live`."""
         present = {e.key: e for e in desired.plugins if e.present}
         absent = {e.key: e for e in desired.plugins if not e.present}
         external = {e.key: e for e in live.catalog if not e.builtin}
@@ -163,6 +173,8 @@ class Context:
             # A server-owned reference adds nothing: only a stanza can.
             entries_after=frozenset((set(external) | set(owned_by_file)) - gone),
             scope=reload_scope(desired.settings.reload_scope, live),
+            namespace=namespace_path(live.server.namespace) if namespace is None else namespace,
+            usage=ServerUsage.of(live) if usage is None else usage,
         )
 
     def live_resolution(self, mount: LiveMount, entries: frozenset[CatalogKey]) -> Target | None:

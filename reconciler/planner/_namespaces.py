@@ -30,6 +30,7 @@ from reconciler.planner._context import (
     problem,
 )
 from reconciler.resolver import CatalogKey, namespace_path
+from reconciler.usage import ServerUsage
 
 
 def elsewhere_warnings(context: Context, changed: frozenset[CatalogKey]) -> tuple[Problem, ...]:
@@ -43,12 +44,19 @@ def elsewhere_warnings(context: Context, changed: frozenset[CatalogKey]) -> tupl
             and (running := context.running_now(live_mount)) is not None
             and running.key == key
         ]
+        # Connections of other namespaces: not reset by this plan (nor any reload).
+        users += [
+            user.named()
+            for user in context.usage.using(key)
+            if user.kind == "connection" and user.namespace != context.namespace
+        ]
         if users:
             warnings.append(
                 problem(
                     catalog_target_name(key),
-                    "updated, but these mounts of other namespaces run it and keep the old "
-                    "binary until reloaded in their namespace: " + ", ".join(users),
+                    "updated, but these mounts and connections of other namespaces run it "
+                    "and keep the old binary until reloaded (a connection: reset) in their "
+                    "namespace: " + ", ".join(users),
                 )
             )
     return tuple(warnings)
@@ -109,23 +117,59 @@ def namespace_scopes(
     every = [*live.mounts, *live.elsewhere]
     left_alone = [m for m in every if m.namespace not in managed]
 
+    usage = ServerUsage.of(live)
+
     def scope_live(namespace: str) -> LiveState:
         return live.model_copy(
             update={
                 "mounts": [m for m in every if m.namespace == namespace],
                 "elsewhere": left_alone,
+                "connections": [c for c in live.connections if c.namespace == namespace],
             }
         )
 
-    scopes = [Scope(home, Context.of(desired, scope_live(home), replace, held), elsewhere=False)]
+    def context(file: DesiredState, namespace: str) -> Context:
+        return Context.of(
+            file, scope_live(namespace), replace, held, namespace=namespace, usage=usage
+        )
+
+    scopes = [Scope(home, context(desired, home), elsewhere=False)]
     for path, namespace in declared:
         its_file = desired.model_copy(
             update={"secrets": namespace.secrets, "auth": namespace.auth, "namespaces": {}}
         )
-        scopes.append(
-            Scope(path, Context.of(its_file, scope_live(path), replace, held), elsewhere=True)
-        )
+        scopes.append(Scope(path, context(its_file, path), elsewhere=True))
     return tuple(scopes)
+
+
+def unmanaged_namespace_warnings(desired: DesiredState, scopes: Sequence[Scope]) -> Outcome:
+    """A namespace below the file's own that holds mounts but that the file does not
+    declare (any more): named, like an unmanaged mount, and left alone.
+
+    Only for files that manage namespaces (with `namespaces:`, or bound to one): a
+    root file without them plans the root alone and never claimed the others.
+    """
+    given = desired.model_fields_set
+    if "namespaces" not in given and desired.namespace is None:
+        return Outcome()
+    home = scopes[0].namespace
+    managed = {scope.namespace for scope in scopes}
+    holding: dict[str, list[str]] = {}
+    for user in scopes[0].context.usage.mounts():
+        if user.namespace.startswith(home) and user.namespace not in managed:
+            holding.setdefault(user.namespace, []).append(user.name)
+    return Outcome(
+        warnings=tuple(
+            problem(
+                f"namespace {namespace}",
+                f"unmanaged namespace: the file does not declare it, and it holds "
+                f"{len(names)} mount{'s' if len(names) > 1 else ''} ({', '.join(names)}): "
+                "left alone (a namespace is never deleted); declare it under `namespaces:` "
+                "to manage them",
+            )
+            for namespace, names in sorted(holding.items())
+        )
+    )
 
 
 def plan_namespace_creation(scopes: Sequence[Scope]) -> Outcome:

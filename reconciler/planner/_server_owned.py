@@ -9,7 +9,11 @@ backend: every plan says so until the mount moves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from reconciler.plan import Problem
+from reconciler.planner._cleanup import ScopedMounts
+from reconciler.planner._connections import ConnectionChanges, connection_target_name
 from reconciler.planner._context import (
     OWNED_BY_SERVER,
     Context,
@@ -23,9 +27,11 @@ from reconciler.planner._mounts import MountChanges, Pruning
 from reconciler.resolver import CatalogKey, version_order
 
 
-def plan_server_references(context: Context, mounts: MountChanges, pruning: Pruning) -> Outcome:
-    """Errors and warnings for server-owned references and mounts pinned to missing entries."""
-    users = _users_after(context, mounts, pruning)
+def plan_server_references(
+    context: Context, mounts: MountChanges, pruning: Pruning, connections: ConnectionChanges
+) -> Outcome:
+    """Errors and warnings for references to entries the server's configuration owns."""
+    users = _users_after(context, mounts, pruning, connections)
     errors: list[Problem] = []
     warnings: list[Problem] = []
     for key, entry in sorted(context.present.items()):
@@ -59,16 +65,30 @@ def plan_server_references(context: Context, mounts: MountChanges, pruning: Prun
                     f"{live_entry.sha256}: change the file or the stanza",
                 )
             )
-    errors += _missing_pins(context, mounts, pruning)
     warnings += _stanzas_still_in_use(context, users)
     return Outcome((), tuple(errors), tuple(warnings))
 
 
 def _users_after(
-    context: Context, mounts: MountChanges, pruning: Pruning
+    context: Context,
+    mounts: MountChanges,
+    pruning: Pruning,
+    connections: ConnectionChanges | None = None,
 ) -> dict[CatalogKey, list[str]]:
-    """External entry → the mounts that run it once the plan is applied."""
+    """External entry → the mounts and connections, of every namespace, that run it once
+    the plan is applied."""
     users: dict[CatalogKey, list[str]] = {}
+    declared = connections.targets if connections is not None else {}
+    for connection, target in sorted(declared.items()):
+        if target.key is not None:
+            users.setdefault(target.key, []).append(connection_target_name(*connection))
+    for user in context.usage.users:
+        home = user.namespace == context.namespace
+        if home and (user.kind == "mount" or (user.path, user.connection) in declared):
+            continue  # the client's mounts and declared connections: with the plan's changes
+        after = user.runs(context.entries_after, context.builtins)
+        if after is not None and after.key is not None:
+            users.setdefault(after.key, []).append(user.name if home else user.named())
     for (kind, path), target in sorted(mounts.targets.items()):
         if target.key is not None:
             users.setdefault(target.key, []).append(mount_target_name(kind, path))
@@ -77,6 +97,48 @@ def _users_after(
         if after is not None and after.key is not None:
             users.setdefault(after.key, []).append(mount_target_name(kind, path))
     return users
+
+
+def plan_missing_pins(planned: Sequence[ScopedMounts]) -> Outcome:
+    """Errors for every mount and connection, in any namespace, that the plan leaves
+    pinned to an external version the catalog lacks (its next reload or reset fails)."""
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    for part in planned:
+        errors += map(
+            part.scope.problem, _missing_pins(part.scope.context, part.mounts, part.pruning)
+        )
+    context = planned[0].scope.context
+    managed = {part.scope.namespace for part in planned}
+    for user, key in context.usage.pinned_to_missing():
+        if key in context.external or key in context.entries_after:
+            continue  # an entry this plan deregisters is refused by cleanup, naming its users
+        if user.kind == "mount" and user.namespace in managed:
+            continue  # its scope's own check above knows what the plan does to it
+        if user.kind == "connection":
+            declared = {part.scope.namespace: part.connections.targets for part in planned}
+            target = declared.get(user.namespace, {}).get((user.path, user.connection))
+            if target is not None and target.key != key:
+                continue  # the plan re-pins it: the repair
+        name = user.name if user.namespace == context.namespace else user.named()
+        fix = (
+            f"re-pin it to a version the catalog holds (`bao write "
+            f"{user.namespace}{user.path}config/{user.connection} plugin_version=...`) "
+            "or register this version again"
+            if user.kind == "connection"
+            else "pin it to a version the catalog holds or register this version again"
+        )
+        restart = "reset" if user.kind == "connection" else "reload"
+        # Outside the file's namespaces it is someone else's to fix: said, not blocking.
+        found = errors if user.namespace.startswith(context.namespace) else warnings
+        found.append(
+            problem(
+                name,
+                f"pinned to {catalog_target_name(key)}, which is not in the catalog: its next "
+                f"{restart} will fail and leave it without a backend; {fix}",
+            )
+        )
+    return Outcome(errors=tuple(errors), warnings=tuple(warnings))
 
 
 def _missing_pins(context: Context, mounts: MountChanges, pruning: Pruning) -> list[Problem]:
