@@ -208,18 +208,7 @@ def _fresh(server: DevServer, plugins: Path, form: Form) -> None:
             command = f"demo-db-{version.lstrip('v')}"
             _register(server, plugins, version, command, "database/demo-db")
         http.post("/v1/sys/mounts/db", json={"type": "database"}).raise_for_status()
-        database = plugins.parent / "policy-databases" / f"orders-{next(_token_names)}.json"
-        database.parent.mkdir(exist_ok=True)
-        demo_db.create_database(database, "admin", "admin-password")
-        connection = {
-            "plugin_name": "demo-db",
-            "plugin_version": "v1.0.0",
-            "connection_url": demo_db.connection_url(database),
-            "username": "admin",
-            "password": "admin-password",
-            "allowed_roles": ["orders"],
-        }
-        http.post("/v1/db/config/orders", json=connection).raise_for_status()
+        _connect(server, plugins, "orders")
         return
     if form.namespace:
         create_namespaces(server, "team1", "team1/other")
@@ -229,6 +218,22 @@ def _fresh(server: DevServer, plugins: Path, form: Form) -> None:
     create_namespaces(server, "other")
     http.post("/v1/sys/mounts/old", json={"type": "kv"}).raise_for_status()
     _register(server, plugins, "v1.0.0", "demo-auth-1.0.0", "auth/demo-auth")
+
+
+def _connect(server: DevServer, plugins: Path, name: str) -> None:
+    """Create connection `name` of db/, pinned to demo-db v1.0.0, by hand as users do."""
+    database = plugins.parent / "policy-databases" / f"{name}-{next(_token_names)}.json"
+    database.parent.mkdir(exist_ok=True)
+    demo_db.create_database(database, "admin", "admin-password")
+    connection = {
+        "plugin_name": "demo-db",
+        "plugin_version": "v1.0.0",
+        "connection_url": demo_db.connection_url(database),
+        "username": "admin",
+        "password": "admin-password",
+        "allowed_roles": [name],
+    }
+    api(server).post(f"/v1/db/config/{name}", json=connection).raise_for_status()
 
 
 def _apply_as_root(server: DevServer, form: Form, desired: Path) -> None:
@@ -320,6 +325,11 @@ def test_a_token_with_only_the_policy_repins_and_resets_a_declared_connection(
             assert shown.ok and "permission denied" not in shown.output, shown.output
     refused = _as(server, reader, "", "apply", str(on_v1), "--yes")
     assert "lacks 'create' or 'update' on db/config/orders" in refused.stderr, refused.output
+    # A connection the file does not declare is not readable: the plan stops, naming it.
+    _connect(server, plugins, "billing")
+    stopped = _as(server, reader, "", "plan", str(upgrade))
+    assert stopped.exit_code == 1, stopped.output
+    assert "capability on db/config/billing" in stopped.stderr, stopped.output
 
 
 def test_a_root_token_without_ha_status_works_on_one_node_with_a_warning(
