@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -28,6 +29,9 @@ T = TypeVar("T")
 
 # How often a node that redirects instead of answering is asked again.
 _REDIRECT_POLL = 0.2
+
+# Clients already told that sys/ha-status is refused: one warning per run, not per read.
+_WARNED: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,14 @@ def discover_nodes(client: Client, given: Sequence[str] = ()) -> list[Node]:
                 if client.namespace
                 else ("its policy does not grant read on sys/ha-status")
             )
-            log.warning(
-                "the token may not read sys/ha-status (%s): per-node checks are off; name "
-                "the nodes with --node or settings.nodes, and set reload_scope: global on a "
-                "cluster",
-                scoped,
-            )
+            if client not in _WARNED:
+                _WARNED.add(client)
+                log.warning(
+                    "the token may not read sys/ha-status (%s): per-node checks are off; "
+                    "name the nodes with --node or settings.nodes, and set reload_scope: "
+                    "global on a cluster",
+                    scoped,
+                )
             return [Node(address=client.address, active=True)]
         # No answer says nothing about HA: the caller must know.
         if error.status is None:
