@@ -27,7 +27,7 @@ import pytest
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer
 from reconciler.demo.examples.plugins import demo_db
-from reconciler.watch import Watcher, WatchOptions
+from reconciler.watch import PassOutcome, Watcher, WatchOptions
 from tests.helpers import CliResult, CliRun, RequestLog, api, write_desired
 from tests.server_reset import reset_server
 from tests.test_apply_plugins import sha256_of
@@ -170,14 +170,20 @@ def _renewed(server: DevServer, namespace: str, token: str) -> bool:
     return bool(answer.json()["data"].get("last_renewal_time"))
 
 
-def _watch_pass(server: DevServer, form: Form, token: str, desired: Path) -> bool:
+def _watch(server: DevServer, form: Form, token: str, desired: Path) -> PassOutcome:
+    """One watch pass with `token`."""
+
     def client() -> Client:
         return Client.from_environment(
             address=server.address, token=token, namespace=form.namespace or None
         )
 
     watcher = Watcher(desired, client, WatchOptions(interval=60.0, debounce=0.1))
-    return watcher.run_pass().ok
+    return watcher.run_pass()
+
+
+def _watch_pass(server: DevServer, form: Form, token: str, desired: Path) -> bool:
+    return _watch(server, form, token, desired).ok
 
 
 def _register(
@@ -296,6 +302,10 @@ def test_a_token_with_only_the_policy_upgrades_rolls_back_watches_and_reads(
     assert "the token cannot write what the plan changes" in refused.stderr, refused.output
     assert "lacks 'update' on " + form.where("sys/auth/robots/tune") in refused.stderr
     assert log.writes() == []
+    # In watch mode too, and retrying cannot help until the token or its policy changes.
+    watched = _watch(server, form, reader, drifted)
+    assert not watched.ok and not watched.retryable, watched.failures
+    assert "the token cannot write" in watched.failures[0], watched.failures
 
 
 def test_a_token_with_only_the_policy_repins_and_resets_a_declared_connection(
