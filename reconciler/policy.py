@@ -136,7 +136,9 @@ def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str
     def grant_scope(relative: str, mounts: Iterable[tuple[MountKind, Mount]]) -> None:
         """What writing one namespace's mounts needs; `relative` is "" for the file's own."""
         mounts = list(mounts)
-        if any(_may_run_external(state, kind, mount) for kind, mount in mounts):
+        # Undeclared mounts of the file's own namespace reloaded onto an updated entry.
+        unmanaged = not relative and state.settings.reload_unmanaged
+        if unmanaged or any(_may_run_external(state, kind, mount) for kind, mount in mounts):
             # A new version (and its rollback) reaches running mounts through a reload.
             grant(f"{relative}{_RELOAD}", "update", "sudo")
         for kind, mount in mounts:

@@ -661,3 +661,22 @@ def test_the_writes_asked_about_are_the_writes_sent(
     }
     assert kinds <= every, sorted(every)
     _prepared.clear()
+
+
+def test_the_reload_is_granted_where_mounts_can_run_an_external_plugin(tmp_path: Path) -> None:
+    builtin_only = "version: 1\nsecrets:\n  - {path: app/, plugin: kv}\n"
+    cases = {
+        builtin_only: set(),
+        builtin_only + "settings: {reload_unmanaged: true}\n": {"sys/plugins/reload/backend"},
+        builtin_only
+        + "plugins:\n  - {type: secret, name: transit, version: v1.0.0, sha256: "
+        + "ab" * 32
+        + "}\nnamespaces:\n  team1/:\n    secrets:\n"
+        "      - {path: t/, plugin: transit, version: v1.0.0}\n": {
+            "team1/sys/plugins/reload/backend"
+        },
+    }
+    for text, expected in cases.items():
+        desired = write_desired(tmp_path, text)
+        stanzas = _stanzas(_policy(desired, read_only=False))
+        assert {p for p in stanzas if p.endswith("reload/backend")} == expected, text
