@@ -57,11 +57,10 @@ def discover_nodes(client: Client, given: Sequence[str] = ()) -> list[Node]:
             # A token scoped to a namespace cannot read root endpoints, and a root token's
             # policy may leave it out: it works as before clusters were known, and says
             # what that costs.
-            scoped = (
-                f"it is scoped to namespace {client.namespace}"
-                if client.namespace
-                else ("its policy does not grant read on sys/ha-status")
-            )
+            if client.namespace:
+                scoped = f"it is scoped to namespace {client.namespace}"
+            else:
+                scoped = "its policy does not grant read on sys/ha-status"
             if client not in _WARNED:
                 _WARNED.add(client)
                 log.warning(

@@ -112,8 +112,9 @@ def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str
                 grant(f"{relative}{mount.path}config/", "list")
                 for connection in mount.connections or []:
                     grant(f"{relative}{mount.path}config/{connection.name}", "read")
-    # Before the first write, apply asks which of them the token may make: a token that
-    # cannot write is refused before it changes anything.
+    # Before its first write, apply asks which of its writes the token may make: a token
+    # that cannot make them all (a read-only one, or a file that outgrew its policy) is
+    # refused before it changes anything.
     grant("sys/capabilities-self", "update")
     if read_only:
         return stanzas
