@@ -100,6 +100,7 @@ ROOT = Form("root", ROOT_FILE, "")
 DB = Form("db", DB_FILE, "")
 TEAM = Form("team", TEAM_FILE, "team1")
 READ_ONLY = Form("read-only", ROOT_FILE, "", read_only=True)
+TEAM_READ_ONLY = Form("team-read-only", TEAM_FILE, "team1", read_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -459,6 +460,14 @@ NEEDED = [
     (TEAM, "sys/plugins/reload/backend", "next"),
     (TEAM, "sys/auth/robots/tune", "next"),
     (TEAM, "sub/sys/mounts/deep/tune", "next"),
+    (TEAM_READ_ONLY, "sys/plugins/catalog", "plan"),
+    (TEAM_READ_ONLY, "sys/mounts", "plan"),
+    (TEAM_READ_ONLY, "sys/auth", "plan"),
+    (TEAM_READ_ONLY, "sys/namespaces", "plan"),
+    (TEAM_READ_ONLY, "+/sys/namespaces", "plan"),
+    (TEAM_READ_ONLY, "+/sys/mounts", "plan"),
+    (TEAM_READ_ONLY, "+/sys/auth", "plan"),
+    (TEAM_READ_ONLY, "sys/capabilities-self", "refusal"),
     (TEAM, "sys/namespaces/sub", "fresh"),
     (TEAM, "sys/mounts/a1", "fresh"),
     (TEAM, "sys/mounts/a2", "fresh"),
@@ -490,7 +499,7 @@ DB_AS_ROOT = {
 }
 
 
-@pytest.mark.parametrize("form", [ROOT, TEAM, READ_ONLY, DB], ids=lambda f: f.name)
+@pytest.mark.parametrize("form", [ROOT, TEAM, READ_ONLY, TEAM_READ_ONLY, DB], ids=lambda f: f.name)
 def test_every_stanza_has_a_row(plugins: Path, tmp_path: Path, form: Form) -> None:
     desired = _file(form, plugins, tmp_path, version="v1.0.0", ttl="1h")
     generated = set(_stanzas(_policy(desired, read_only=form.read_only)))
