@@ -193,14 +193,14 @@ def _register(
     """Register an example plugin, unless it is registered so already (a register starts
     the plugin once)."""
     http = api(server)
-    found = http.get(f"/v1/sys/plugins/catalog/{entry}", params={"version": version})
-    if found.status_code == 200 and found.json()["data"]["command"] == command:
-        return
     body = {
         "version": version,
         "command": command,
         "sha256": sha256_of(plugins / f"{entry.split('/')[1]}-{version.lstrip('v')}"),
     }
+    found = http.get(f"/v1/sys/plugins/catalog/{entry}", params={"version": version})
+    if found.status_code == 200 and all(found.json()["data"][k] == body[k] for k in body):
+        return
     api(server).put(f"/v1/sys/plugins/catalog/{entry}", json=body).raise_for_status()
 
 
