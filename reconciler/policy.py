@@ -182,6 +182,8 @@ def policy_hcl(state: DesiredState, *, read_only: bool, source: str = "") -> str
             f"# Write it in namespace {state.namespace} (its paths are relative to it) and",
             "# give it to a token of that namespace.",
         ]
+    else:
+        lines.append("# Write it in the root namespace and give it to a token of the root.")
     if not read_only:
         lines.append("# Replacing a mount (--allow-destroy) also needs `delete` on its path.")
     for path, capabilities in sorted(policy_stanzas(state, read_only=read_only).items()):
