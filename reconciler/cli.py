@@ -659,6 +659,13 @@ def apply_command(
         )
     if result.verdict is Verdict.DECLINED:
         _fail("apply declined: nothing was changed", documented=as_json)
+    if result.verdict is Verdict.FORBIDDEN:
+        _fail(
+            "the token cannot write what the plan changes: nothing was changed; give it the "
+            f"policy `reconciler policy {target_input.loaded.path}` prints, or use another token:\n"
+            + "\n".join(f"  {p}" for p in result.problems()),
+            documented=as_json,
+        )
     for line in result.rolled_back:
         click.echo(f"rolled back: {line}", err=True)
     if not result.converged:
@@ -838,11 +845,14 @@ def completion_command(shell: str) -> None:
 @cli.command("policy")
 @verbosity_options
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--read-only", is_flag=True, help="The policy `plan` needs (no writes).")
+@click.option(
+    "--read-only", is_flag=True, help="The policy `plan`, `status` and `export` need (no writes)."
+)
 @max_file_size_option
 @reports_errors
 def policy_command(file: Path, read_only: bool, max_file_size: int) -> None:
-    """Print the least-privilege ACL policy (HCL) that `apply` (or `plan`) of FILE needs."""
+    """Print the least-privilege ACL policy (HCL) that `apply`, `watch`, `status` and
+    `export` of FILE need (with --read-only: `plan`, `status` and `export`)."""
     from reconciler.loader import load_desired
     from reconciler.policy import policy_hcl
     from reconciler.resolver import SHIPPED_BUILTINS

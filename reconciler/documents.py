@@ -37,6 +37,7 @@ class Verdict(StrEnum):
     PLAN_ERRORS = "plan-errors"  # nothing was changed
     REFUSED = "refused"  # destructive actions refused: nothing was changed
     DECLINED = "declined"  # the front end's confirmation said no: nothing was changed
+    FORBIDDEN = "forbidden"  # the token may not make the plan's writes: nothing was changed
     NOT_CONVERGED = "not-converged"  # an action or the verification failed
     # A stop was asked for (SIGINT, SIGTERM): the running action finished, the rest did not
     # run, nothing was verified; a re-run converges from what is live.

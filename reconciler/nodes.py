@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -28,6 +29,9 @@ T = TypeVar("T")
 
 # How often a node that redirects instead of answering is asked again.
 _REDIRECT_POLL = 0.2
+
+# Clients already told that sys/ha-status is refused: one warning per run, not per read.
+_WARNED: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -49,18 +53,25 @@ def discover_nodes(client: Client, given: Sequence[str] = ()) -> list[Node]:
     try:
         listed = client.ha_status()
     except ApiError as error:
-        if error.status == 403 and client.namespace:
-            # A token scoped to a namespace cannot read root endpoints: it works as before
-            # clusters were known, and says what that costs.
-            log.warning(
-                "the token may not read sys/ha-status (it is scoped to namespace %s): "
-                "per-node checks are off; name the nodes with --node or settings.nodes, "
-                "and set reload_scope: global on a cluster",
-                client.namespace,
-            )
+        if error.status == 403:
+            # A token scoped to a namespace cannot read root endpoints, and a root token's
+            # policy may leave it out: it works as before clusters were known, and says
+            # what that costs.
+            if client.namespace:
+                scoped = f"it is scoped to namespace {client.namespace}"
+            else:
+                scoped = "its policy does not grant read on sys/ha-status"
+            if client not in _WARNED:
+                _WARNED.add(client)
+                log.warning(
+                    "the token may not read sys/ha-status (%s): per-node checks are off; "
+                    "name the nodes with --node or settings.nodes, and set reload_scope: "
+                    "global on a cluster",
+                    scoped,
+                )
             return [Node(address=client.address, active=True)]
-        # No answer or a refused root token says nothing about HA: the caller must know.
-        if error.status is None or error.status == 403:
+        # No answer says nothing about HA: the caller must know.
+        if error.status is None:
             raise
         log.debug("sys/ha-status unavailable (%s): treating %s as one node", error, client.address)
         listed = []

@@ -9,6 +9,7 @@ present the `PassResult` they get back.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
@@ -33,12 +34,15 @@ from reconciler.lock import server_lock
 from reconciler.nodes import Node, discover_nodes
 from reconciler.plan import Action, DesiredSource, Plan
 from reconciler.planner import HeldUpgrade, parse_catalog_target, plan
+from reconciler.policy import write_needs
 from reconciler.resolver import CatalogKey
 from reconciler.state import read_live_state
 
 if TYPE_CHECKING:
     from reconciler.client import Client
     from reconciler.model import ServerIdentity
+
+log = logging.getLogger(__name__)
 
 # Enough of a file's head to tell a saved plan from a desired-state file.
 _PLAN_HEAD_BYTES = 64
@@ -310,6 +314,37 @@ def _decide(the_plan: Plan, options: ApplyOptions) -> _Decision:
 # --- the pass ----------------------------------------------------------------------------
 
 
+def unwritable(client: Client, actions: Sequence[Action]) -> list[str]:
+    """The planned writes the token may not make, one line each; empty when it may make
+    them all, or when the server does not say (the writes themselves will).
+
+    One `sys/capabilities-self` request for every path the actions write to, so that a
+    read-only token (or a policy that lacks a stanza) is refused before the first write
+    rather than halfway through the plan.
+    """
+    needs = write_needs(actions, client.namespace)
+    if not needs:
+        return []
+    try:
+        held = client.capabilities_self(sorted({need.path for need in needs}))
+    except ApiError as error:
+        log.debug("cannot ask for the token's capabilities (%s): the writes will tell", error)
+        return []
+    lines: list[str] = []
+    for need in needs:
+        capabilities = held.get(need.path)
+        if capabilities is None or capabilities & ({"root"} | need.any_of):
+            continue
+        where = f"{client.namespace}/{need.path}" if client.namespace else need.path
+        lacks = " or ".join(f"'{c}'" for c in sorted(need.any_of))
+        has = ", ".join(sorted(capabilities - {"deny"})) or "none"
+        action = f"{need.action.kind.value} {need.action.target}"
+        line = f"{action}: the token lacks {lacks} on {where} (it holds: {has})"
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
 def _ignore(_value: Any) -> None:
     return None
 
@@ -365,6 +400,8 @@ class PassResult:
                 f"interrupted after {len(self.applied)} of {len(self.runnable)} actions: "
                 "the rest did not run and nothing was verified; a re-run converges"
             ]
+        if self.verdict is Verdict.FORBIDDEN:
+            return list(self.failures)
         if self.verdict is Verdict.NOT_CONVERGED:
             return list(self.failures) or ["the apply did not converge"]
         return []
@@ -429,6 +466,9 @@ def run_pass(
         )
         if decision.verdict is not None or not decision.runnable:
             return result
+        forbidden = unwritable(client, decision.runnable)
+        if forbidden:
+            return dataclasses.replace(result, verdict=Verdict.FORBIDDEN, failures=tuple(forbidden))
         if hooks.confirm is not None and not hooks.confirm(the_plan, identity.address):
             return dataclasses.replace(result, verdict=Verdict.DECLINED)
         applied = _execute(client, the_plan, target.loaded, options, decision, hooks.progress)
@@ -479,7 +519,8 @@ def apply(
     """Apply a plan made from `loaded` (its env values come from there) and verify.
 
     The library's entry for a plan already in hand: the same policy as a pass, but a
-    plan with errors or refused actions raises PlanRefused before the first write.
+    plan with errors or refused actions, or writes the token may not make, raises
+    PlanRefused before the first write.
     """
     options = options or ApplyOptions()
     decision = _decide(the_plan, options)
@@ -492,5 +533,11 @@ def apply(
         raise PlanRefused(
             "refused, nothing was changed:\n"
             + "\n".join(f"  {r.action.target}: {r.why}" for r in decision.refused)
+        )
+    forbidden = unwritable(client, decision.runnable)
+    if forbidden:
+        raise PlanRefused(
+            "the token cannot write what the plan changes, nothing was changed:\n"
+            + "\n".join(f"  {line}" for line in forbidden)
         )
     return _execute(client, the_plan, loaded, options, decision, progress or _ignore)

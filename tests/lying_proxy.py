@@ -20,7 +20,7 @@ from types import TracebackType
 
 import httpx
 
-from tests.helpers import WRITE_METHODS
+from tests.helpers import ASKING_ONLY, WRITE_METHODS
 
 _FORWARDED_HEADERS = ("X-Vault-Token", "X-Vault-Namespace", "X-Vault-Request", "Content-Type")
 # What the server answers to a write that worked: 204 for a tune, 200 with a body for a reload.
@@ -99,7 +99,7 @@ class LyingProxy:
 
     def writes(self) -> list[tuple[str, str]]:
         with self._lock:
-            return [r for r in self.requests if r[0] in WRITE_METHODS]
+            return [r for r in self.requests if r[0] in WRITE_METHODS and r[1] not in ASKING_ONLY]
 
     def close(self) -> None:
         self._server.shutdown()

@@ -13,9 +13,12 @@ from reconciler.demo.devserver import DevServerError
 _RESERVED_MOUNTS = {"sys/mounts": {"sys/", "identity/", "cubbyhole/"}, "sys/auth": {"token/"}}
 
 
-def reset_server(address: str, token: str, *, timeout: float = 30.0) -> None:
+def reset_server(
+    address: str, token: str, *, timeout: float = 30.0, keep_catalog: bool = False
+) -> None:
     """Return a dev server to an empty state: no namespaces, no mounts but the server's own
-    (the dev `secret/` goes too), no external catalog entries."""
+    (the dev `secret/` goes too), no external catalog entries (unless `keep_catalog`: each
+    register starts the plugin's process once, to ask its version)."""
     # No TLS context for a plain-HTTP server: building one costs more than the reset.
     verify = not address.startswith("http://")
     with httpx.Client(
@@ -35,6 +38,8 @@ def reset_server(address: str, token: str, *, timeout: float = 30.0) -> None:
             for path in ok(http.get(f"/v1/{table}")).json()["data"]:
                 if path not in reserved:
                     ok(http.delete(f"/v1/{table}/{path.rstrip('/')}"))
+        if keep_catalog:
+            return
         catalog = ok(http.get("/v1/sys/plugins/catalog")).json()["data"]
         for entry in catalog.get("detailed") or []:
             if not entry.get("builtin"):

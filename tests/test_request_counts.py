@@ -20,7 +20,7 @@ from reconciler.export import export_desired
 from reconciler.loader import load_desired
 from reconciler.reconcile import apply, plan_for
 from reconciler.state import read_live_state
-from tests.helpers import RequestLog, run_cli, write_desired
+from tests.helpers import ASKING_ONLY, RequestLog, run_cli, write_desired
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -41,7 +41,11 @@ class Sent:
         return [(method, path) for method, path, _ in self.requests]
 
     def writes(self) -> list[tuple[str, str]]:
-        return [(method, path) for method, path in self.calls() if method in WRITE_METHODS]
+        return [
+            (method, path)
+            for method, path in self.calls()
+            if method in WRITE_METHODS and path not in ASKING_ONLY
+        ]
 
     def body(self, method: str, path: str) -> object:
         (content,) = [body for m, p, body in self.requests if (m, p) == (method, path)]

@@ -578,6 +578,19 @@ class Client:
             )
         return self._flavour
 
+    def capabilities_self(self, paths: list[str]) -> dict[str, set[str]]:
+        """The token's capabilities on each of `paths` (relative to the client's namespace).
+
+        Asks only; the server evaluates the token's policies as it would for a request.
+        """
+        answer = self._transport.send("POST", "sys/capabilities-self", json={"paths": paths})
+        data = _data(answer) or answer
+        return {
+            path: {str(c) for c in data.get(path) or []}
+            for path in paths
+            if isinstance(data.get(path), list)
+        }
+
     def lookup_self(self) -> dict[str, Any]:
         """The token's own properties (ttl, renewable, policies…), without the token itself."""
         data = _data(self._transport.send("GET", "auth/token/lookup-self"))

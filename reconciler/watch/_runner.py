@@ -244,6 +244,12 @@ class PassRunner:
                 _count(len(result.runnable), "action"),
                 extra={"fields": {"pass": outcome.number, "actions": len(result.runnable)}},
             )
+        if result.verdict is Verdict.FORBIDDEN:
+            # Retrying cannot help until the token or its policy changes.
+            raise _PassFailed(
+                "the token cannot write what the plan changes, nothing was applied:\n"
+                + "\n".join(f"  {line}" for line in result.problems())
+            )
         if result.verdict is Verdict.PLAN_ERRORS:
             raise _PassFailed(
                 "the plan has errors, nothing was applied:\n"
