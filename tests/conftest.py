@@ -42,8 +42,13 @@ SERVER_FIXTURES = frozenset(
     }
 )
 
-# Session-wide servers too costly to start once per xdist worker.
-_ONE_WORKER_FIXTURES = frozenset({"bao_cluster", "declarative_bao_server"})
+# Servers too costly to start once per xdist worker, and the worker group that runs every
+# test using them: clusters share one group, so two clusters never run at once.
+_WORKER_GROUPS = {
+    "bao_cluster": "clusters",
+    "old_cluster": "clusters",
+    "declarative_bao_server": "declarative",
+}
 
 # What the declarative server's configuration declares at the start of every test.
 DECLARED_AT_START = (("secret", "demo-kv", "v1.0.0"), ("auth", "demo-auth", "v1.0.0"))
@@ -60,8 +65,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
         # Under pytest-xdist (`--dist loadgroup`), the tests of one session-wide server run on
         # one worker, so each such server starts once, not once per worker.
-        for fixture in _ONE_WORKER_FIXTURES & fixtures:
-            item.add_marker(pytest.mark.xdist_group(fixture))
+        for group in {_WORKER_GROUPS[f] for f in _WORKER_GROUPS.keys() & fixtures}:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
