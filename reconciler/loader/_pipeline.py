@@ -32,7 +32,7 @@ from reconciler.loader._yaml import (
     too_big,
     yaml_type,
 )
-from reconciler.model import DesiredState, Mount, PluginEntry
+from reconciler.model import DesiredState, Mount, Namespace, PluginEntry
 from reconciler.resolver import BuiltinVersions
 
 DEFAULT_MAX_FILE_SIZE = MAX_FILE_SIZE
@@ -297,11 +297,17 @@ def _trustworthy(problem: ReferenceProblem, salvage: _Salvage) -> bool:
         return True
     if salvage.names_unknown:
         return False
-    section, index = problem.pointer[0], problem.pointer[1]
-    mount: Mount = getattr(salvage.state, str(section))[int(index)]
+    # A namespaced mount's pointer starts with ("namespaces", NAME) once per level.
+    holder: DesiredState | Namespace = salvage.state
+    pointer = problem.pointer
+    while len(pointer) >= 4 and pointer[0] == "namespaces":
+        holder = holder.namespaces[str(pointer[1])]
+        pointer = pointer[2:]
+    section, index = pointer[0], pointer[1]
+    mount: Mount = getattr(holder, str(section))[int(index)]
     plugin = mount.plugin
-    if len(problem.pointer) >= 4 and problem.pointer[2] == "connections" and mount.connections:
-        plugin = mount.connections[int(problem.pointer[3])].plugin
+    if len(pointer) >= 4 and pointer[2] == "connections" and mount.connections:
+        plugin = mount.connections[int(pointer[3])].plugin
     return plugin not in salvage.uncertain_names
 
 
