@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from reconciler.demo.devserver import DevServer
-from tests.helpers import RequestLog, api, mount_entry, run_cli, write_desired
+from tests.helpers import CliRun, RequestLog, api, mount_entry, run_cli, write_desired
+from tests.lying_proxy import LyingProxy
 from tests.test_apply_plugins import sha256_of
 
 MOUNTS = [f"app-{i}/" for i in range(5)]
@@ -90,3 +91,36 @@ def test_a_good_binary_goes_canary_first_then_the_rest(
     for mount in MOUNTS:
         assert mount_entry(server, "secret", mount)["running_plugin_version"] == "v2.0.0"
     assert run_cli(server, "plan", str(upgrade), "--detailed-exitcode").exit_code == 0
+
+
+def test_a_canary_that_does_not_take_its_new_plugin_stops_the_rest(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    two = MOUNTS[:2]
+
+    def on(version: str) -> Path:
+        text = FIVE_MOUNTS.format(
+            v1=sha256_of(plugins / "demo-kv-1.0.0"),
+            v2=sha256_of(plugins / "demo-kv-2.0.0"),
+            v2_command="demo-kv-2.0.0",
+            mounts="\n".join(
+                f"  - {{path: {m}, plugin: demo-kv, version: {version}}}" for m in two
+            ),
+        )
+        return write_desired(tmp_path, text)
+
+    assert run_cli(server, "apply", str(on("v1.0.0")), "--yes").ok
+    upgrade = on("v2.0.0")
+    with LyingProxy(server.address) as proxy:
+        # The canary's reload is answered as done, but never reaches the server.
+        proxy.lie("POST", "/v1/sys/plugins/reload/backend", 200)
+        result = CliRun.invoke(
+            ["apply", str(upgrade), "--yes", "--no-rollback"],
+            env={"BAO_ADDR": proxy.address, "BAO_TOKEN": server.token},
+        )
+        reloads = proxy.count("POST", "/v1/sys/plugins/reload/backend")
+    assert result.exit_code == 1, result.output
+    assert "canary secrets/app-0/ runs v1.0.0" in result.stderr, result.output
+    assert reloads == 1, "the other mounts were reloaded after a canary that did not take"
+    for mount in two:
+        assert mount_entry(server, "secret", mount)["running_plugin_version"] == "v1.0.0"
