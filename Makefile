@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit bench schema clean
+.PHONY: test demo lint typecheck unit bench schema clean mutants
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: lint typecheck
 
 demo: $(STAMP)
 	$(BIN)/reconciler demo
+
+# Every curated mutant (mutants/catalog.py) must be caught by its tests; not part of `test`.
+mutants: $(STAMP)
+	$(BIN)/python -m mutants.run
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
