@@ -200,6 +200,22 @@ MUTANTS: tuple[Mutant, ...] = (
         tests=(_CANARY + "test_a_canary_that_does_not_take_its_new_plugin_stops_the_rest",),
     ),
     Mutant(
+        name="canary-reload-error-ignored",
+        file="reconciler/executor.py",
+        original=(
+            "            except ApiError as error:\n"
+            '                failure = f"{action.kind.value} {action.target}: {error}"\n'
+        ),
+        replacement=(
+            "            except ApiError as error:\n"
+            "                if isinstance(action, ReloadAction) and action.canary:\n"
+            "                    continue\n"
+            '                failure = f"{action.kind.value} {action.target}: {error}"\n'
+        ),
+        breaks="A canary whose reload fails stops the upgrade: the other mounts are not reloaded",
+        tests=(_CANARY + "test_a_broken_binary_takes_down_only_the_canary_which_is_rolled_back",),
+    ),
+    Mutant(
         name="cleanup-after-failed-verification",
         file="reconciler/executor.py",
         original=(

@@ -84,6 +84,7 @@ def _pytest(
     """(exit code, output) of pytest on `tests`, run from `copy`; -1 on a timeout."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["COLUMNS"] = "400"  # the short summary keeps the reason of a failure
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf"]
     if stop_at_first:
         command.append("-x")
@@ -115,15 +116,17 @@ def _imports_from(copy: Path) -> str:
 
 
 def _first_failure(output: str) -> str:
-    match = re.search(r"^(FAILED|ERROR) (\S+)", output, re.MULTILINE)
-    return match.group(2) if match else ""
+    """The first `FAILED node - reason` line of pytest's short summary, shortened."""
+    match = re.search(r"^((?:FAILED|ERROR) tests/.*)$", output, re.MULTILINE)
+    line = match.group(1) if match else ""
+    return line if len(line) <= 240 else line[:239] + "…"
 
 
 def _tail(output: str, lines: int = 15) -> str:
     return "\n".join(output.strip().splitlines()[-lines:])
 
 
-def run_one(mutant: Mutant, timeout: float) -> Outcome:
+def run_one(mutant: Mutant, timeout: float, tests: Sequence[str] = ()) -> Outcome:
     started = time.monotonic()
     found = occurrences(mutant)
     if found != 1:
@@ -135,19 +138,20 @@ def run_one(mutant: Mutant, timeout: float) -> Outcome:
         origin = _imports_from(copy)
         if not origin.startswith(str(copy)):
             return Outcome(mutant.name, ERROR, 0.0, f"reconciler imported from {origin!r}")
-        code, output = _pytest(copy, mutant.tests, timeout, stop_at_first=True)
+        code, output = _pytest(copy, tests or mutant.tests, timeout, stop_at_first=True)
     seconds = time.monotonic() - started
     if code == 1:
         return Outcome(mutant.name, CAUGHT, seconds, _first_failure(output))
     if code == 0:
-        return Outcome(mutant.name, SURVIVED, seconds, "its tests pass: " + ", ".join(mutant.tests))
+        ran = ", ".join(tests or mutant.tests)
+        return Outcome(mutant.name, SURVIVED, seconds, f"its tests pass: {ran}")
     return Outcome(mutant.name, ERROR, seconds, f"pytest exit {code}:\n{_tail(output)}")
 
 
-def run_baseline(mutants: Iterable[Mutant], timeout: float) -> Outcome:
+def run_baseline(mutants: Iterable[Mutant], timeout: float, given: Sequence[str] = ()) -> Outcome:
     """Every named test on the unmutated copy: they must all pass."""
     started = time.monotonic()
-    tests = sorted({test for mutant in mutants for test in mutant.tests})
+    tests = sorted(given) or sorted({test for mutant in mutants for test in mutant.tests})
     with tempfile.TemporaryDirectory(prefix="mutant-baseline-") as scratch:
         copy = _copy(Path(scratch))
         code, output = _pytest(copy, tests, timeout, stop_at_first=False)
@@ -169,15 +173,32 @@ def summary(outcomes: Sequence[Outcome], seconds: float, jobs: int) -> str:
     )
 
 
+def table(mutants: Iterable[Mutant]) -> str:
+    """The markdown table of docs/testing.md: guarantee, mutant, the tests that catch it."""
+    rows = ["| Guarantee | Mutant (file) | Tests that catch it |", "|---|---|---|"]
+    for mutant in mutants:
+        tests = ", ".join(f"`{test.removeprefix('tests/')}`" for test in mutant.tests)
+        rows.append(f"| {mutant.breaks} | `{mutant.name}` ({mutant.file}) | {tests} |")
+    return "\n".join(rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mutants.run", description="Run the curated mutants (docs/testing.md)."
     )
     parser.add_argument("--check", action="store_true", help="only check every snippet applies")
+    parser.add_argument("--table", action="store_true", help="print the docs' markdown table")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutants")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at a time (default 2)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    parser.add_argument(
+        "--tests",
+        nargs="+",
+        metavar="NODE",
+        default=(),
+        help="run these tests instead of each mutant's own (to find which tests catch it)",
+    )
     options = parser.parse_args(argv)
 
     chosen = list(MUTANTS)
@@ -186,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             parser.error(f"no such mutant: {', '.join(unknown)}")
         chosen = [m for m in MUTANTS if m.name in options.only]
+
+    if options.table:
+        print(table(chosen))
+        return 0
 
     if options.check:
         stale = [m for m in chosen if occurrences(m) != 1]
@@ -202,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def report(outcome: Outcome) -> Outcome:
         with printing:
             print(f"{outcome.status:>17}  {outcome.name}  ({outcome.seconds:.0f}s)", flush=True)
-            if outcome.status != CAUGHT and outcome.detail:
+            if outcome.detail:
                 print("    " + outcome.detail.replace("\n", "\n    "), flush=True)
         return outcome
 
@@ -210,10 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline = (
             None
             if options.no_baseline
-            else pool.submit(lambda: report(run_baseline(chosen, options.timeout * 2)))
+            else pool.submit(
+                lambda: report(run_baseline(chosen, options.timeout * 2, options.tests))
+            )
         )
         futures = [
-            pool.submit(lambda mutant: report(run_one(mutant, options.timeout)), mutant)
+            pool.submit(
+                lambda mutant: report(run_one(mutant, options.timeout, options.tests)), mutant
+            )
             for mutant in chosen
         ]
         outcomes = [future.result() for future in futures]
@@ -223,10 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for outcome in outcomes:
         if outcome.status != CAUGHT:
-            print(f"{outcome.status}: {outcome.name}: {outcome.detail.splitlines()[0]}")
+            first = outcome.detail.splitlines()[0] if outcome.detail else ""
+            print(f"{outcome.status}: {outcome.name}: {first}")
     if not baseline_ok:
         print("the baseline failed: the named tests do not pass without a mutant")
     print(summary(outcomes, elapsed, options.jobs))
+    if options.tests:
+        print("(with --tests: the catalog's own tests were not run)")
     every_caught = all(o.status == CAUGHT for o in outcomes)
     return 0 if every_caught and baseline_ok else 1
 

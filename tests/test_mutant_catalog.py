@@ -47,3 +47,10 @@ def test_each_entry_says_what_it_breaks_and_names_existing_tests(mutant: Mutant)
         if rest:
             function = rest.split("[", 1)[0]
             assert function in _test_functions(ROOT / file), node_id
+
+
+def test_every_mutant_is_listed_in_the_testing_docs() -> None:
+    # The table of docs/testing.md comes from `python -m mutants.run --table`.
+    documented = (ROOT / "docs" / "testing.md").read_text()
+    missing = [m.name for m in MUTANTS if f"`{m.name}`" not in documented]
+    assert not missing, f"run `python -m mutants.run --table` into docs/testing.md: {missing}"
