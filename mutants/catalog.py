@@ -640,4 +640,76 @@ MUTANTS: tuple[Mutant, ...] = (
         breaks="A saved plan made against another live state is refused as stale",
         tests=("tests/test_apply_builtin.py::test_stale_saved_plan_is_refused",),
     ),
+    Mutant(
+        name="enable-in-use-taken-as-done",
+        file="reconciler/client/_transport.py",
+        original="                if attempt > 1 and done_if is not None and done_if(error):\n",
+        replacement="                if done_if is not None and done_if(error):\n",
+        breaks="An enable on a path already in use fails; only a retry after a lost answer is done",
+        tests=("tests/test_client.py::test_an_enable_on_a_path_already_in_use_is_an_error",),
+    ),
+    Mutant(
+        name="file-size-unchecked-after-reading",
+        file="reconciler/loader/_pipeline.py",
+        original=(
+            "    if len(data) > max_file_size:\n"
+            "        raise too_big(name, len(data), max_file_size)\n"
+            "    return _load(data, name, path, path.parent"
+        ),
+        replacement="    return _load(data, name, path, path.parent",
+        breaks="A desired-state file is read no further than the size limit (a device too)",
+        tests=(
+            "tests/test_hostile_input.py::test_a_device_is_read_no_further_than_the_size_limit",
+        ),
+    ),
+    Mutant(
+        name="fingerprint-ignores-mounts",
+        file="reconciler/plan.py",
+        original="                for m in live.mounts\n",
+        replacement="                for m in live.mounts[:0]\n",
+        breaks="The live state's fingerprint covers every mount, so a change to one is noticed",
+        tests=(
+            _VERIFY
+            + "test_a_change_between_planning_and_the_first_write_is_refused_before_writing",
+            "tests/test_apply_builtin.py::test_stale_saved_plan_is_refused",
+        ),
+    ),
+    Mutant(
+        name="apply-without-confirmation",
+        file="reconciler/reconcile.py",
+        original=(
+            "        if hooks.confirm is not None and "
+            "not hooks.confirm(the_plan, identity.address):\n"
+        ),
+        replacement="        if False:\n",
+        breaks="apply writes nothing that was not confirmed (--yes, or an answer at the prompt)",
+        tests=("tests/test_apply_builtin.py::test_apply_needs_yes_without_a_terminal",),
+    ),
+    Mutant(
+        name="watch-stops-only-after-the-pass",
+        file="reconciler/watch/_runner.py",
+        original='            if event.status == "start" and self._stopping():\n',
+        replacement="            if False:\n",
+        breaks="A stop request ends a watch pass between two actions, never inside one",
+        tests=(_WATCH + "test_sighup_forces_a_pass_and_sigterm_stops_between_actions",),
+    ),
+    Mutant(
+        name="httpcore-logs-unfiltered",
+        file="reconciler/client/_redact.py",
+        original='    for name in {"httpx", "httpcore", *names}:\n',
+        replacement='    for name in {"httpx"}:\n',
+        breaks="Every HTTP library logger is filtered, httpcore's included",
+        tests=(
+            "tests/test_client.py::test_token_never_appears_in_debug_logs",
+            "tests/test_secrets.py::test_debug_logs_in_process_never_show_a_secret",
+        ),
+    ),
+    Mutant(
+        name="url-encoded-secrets-shown",
+        file="reconciler/client/_redact.py",
+        original='        quote(value, safe=""),\n        quote_plus(value),\n',
+        replacement="",
+        breaks="A secret echoed URL-encoded (in a query or a path) is redacted too",
+        tests=("tests/test_redaction.py::test_a_secret_echoed_encoded_is_redacted",),
+    ),
 )

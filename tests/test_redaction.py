@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
 
 from reconciler.client import Client, RetryPolicy
-from reconciler.client._redact import REDACTED, redact
+from reconciler.client._redact import REDACTED, redact, remember_secret
 from reconciler.errors import ApiError
 
 NO_WAIT = RetryPolicy(attempts=1, base_delay=0.0, sleep=lambda _seconds: None)
@@ -71,3 +73,21 @@ def test_connection_details_read_are_redacted(caplog: pytest.LogCaptureFixture) 
     for secret in (url, username):
         assert redact(f"the server said {secret}") == f"the server said {REDACTED}"
     assert url not in caplog.text and username not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda secret: json.dumps(secret)[1:-1],
+        lambda secret: quote(secret, safe=""),
+        quote_plus,
+    ],
+    ids=["json", "url", "url-plus"],
+)
+def test_a_secret_echoed_encoded_is_redacted(encode: Callable[[str], str]) -> None:
+    # Characters each encoding changes: a quote, a slash, a plus, an equals sign, a space.
+    secret = _fresh('pw "a/b+c=d e"')
+    encoded = encode(secret)
+    assert encoded != secret
+    remember_secret(secret)
+    assert redact(f"GET /v1/x?token={encoded} failed") == f"GET /v1/x?token={REDACTED} failed"
