@@ -126,7 +126,7 @@ def _tail(output: str, lines: int = 15) -> str:
     return "\n".join(output.strip().splitlines()[-lines:])
 
 
-def run_one(mutant: Mutant, timeout: float, tests: Sequence[str] = ()) -> Outcome:
+def _run_one(mutant: Mutant, timeout: float, tests: Sequence[str] = ()) -> Outcome:
     started = time.monotonic()
     found = occurrences(mutant)
     if found != 1:
@@ -148,7 +148,7 @@ def run_one(mutant: Mutant, timeout: float, tests: Sequence[str] = ()) -> Outcom
     return Outcome(mutant.name, ERROR, seconds, f"pytest exit {code}:\n{_tail(output)}")
 
 
-def run_baseline(mutants: Iterable[Mutant], timeout: float, given: Sequence[str] = ()) -> Outcome:
+def _run_baseline(mutants: Iterable[Mutant], timeout: float, given: Sequence[str] = ()) -> Outcome:
     """Every named test on the unmutated copy: they must all pass."""
     started = time.monotonic()
     tests = sorted(given) or sorted({test for mutant in mutants for test in mutant.tests})
@@ -161,7 +161,7 @@ def run_baseline(mutants: Iterable[Mutant], timeout: float, given: Sequence[str]
     return Outcome("(baseline)", ERROR, seconds, f"pytest exit {code}:\n{_tail(output, 30)}")
 
 
-def summary(outcomes: Sequence[Outcome], seconds: float, jobs: int) -> str:
+def _summary(outcomes: Sequence[Outcome], seconds: float, jobs: int) -> str:
     counts = {
         status: sum(o.status == status for o in outcomes)
         for status in (CAUGHT, SURVIVED, STALE, ERROR)
@@ -236,12 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             None
             if options.no_baseline
             else pool.submit(
-                lambda: report(run_baseline(chosen, options.timeout * 2, options.tests))
+                lambda: report(_run_baseline(chosen, options.timeout * 2, options.tests))
             )
         )
         futures = [
             pool.submit(
-                lambda mutant: report(run_one(mutant, options.timeout, options.tests)), mutant
+                lambda mutant: report(_run_one(mutant, options.timeout, options.tests)), mutant
             )
             for mutant in chosen
         ]
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{outcome.status}: {outcome.name}: {first}")
     if not baseline_ok:
         print("the baseline failed: the named tests do not pass without a mutant")
-    print(summary(outcomes, elapsed, options.jobs))
+    print(_summary(outcomes, elapsed, options.jobs))
     if options.tests:
         print("(with --tests: the catalog's own tests were not run)")
     every_caught = all(o.status == CAUGHT for o in outcomes)
