@@ -280,7 +280,7 @@ MUTANTS: tuple[Mutant, ...] = (
             "        )\n"
         ),
         breaks="A watch pass holds the per-server lock: it never writes beside a CLI apply",
-        tests=(_WATCH + "test_a_pass_waits_for_an_apply_holding_the_lock_and_writes_nothing",),
+        tests=(_WATCH + "test_a_pass_never_writes_while_an_apply_holds_the_lock",),
     ),
     Mutant(
         name="server-reference-registered",

@@ -1,7 +1,8 @@
 """Watch mode: the daemon against the real server, and its pure parts without one.
 
-Only built-in plugins (kv, approle) are used, so no plugin process slows the
-passes down. Every wait is bounded.
+Built-in plugins (kv, approle) wherever they do, so no plugin process slows the
+passes down; the sha256 and rollback cases use the example plugin (one mount at
+most). Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -321,7 +322,7 @@ def _catalog_versions(server: DevServer, name: str) -> set[str]:
 
 
 def test_a_binary_that_does_not_match_its_sha256_keeps_the_last_good_file(
-    server: DevServer, plugins: Path, tmp_path: Path, logs
+    server: DevServer, plugins: Path, tmp_path: Path
 ) -> None:
     entry = (
         "  - {{type: secret, name: demo-kv, version: {v}, command: demo-kv-1.0.0, sha256: {sha}}}\n"
@@ -347,7 +348,7 @@ def test_a_binary_that_does_not_match_its_sha256_keeps_the_last_good_file(
     assert metric(watcher.metrics, "reconciler_desired_file_valid") == 0
 
 
-def test_a_pass_waits_for_an_apply_holding_the_lock_and_writes_nothing(
+def test_a_pass_never_writes_while_an_apply_holds_the_lock(
     server: DevServer, tmp_path: Path
 ) -> None:
     path = tmp_path / "desired.yaml"
