@@ -195,7 +195,10 @@ MUTANTS: tuple[Mutant, ...] = (
         original="                failed = self._canary_fails(action)\n",
         replacement="                failed = None\n",
         breaks="A canary that does not run its new plugin stops the upgrade before the rest",
-        tests=(_CANARY + "test_a_canary_that_does_not_take_its_new_plugin_stops_the_rest",),
+        tests=(
+            _CANARY + "test_a_canary_that_does_not_take_its_new_plugin_stops_the_rest",
+            _CANARY + "test_a_canary_left_without_a_backend_after_its_reload_stops_the_rest",
+        ),
     ),
     Mutant(
         name="canary-reload-error-ignored",
@@ -348,6 +351,7 @@ MUTANTS: tuple[Mutant, ...] = (
         replacement="        converge = list(actions)\n        cleanup: list[Action] = []\n",
         breaks="Deregistrations run after the converge stage was verified, never before",
         tests=(
+            _VERIFY + "test_a_failed_verification_deregisters_nothing",
             "tests/test_apply_plugins.py::"
             "test_upgrade_with_absent_old_version_deregisters_after_verification",
             _DB + "test_upgrade_re_pins_the_connection_then_deregisters_the_old_version",
@@ -409,12 +413,12 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
-        name="canary-down-counts-as-up",
+        name="canary-on-the-old-plugin-passes",
         file="reconciler/executor.py",
-        original="            elif mount.backend_answers is False:\n",
+        original="            elif (namespace, path) in pending:\n",
         replacement="            elif False:\n",
-        breaks="A canary whose plugin does not answer stops the upgrade",
-        tests=(_CANARY + "test_a_broken_binary_takes_down_only_the_canary_which_is_rolled_back",),
+        breaks="A canary that still runs the old plugin after its reload stops the upgrade",
+        tests=(_CANARY + "test_a_canary_that_does_not_take_its_new_plugin_stops_the_rest",),
     ),
     Mutant(
         name="lock-shared-not-exclusive",

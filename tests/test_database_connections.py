@@ -169,11 +169,11 @@ def test_upgrade_re_pins_the_connection_then_deregisters_the_old_version(db: Db)
     assert applied.ok, applied.output
     assert requests.matching("POST", "sys/plugins/reload") == []
     assert requests.matching("POST", "/v1/db/config/orders") == [("POST", "/v1/db/config/orders")]
-    # The deregistration came after the connection was read back (verification).
-    order = [r for r in requests.requests if r[0] != "GET" or "db/config/orders" in r[1]]
-    assert order.index(("GET", "/v1/db/config/orders")) < order.index(
-        ("DELETE", "/v1/sys/plugins/catalog/database/demo-db")
-    )
+    # The deregistration came after the re-pinned connection was read back (verification).
+    sent = requests.requests
+    repin = sent.index(("POST", "/v1/db/config/orders"))
+    deregistration = sent.index(("DELETE", "/v1/sys/plugins/catalog/database/demo-db"))
+    assert ("GET", "/v1/db/config/orders") in sent[repin:deregistration], sent
 
     assert db.pin("orders") == "v2.0.0"
     assert db.serving("orders")[0] == "v2.0.0"
