@@ -182,12 +182,27 @@ def table(mutants: Iterable[Mutant]) -> str:
     return "\n".join(rows)
 
 
+DOCS = ROOT / "docs" / "testing.md"
+_TABLE_HEADING = "## Guarantees, their mutants, the tests that catch them\n\n"
+
+
+def write_table(mutants: Iterable[Mutant], docs: Path = DOCS) -> None:
+    """Replace the table under `_TABLE_HEADING` in docs/testing.md with the catalog's."""
+    text = docs.read_text()
+    start = text.index(_TABLE_HEADING) + len(_TABLE_HEADING)
+    end = text.find("\n\n", start)
+    docs.write_text(text[:start] + table(mutants) + text[end if end >= 0 else len(text) :])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mutants.run", description="Run the curated mutants (docs/testing.md)."
     )
     parser.add_argument("--check", action="store_true", help="only check every snippet applies")
     parser.add_argument("--table", action="store_true", help="print the docs' markdown table")
+    parser.add_argument(
+        "--write-table", action="store_true", help="write that table into docs/testing.md"
+    )
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutants")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at a time (default 2)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant")
@@ -210,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if options.table:
         print(table(chosen))
+        return 0
+    if options.write_table:
+        write_table(MUTANTS)
         return 0
 
     if options.check:
