@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit bench schema clean mutants
+.PHONY: test demo lint typecheck unit bench schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(BIN)/reconciler demo
 
 # Every curated mutant (mutants/catalog.py) must be caught by its tests; not part of `test`.
+.PHONY: mutants
 mutants: $(STAMP)
 	$(BIN)/python -m mutants.run
 
