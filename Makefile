@@ -16,6 +16,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Every curated mutant (mutants/catalog.py) must be caught by its tests; not part of `test`.
+.PHONY: mutants
+mutants: $(STAMP)
+	$(BIN)/python -m mutants.run
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
@@ -24,11 +29,6 @@ test: lint typecheck
 
 demo: $(STAMP)
 	$(BIN)/reconciler demo
-
-# Every curated mutant (mutants/catalog.py) must be caught by its tests; not part of `test`.
-.PHONY: mutants
-mutants: $(STAMP)
-	$(BIN)/python -m mutants.run
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
