@@ -34,7 +34,7 @@ from mutants.catalog import MUTANTS, Mutant
 
 ROOT = Path(__file__).resolve().parent.parent
 # Nothing a test run needs: version control, the environment, caches.
-_NOT_COPIED = shutil.ignore_patterns(
+_IGNORED = (
     ".git",
     ".venv",
     "__pycache__",
@@ -72,9 +72,16 @@ def apply_mutant(mutant: Mutant, root: Path) -> None:
     path.write_text(text.replace(mutant.original, mutant.replacement, 1))
 
 
+# Large and never mutated (installed server releases): linked into each copy, not copied.
+_LINKED = (".servers",)
+
+
 def _copy(into: Path) -> Path:
     copy = into / "repo"
-    shutil.copytree(ROOT, copy, ignore=_NOT_COPIED, symlinks=True)
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(*_LINKED, *_IGNORED), symlinks=True)
+    for name in _LINKED:
+        if (ROOT / name).exists():
+            (copy / name).symlink_to(ROOT / name)
     return copy
 
 
