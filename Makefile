@@ -20,6 +20,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Every curated mutant (mutants/catalog.py) must be caught by its tests; not part of `test`.
+.PHONY: mutants
+mutants: $(STAMP)
+	$(BIN)/python -m mutants.run
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -176,13 +177,16 @@ class RequestLog:
 
 
 class TrapServer:
-    """A loopback listener that counts connections: proves a command opened none."""
+    """A loopback listener that counts connections: proves a command opened none.
+
+    Cheap enough to start one per test case, so a case that connects fails itself and
+    no other: `close` wakes the accepting thread with a connection it does not count.
+    """
 
     def __init__(self) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
-        self.sock.settimeout(0.2)
         self.connections = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -193,15 +197,20 @@ class TrapServer:
         return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
 
     def _serve(self) -> None:
-        while not self.stop.is_set():
+        while True:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
-                continue
+                return
+            if self.stop.is_set():
+                conn.close()
+                return
             self.connections += 1
             conn.close()
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join()
+        with contextlib.suppress(OSError):
+            socket.create_connection(self.sock.getsockname(), timeout=SLACK).close()
+        self.thread.join(timeout=SLACK)
         self.sock.close()

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.client import Client
+from reconciler.errors import StaleState
+from reconciler.reconcile import load_target, run_pass
 from tests.helpers import (
     CliRun,
     RequestLog,
@@ -78,9 +81,17 @@ def test_stale_saved_plan_is_refused(server, tmp_path: Path) -> None:
     saved = tmp_path / "plan.json"
     assert run_cli(server, "plan", str(desired), "--out", str(saved)).ok
     api(server).post("/v1/sys/mounts/intruder", json={"type": "kv"}).raise_for_status()
+    # The cause, not the wording: the fingerprint check refuses it (StaleState), before
+    # the plan is even compared action by action (a PlanFileError).
+    with (
+        Client(server.address, server.token) as client,
+        RequestLog(server) as requests,
+        pytest.raises(StaleState),
+    ):
+        run_pass(client, load_target(saved))
+    assert requests.writes() == []
     result = run_cli(server, "apply", str(saved), "--yes")
     assert result.exit_code == 1
-    assert "state changed since the plan" in result.stderr
     assert "app/" not in api(server).get("/v1/sys/mounts").json()["data"]
 
 

@@ -130,10 +130,19 @@ def test_upgrade_with_absent_old_version_deregisters_after_verification(
         str(write_desired(tmp_path, V1_TWO_MOUNTS_AND_AUTH.format(plugins=plugins))),
         "--yes",
     ).ok
-    result = run_cli(
-        server, "apply", str(write_desired(tmp_path, UPGRADED.format(plugins=plugins))), "--yes"
-    )
+    with RequestLog(server) as requests:
+        result = run_cli(
+            server, "apply", str(write_desired(tmp_path, UPGRADED.format(plugins=plugins))), "--yes"
+        )
     assert result.exit_code == 0, result.output
+    # After the last reload, the mounts are read back (verification) before the old
+    # version is deregistered.
+    sent = requests.requests
+    last_reload = max(
+        i for i, r in enumerate(sent) if r == ("POST", "/v1/sys/plugins/reload/backend")
+    )
+    deregistration = sent.index(("DELETE", "/v1/sys/plugins/catalog/secret/demo-kv"))
+    assert ("GET", "/v1/sys/mounts") in sent[last_reload:deregistration], sent
     catalog = api(server).get("/v1/sys/plugins/catalog").json()["data"]["detailed"]
     versions = sorted(e["version"] for e in catalog if e["name"] == "demo-kv")
     assert versions == ["v2.0.0"]

@@ -360,6 +360,15 @@ def test_an_enable_that_timed_out_after_reaching_the_server_is_not_an_error(
     assert "late/" in client.list_mounts("secret")
 
 
+def test_an_enable_on_a_path_already_in_use_is_an_error(client: Client) -> None:
+    # "already in use" means done only for a retry after a lost answer, never for the
+    # first attempt: someone else's mount there is not ours.
+    client.enable_mount("secret", "taken/", {"type": "kv", "description": "theirs"})
+    with pytest.raises(ApiError) as refused:
+        client.enable_mount("secret", "taken/", {"type": "kv", "description": "ours"})
+    assert refused.value.status == 400
+
+
 def _lost_answer(request: httpx.Request) -> httpx.Response:
     raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
 

@@ -109,20 +109,35 @@ def test_lock_timeout_waits_then_gives_up(
     assert "solo/" not in _mounts(server)
 
 
-def test_lock_timeout_waits_for_the_holder_to_finish(server: DevServer, tmp_path: Path) -> None:
+def test_lock_timeout_waits_for_the_holder_to_finish(
+    server: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     desired = write_desired(tmp_path, ONE_MOUNT)
     holding = server_lock(_identity(server))
     holding.__enter__()
-    releaser = threading.Timer(0.5, holding.__exit__, args=(None, None, None))
-    releaser.start()
+    released = threading.Event()
+    refused: list[int] = []
+    original = fcntl.flock
+
+    def release_after_three_refusals(fd: Any, operation: int) -> None:
+        # Counts, not a clock: the holder lets go once the apply met the lock three times.
+        try:
+            original(fd, operation)
+        except BlockingIOError:
+            refused.append(operation)
+            if len(refused) == 3:
+                holding.__exit__(None, None, None)
+                released.set()
+            raise
+
+    monkeypatch.setattr(fcntl, "flock", release_after_three_refusals)
     try:
-        started = time.monotonic()
         result = run_cli(server, "apply", str(desired), "--yes", "--lock-timeout", "30s")
-        elapsed = time.monotonic() - started
     finally:
-        releaser.join()
+        if not released.is_set():
+            holding.__exit__(None, None, None)
     assert result.exit_code == 0, result.output
-    assert elapsed >= 0.5
+    assert len(refused) == 3, "it met the held lock, kept trying, and went on once released"
     assert "solo/" in _mounts(server)
 
 
@@ -231,6 +246,19 @@ def test_another_unix_user_can_hold_the_lock_an_apply_created(
         holder.wait(timeout=SLACK)
 
 
+def _wait_until_waiting_for(process: subprocess.Popen[str], lock: Path) -> None:
+    """Until `process` holds an open descriptor on `lock` (it polls the flock)."""
+    deadline = time.monotonic() + SLACK
+    descriptors = Path(f"/proc/{process.pid}/fd")
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        with contextlib.suppress(OSError):
+            if any(Path(os.readlink(fd)) == lock for fd in descriptors.iterdir()):
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"process {process.pid} never opened {lock}")
+
+
 def _outcomes(processes: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]:
     outcomes = []
     for process in processes:
@@ -271,10 +299,15 @@ def test_two_applies_with_lock_timeout_run_one_after_the_other(
 ) -> None:
     desired = write_desired(tmp_path, MANY_MOUNTS)
     # Holding the lock while both start makes them overlap for certain.
-    with server_lock(_identity(server)):
+    identity = _identity(server)
+    with server_lock(identity):
         processes = [_start_apply(server, desired, "--lock-timeout", "60s") for _ in range(2)]
-        time.sleep(1.0)
+        # The event, not a clock: each process has the lock file open, so it is waiting
+        # for the lock this test holds, and has written nothing.
+        for process in processes:
+            _wait_until_waiting_for(process, lock_path(identity))
         assert all(p.poll() is None for p in processes)
+        assert not any(mount.startswith("busy-") for mount in _mounts(server))
     outcomes = _outcomes(processes)
     assert [code for code, _, _ in outcomes] == [0, 0], outcomes
     # The second one plans under the lock, after the first: it finds nothing to do.

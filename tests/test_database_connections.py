@@ -30,6 +30,7 @@ from reconciler.loader import load_desired
 from reconciler.reconcile import PassInput, run_pass
 from reconciler.state import read_live_state
 from tests.helpers import CliResult, CliRun, RequestLog, api, run_cli, write_desired
+from tests.lying_proxy import LyingProxy
 
 # Credentials that must never be shown; distinctive enough to be searched for.
 ROOT_USER = "db-admin-4f7c2e"
@@ -168,11 +169,11 @@ def test_upgrade_re_pins_the_connection_then_deregisters_the_old_version(db: Db)
     assert applied.ok, applied.output
     assert requests.matching("POST", "sys/plugins/reload") == []
     assert requests.matching("POST", "/v1/db/config/orders") == [("POST", "/v1/db/config/orders")]
-    # The deregistration came after the connection was read back (verification).
-    order = [r for r in requests.requests if r[0] != "GET" or "db/config/orders" in r[1]]
-    assert order.index(("GET", "/v1/db/config/orders")) < order.index(
-        ("DELETE", "/v1/sys/plugins/catalog/database/demo-db")
-    )
+    # The deregistration came after the re-pinned connection was read back (verification).
+    sent = requests.requests
+    repin = sent.index(("POST", "/v1/db/config/orders"))
+    deregistration = sent.index(("DELETE", "/v1/sys/plugins/catalog/database/demo-db"))
+    assert ("GET", "/v1/db/config/orders") in sent[repin:deregistration], sent
 
     assert db.pin("orders") == "v2.0.0"
     assert db.serving("orders")[0] == "v2.0.0"
@@ -389,3 +390,54 @@ def test_the_generated_policy_is_enough_to_upgrade_a_connection(db: Db) -> None:
     db.shown += [applied.stdout, applied.stderr]
     assert applied.ok, applied.output
     assert db.pin("orders") == "v2.0.0"
+
+
+def _apply_via(proxy: LyingProxy, db: Db, desired: Path, *extra: str) -> CliResult:
+    result = CliRun.invoke(
+        ["apply", str(desired), "--yes", *extra],
+        env={"BAO_ADDR": proxy.address, "BAO_TOKEN": db.server.token},
+    )
+    db.shown += [result.stdout, result.stderr]
+    return result
+
+
+def test_a_re_pin_answered_but_never_made_fails_and_deregisters_nothing(db: Db) -> None:
+    assert db.cli("apply", str(db.desired(V1)), "--yes").ok
+    db.connect("orders", "v1.0.0")
+    with LyingProxy(db.server.address) as proxy:
+        proxy.lie("POST", "/v1/db/config/orders", 204)
+        applied = _apply_via(proxy, db, db.desired(UPGRADE), "--no-rollback")
+        deregistrations = proxy.count("DELETE", "/v1/sys/plugins/catalog/database/demo-db")
+    assert applied.exit_code == 1, applied.output
+    assert "repin secrets/db/connections/orders is still needed" in applied.stderr, applied.output
+    assert deregistrations == 0
+    assert db.pin("orders") == "v1.0.0"
+    assert ("demo-db", "v1.0.0") in db.catalog()
+    db.assert_no_credentials()
+
+
+def test_a_rollback_re_pin_that_did_not_take_is_reported_as_failed(db: Db) -> None:
+    assert db.cli("apply", str(db.desired(V1)), "--yes").ok
+    db.connect("billing", "v1.0.0")
+    db.connect("orders", "v1.0.0")
+    two = UPGRADE.replace(
+        "      - {name: orders, plugin: demo-db}\n",
+        "      - {name: billing, plugin: demo-db}\n      - {name: orders, plugin: demo-db}\n",
+    )
+    # billing is re-pinned (for real), then orders fails: its database went away.
+    db.database("orders").parent.rename(db.tmp / "moved")
+    with LyingProxy(db.server.address) as proxy:
+        # The rollback's re-pin of billing is answered as done but never reaches the server.
+        proxy.after(
+            "POST",
+            "/v1/db/config/billing",
+            lambda: proxy.lie("POST", "/v1/db/config/billing", 204),
+        )
+        applied = _apply_via(proxy, db, db.desired(two), "--rollback-on-failure")
+        sent = proxy.count("POST", "/v1/db/config/billing")
+    assert applied.exit_code == 1, applied.output
+    assert sent == 2, "one re-pin, one rollback"
+    assert db.pin("billing") == "v2.0.0"
+    assert "billing runs v1.0.0 again" not in applied.output
+    # The failure names the connection whose rollback did not take.
+    assert "rollback of secrets/db/connections/billing" in applied.stderr, applied.output

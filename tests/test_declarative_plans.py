@@ -255,3 +255,25 @@ def test_export_refers_to_declarative_entries_and_plans_empty(
     for key in (("secret", "demo-kv", "v1.0.0"), ("auth", "demo-auth", "v1.0.0")):
         entry = server.catalog_entry(*key)
         assert entry is not None and entry["declarative"] is True, key
+
+
+def test_a_reference_missing_from_the_catalog_is_never_registered(
+    declarative_server: DeclarativeServer, tmp_path: Path
+) -> None:
+    server = declarative_server
+    # A sha256 is given, so registering it would take nothing but the reference itself.
+    v2 = server.stanza("secret", "demo-kv", "v2.0.0")
+    desired = write_desired(
+        tmp_path,
+        "version: 1\nplugins:\n"
+        f"  - {{type: secret, name: demo-kv, version: v2.0.0, managed_by: server, "
+        f"sha256: {v2.sha256}}}\n",
+    )
+
+    with RequestLog(server) as requests:
+        result = run_cli(server.server, "apply", str(desired), "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert "managed_by: server, but not in the catalog" in result.stdout + result.stderr
+    assert requests.writes() == []
+    assert server.catalog_entry("secret", "demo-kv", "v2.0.0") is None

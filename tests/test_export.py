@@ -6,6 +6,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from reconciler.client import Client
@@ -14,11 +17,15 @@ from reconciler.demo.examples.plugins.build import build_plugins
 from reconciler.export import export_desired
 from reconciler.loader import load_desired_text
 from reconciler.model import (
+    AUTH_ONLY_CONFIG_KEYS,
+    CONFIG_DEFAULTS,
+    DURATION_CONFIG_KEYS,
     CatalogEntry,
     DesiredState,
     LiveMount,
     LiveState,
     Mount,
+    MountConfig,
     ServerIdentity,
 )
 from reconciler.planner import plan
@@ -278,3 +285,57 @@ def test_an_empty_server_exports_a_minimal_valid_file() -> None:
     text = export_desired(LiveState(catalog=[builtin("kv")], mounts=[]))
     assert parse(text) == DesiredState(version=1)
     assert text.rstrip().endswith("version: 1")
+
+
+# --- every config key the schema knows round-trips ---------------------------------------
+
+
+def _live_values(key: str) -> st.SearchStrategy[Any]:
+    """Values the server may report for config `key`, derived from the file's schema: a
+    key of a shape this does not know fails the test rather than going unchecked."""
+    schema = MountConfig.model_json_schema()["properties"][key]
+    (shape,) = [branch for branch in schema["anyOf"] if branch.get("type") != "null"]
+    if "enum" in shape:
+        values: st.SearchStrategy[Any] = st.sampled_from(shape["enum"])
+    elif key in DURATION_CONFIG_KEYS:
+        values = st.integers(min_value=1, max_value=10 * 365 * 86400)  # seconds, as read
+    elif shape.get("type") == "boolean":
+        values = st.booleans()
+    elif shape.get("type") == "array" and shape["items"] == {"type": "string"}:
+        word = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_", min_size=1, max_size=12)
+        values = st.lists(word, min_size=1, max_size=3, unique=True)
+    else:
+        raise AssertionError(f"config key {key}: no strategy for its schema {shape}")
+    return values.filter(lambda value: value != CONFIG_DEFAULTS[key])
+
+
+def _mount_with(key: str, value: Any) -> LiveMount:
+    if key in AUTH_ONLY_CONFIG_KEYS:
+        return LiveMount(
+            kind="auth",
+            path="robots/",
+            plugin="approle",
+            running_plugin_version=BUILTIN,
+            config={key: value},
+        )
+    return mount("app/", "kv", config={key: value})
+
+
+@pytest.mark.parametrize("key", sorted(MountConfig.model_fields))
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_every_config_key_round_trips_through_export(key: str, data: st.DataObject) -> None:
+    value = data.draw(_live_values(key), label=key)
+    live = LiveState(
+        server=ServerIdentity(address="https://bao.example:8200"),
+        catalog=[
+            builtin("kv"),
+            CatalogEntry(type="auth", name="approle", version=BUILTIN, builtin=True),
+        ],
+        mounts=[_mount_with(key, value)],
+    )
+    text = export_desired(live)
+    (written,) = desired_mounts(parse(text)).values()
+    assert written.config is not None, text
+    assert written.config.model_dump(exclude_none=True) == {key: value}, text
+    assert_plans_empty(text, live)

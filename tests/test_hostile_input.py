@@ -29,8 +29,9 @@ SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 TOKEN = "hostile-input-test-token"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def trap() -> Iterator[TrapServer]:
+    """A listener of the case's own: a case that connects fails itself, never the next."""
     listener = TrapServer()
     try:
         yield listener

@@ -156,3 +156,22 @@ def test_a_change_between_planning_and_the_first_write_is_refused_before_writing
     assert proxy.writes() == []
     mounts = api(server).get("/v1/sys/mounts").json()["data"]
     assert "intruder/" in mounts and "fresh/" not in mounts
+
+
+def test_a_failed_verification_deregisters_nothing(
+    server: DevServer, plugins: Path, proxy: LyingProxy
+) -> None:
+    upgrade = _mount_on_v1(server, plugins, "retiring/", "demo-kv-2.0.0")
+    retiring = upgrade.read_text().replace(
+        "command: demo-kv-1.0.0}", "command: demo-kv-1.0.0, state: absent}"
+    )
+    upgrade.write_text(retiring)
+    proxy.lie("POST", "/v1/sys/plugins/reload/backend", 200)
+
+    result = apply_via(proxy, server, upgrade)
+
+    assert_not_converged(result, "did not converge: retiring/ runs v1.0.0")
+    # The cleanup stage waits for a verified converge stage: v1.0.0 still runs the mount.
+    assert proxy.count("DELETE", "/v1/sys/plugins/catalog/secret/demo-kv") == 0
+    v1 = api(server).get("/v1/sys/plugins/catalog/secret/demo-kv", params={"version": "v1.0.0"})
+    assert v1.status_code == 200, v1.text

@@ -1,12 +1,14 @@
 """Watch mode: the daemon against the real server, and its pure parts without one.
 
-Only built-in plugins (kv, approle) are used, so no plugin process slows the
-passes down. Every wait is bounded.
+Built-in plugins (kv, approle) wherever they do, so no plugin process slows the
+passes down; the sha256 and rollback cases use the example plugin (one mount at
+most). Every wait is bounded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -30,6 +32,7 @@ from reconciler.backoff import backoff_delay
 from reconciler.client import Client
 from reconciler.demo.devserver import DevServer, free_port, start_dev_server
 from reconciler.executor import ApplyResult
+from reconciler.lock import server_lock
 from reconciler.watch import (
     JsonFormatter,
     Metrics,
@@ -38,7 +41,7 @@ from reconciler.watch import (
     WatchOptions,
     concerns_file,
 )
-from tests.helpers import SLACK, api, mount_config, mount_entry
+from tests.helpers import SLACK, RequestLog, api, mount_config, mount_entry
 
 DESIRED = """\
 version: 1
@@ -135,8 +138,13 @@ def test_saved_edits_are_applied(server: DevServer, tmp_path: Path, logs) -> Non
 
         # Touching the file without changing it is no reason for a pass.
         wait_for(lambda: metric(watcher.metrics, "reconciler_passes_total") == 3, "3 passes")
+        logs.clear()
         os.utime(path)
-        time.sleep(0.5)
+        # The event, not a clock: the watcher saw the touch and decided against a pass.
+        wait_for(
+            lambda: "file event without a content change: no pass" in logs.text,
+            "the touch seen and passed over",
+        )
         assert metric(watcher.metrics, "reconciler_passes_total") == 3
 
     assert metric(watcher.metrics, "reconciler_desired_generation") == 3
@@ -302,6 +310,107 @@ def test_failed_upgrade_is_held_until_the_file_changes(
     path.write_text(desired("2h"))
     watcher.run_pass()
     assert seen_held[-1] == (), "a new file content tries the upgrade again"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _catalog_versions(server: DevServer, name: str) -> set[str]:
+    listed = api(server).get("/v1/sys/plugins/catalog").json()["data"]["detailed"]
+    return {e["version"] for e in listed if e["name"] == name and not e.get("builtin")}
+
+
+def test_a_binary_that_does_not_match_its_sha256_keeps_the_last_good_file(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    entry = (
+        "  - {{type: secret, name: demo-kv, version: {v}, command: demo-kv-1.0.0, sha256: {sha}}}\n"
+    )
+    good = f"version: 1\nplugin_directory: {plugins}\nplugins:\n" + entry.format(
+        v="v1.0.0", sha=_sha256(plugins / "demo-kv-1.0.0")
+    )
+    path = tmp_path / "desired.yaml"
+    path.write_text(good)
+    watcher = Watcher(path, factory(server), options())
+    first = watcher.run_pass()
+    assert first.ok, first.failures
+    assert _catalog_versions(server, "demo-kv") == {"v1.0.0"}
+
+    # The binary on disk is v1.0.0's, not the one this sha256 names.
+    path.write_text(good + entry.format(v="v2.0.0", sha=_sha256(plugins / "demo-kv-2.0.0")))
+    with RequestLog(server) as requests:
+        second = watcher.run_pass()
+    assert "sha256 mismatch" in second.desired_error, second
+    assert second.generation == first.generation == 1
+    assert requests.writes() == []
+    assert _catalog_versions(server, "demo-kv") == {"v1.0.0"}
+    assert metric(watcher.metrics, "reconciler_desired_file_valid") == 0
+
+
+def test_a_pass_never_writes_while_an_apply_holds_the_lock(
+    server: DevServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "desired.yaml"
+    path.write_text(desired("1h"))
+    watcher = Watcher(path, factory(server), options(lock_timeout=0.5))
+    with Client(server.address, server.token) as client:
+        identity = client.server_identity()
+    with server_lock(identity), RequestLog(server) as requests:
+        busy = watcher.run_pass()
+    assert not busy.ok and busy.retryable, busy
+    assert any("another apply holds the lock" in failure for failure in busy.failures), busy
+    assert requests.writes() == []
+    with pytest.raises(KeyError):
+        mount_entry(server, "secret", "app/")
+    # Once the holder is done, the next pass writes.
+    assert watcher.run_pass().ok
+    assert ttl_of(server) == 3600
+
+
+UPGRADED_MOUNT = """\
+version: 1
+plugins:
+  - {{type: secret, name: demo-kv, version: v1.0.0, command: demo-kv-1.0.0, sha256: {v1}}}
+  - {{type: secret, name: demo-kv, version: v2.0.0, command: {v2_command}, sha256: {v2}}}
+secrets:
+  - {{path: upgraded/, plugin: demo-kv, version: {version}}}
+"""
+
+
+def test_a_failed_upgrade_in_a_pass_is_rolled_back_on_the_server(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    # A binary that does not match the sha256 registered for v2.0.0 cannot start. The file
+    # names no plugin_directory, so only the server can tell.
+    broken = plugins / "watch-broken-kv-2.0.0"
+    broken.write_text((plugins / "demo-kv-2.0.0").read_text() + "\n# tampered\n")
+    broken.chmod(0o755)
+    try:
+
+        def on(version: str) -> str:
+            return UPGRADED_MOUNT.format(
+                v1=_sha256(plugins / "demo-kv-1.0.0"),
+                v2=_sha256(plugins / "demo-kv-2.0.0"),
+                v2_command=broken.name,
+                version=version,
+            )
+
+        path = tmp_path / "desired.yaml"
+        path.write_text(on("v1.0.0"))
+        watcher = Watcher(path, factory(server), options())
+        assert watcher.run_pass().ok
+        api(server).put("/v1/upgraded/data/kept", json={"v": 1}).raise_for_status()
+
+        path.write_text(on("v2.0.0"))
+        failed = watcher.run_pass()
+        assert not failed.ok
+        assert failed.rolled_back, failed
+        entry = mount_entry(server, "secret", "upgraded/")
+        assert (entry["plugin_version"], entry["running_plugin_version"]) == ("v1.0.0", "v1.0.0")
+        assert api(server).get("/v1/upgraded/data/kept").json()["data"]["v"] == 1
+    finally:
+        broken.unlink()
 
 
 # --- a server of its own: killed and restarted ---------------------------------------------
