@@ -554,8 +554,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="cleanup-ignores-other-namespaces",
         file="reconciler/planner/_cleanup.py",
-        original="            for live_mount in context.mounts_elsewhere()\n",
-        replacement="            for live_mount in ()\n",
+        original="            for user in context.usage.using(key)\n",
+        replacement="            for user in ()\n",
         breaks="An entry a mount of another namespace runs is not deregistered",
         tests=(
             "tests/test_namespaces.py::"
