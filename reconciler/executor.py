@@ -543,19 +543,24 @@ class _Run:
             (m.kind, m.path): (m.running_plugin_version, m.running_sha256) for m in before.mounts
         }
         declared = {(kind, m.path): m for kind, m in self.desired.mounts()}
+        # An entry the server's configuration owns has its sha256 in the catalog only.
+        catalog: dict[tuple[str, str, str], str] = {
+            (e.type, e.name, e.version): e.sha256 for e in before.catalog if not e.builtin
+        }
         held: set[HeldUpgrade] = set()
         for kind, path in _home(touched_mounts(converge)):
             mount = declared.get((kind, path))
             if mount is None:
                 continue
             for entry in self.desired.plugins:
+                sha = entry.sha256 or catalog.get(entry.key, "")
                 if (
                     entry.present
                     and (entry.type, entry.name) == (kind, mount.plugin)
                     and mount.version in (None, entry.version)
-                    and ran.get((kind, path)) != (entry.version, entry.sha256 or "")
+                    and ran.get((kind, path)) != (entry.version, sha)
                 ):
-                    held.add((entry.type, entry.name, entry.version, entry.sha256 or ""))
+                    held.add((entry.type, entry.name, entry.version, sha))
         return sorted(held)
 
 
