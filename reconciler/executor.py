@@ -419,9 +419,11 @@ class _Run:
         if not expected:
             return []
         problems: list[str] = []
+        repaired = False
         for node in nodes:
             wrong = self._wait_node(node, expected, defaults.NODE_LAG_WAIT)
             if wrong and repair:
+                repaired = True
                 paths = [expected[key][0].api_path for key in sorted(wrong)]
                 self.progress(ProgressEvent(0, 0, None, "repair", f"{node.address}: {paths}"))
                 log.warning("repairing %s with a local reload of %s", node.address, paths)
@@ -432,10 +434,11 @@ class _Run:
                     log.warning("local reload on %s failed: %s", node.address, error)
                 wrong = self._wait_node(node, expected, 0.0)
             for key, why in sorted(wrong.items()):
-                repaired = " (a local reload sent to it did not repair it)" if repair else ""
-                problems.append(
-                    f"{mount_target_name(*key)} on node {node.address}: {why}{repaired}"
-                )
+                tried = " (a local reload sent to it did not repair it)" if repair else ""
+                problems.append(f"{mount_target_name(*key)} on node {node.address}: {why}{tried}")
+        if repaired and not problems:
+            # What is claimed comes from reads made after the last write: every node again.
+            return self._verify_nodes(live, touched, repair=False)
         return problems
 
     def _wait_node(
@@ -487,7 +490,6 @@ class _Run:
         if not failed:
             return
         nodes = self.nodes()
-        self.progress(ProgressEvent(0, 0, None, "roll back"))
         scope = _scope(converge) or ("global" if len(nodes) > 1 else "")
         outcomes = roll_back(self.api, nodes, before, failed, self.read_state(), self._write, scope)
         self.result.rollback = outcomes
