@@ -185,7 +185,9 @@ class _Run:
             except ApiError as error:
                 failure = f"{action.kind.value} {action.target}: {error}"
                 if isinstance(action, ReloadAction) and action.canary:
-                    failure += f"; the other mounts were not reloaded ({action.reason})"
+                    failure += (
+                        f"; the other mounts were neither tuned nor reloaded ({action.reason})"
+                    )
                 self.result.failures.append(failure)
                 self.progress(
                     ProgressEvent(number, total, action, "failed", str(error), _since(started))
@@ -221,11 +223,11 @@ class _Run:
                 continue
             return (
                 f"canary {mount_target_name(*split_api_path(path))} {problem}: the other "
-                f"mounts were not reloaded ({action.reason})"
+                f"mounts were neither tuned nor reloaded ({action.reason})"
             )
         on_nodes = self._verify_nodes(live, _home(touched_mounts([action])), repair=True)
         if on_nodes:
-            return f"canary {'; '.join(on_nodes)}: the other mounts were not reloaded"
+            return f"canary {'; '.join(on_nodes)}: the other mounts were neither tuned nor reloaded"
         return None
 
     def _run(self, action: Action) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +14,7 @@ import httpx
 import pytest
 
 from reconciler.client import Client
+from reconciler.executor import KILL_AFTER_WRITES_ENV
 from reconciler.watch import Watcher, WatchOptions
 from tests.cluster import Cluster, ClusterNode, json_data, wait_until
 from tests.helpers import CliResult, CliRun, RequestLog, write_desired
@@ -171,6 +176,39 @@ def test_a_binary_broken_on_one_standby_leaves_every_mount_serving_on_every_node
         assert all(n["answers"] and n["running"]["sha256"] == v1.sha256 for n in mount["nodes"])
     assert not [line for line in document["failures"] if line.startswith("rollback")]
     assert len([line for line in document["rolled_back"] if "kv1/" in line]) == 1
+
+
+def test_an_upgrade_killed_after_the_canary_reload_and_run_again_ends_on_v1_everywhere(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Killed right after the canary's global reload (register, tune, reload): the active
+    # runs v2 for kv1, the broken standby does not. Run again with the binary still
+    # broken, both mounts must end on the binary they ran before the first run.
+    mounts = ("kv1", "kv2")
+    start_on_v1(cluster, tmp_path, mounts)
+    broken = cluster.standbys()[0]
+    v2 = cluster.plugins[("demo-kv", "v2.0.0")]
+    (broken.plugin_directory / v2.command).write_bytes(b"#!/bin/sh\nexit 1\n")
+    upgrade = desired(cluster, tmp_path, "v2.0.0", mounts)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+    env.update(BAO_ADDR=cluster.active().address, BAO_TOKEN=cluster.root_token)
+    env[KILL_AFTER_WRITES_ENV] = "3"
+    killed = subprocess.run(
+        [sys.executable, "-m", "reconciler", "apply", "--yes", str(upgrade)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    again = cli(cluster, "apply", "--yes", str(upgrade))
+    assert again.exit_code == 1, again.output
+    every_node_serves(cluster, mounts, "v1.0.0")
+    with cluster.http(cluster.active()) as http:
+        table = json_data(http.get("/v1/sys/mounts"))
+    assert [table[f"{m}/"]["plugin_version"] for m in mounts] == ["v1.0.0", "v1.0.0"]
 
 
 def test_watch_holds_an_upgrade_that_failed_on_one_standby(
