@@ -192,6 +192,35 @@ def test_an_upgrade_killed_after_the_canary_reload_and_run_again_ends_on_v1_ever
     assert [table[f"{m}/"]["plugin_version"] for m in mounts] == ["v1.0.0", "v1.0.0"]
 
 
+def test_a_mount_whose_old_binary_is_gone_from_one_node_is_reported_and_planned_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    start_on_v1(cluster, tmp_path, ("kv1",))
+    lacking = cluster.standbys()[0]
+    v1, v2 = cluster.plugins[("demo-kv", "v1.0.0")], cluster.plugins[("demo-kv", "v2.0.0")]
+    (lacking.plugin_directory / v2.command).write_bytes(b"#!/bin/sh\nexit 1\n")
+    # Its running v1 process goes on; none can start there again.
+    (lacking.plugin_directory / v1.command).unlink()
+    upgrade = str(desired(cluster, tmp_path, "v2.0.0", ("kv1",)))
+
+    result = cli(cluster, "apply", "--yes", "--json", upgrade)
+
+    assert result.exit_code == 1, result.output
+    (kv1,) = json.loads(result.stdout)["rollback"]
+    assert kv1["state"] == "not restored", kv1
+    assert f"on node {lacking.address}" in kv1["why"], kv1
+    assert "its binary for v1.0.0 is missing or unreadable there" in kv1["why"], kv1
+    assert {n["node"]: n["answers"] for n in kv1["nodes"]}[lacking.address] is False
+    assert f"rollback: secrets/kv1/ not restored: on node {lacking.address}" in result.stderr
+    assert "rolled back" not in result.stderr, result.output
+    # The next plan (of the file it was rolled back to) shows it: a reload of that node.
+    on_v1 = str(desired(cluster, tmp_path, "v1.0.0", ("kv1",)))
+    planned = json.loads(cli(cluster, "plan", "--json", on_v1).stdout)["actions"]
+    assert [(a["kind"], a["params"].get("node")) for a in planned] == [
+        ("reload", lacking.address)
+    ], planned
+
+
 def test_watch_holds_an_upgrade_that_failed_on_one_standby(
     cluster: Cluster, tmp_path: Path
 ) -> None:
