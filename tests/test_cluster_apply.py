@@ -159,12 +159,13 @@ def test_a_binary_broken_on_one_standby_leaves_every_mount_serving_on_every_node
     assert len([line for line in document["rolled_back"] if "kv1/" in line]) == 1
 
 
-def test_an_upgrade_killed_after_the_canary_reload_and_run_again_ends_on_v1_everywhere(
+def test_an_upgrade_killed_after_the_canary_reload_ends_on_v1_everywhere_then_converges(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     # Killed right after the canary's global reload (register, tune, reload): the active
     # runs v2 for kv1, the broken standby does not. Run again with the binary still
-    # broken, both mounts must end on the binary they ran before the first run.
+    # broken, both mounts must end on the binary they ran before the first run; with
+    # a good binary, a third run converges.
     mounts = ("kv1", "kv2")
     start_on_v1(cluster, tmp_path, mounts)
     broken = cluster.standbys()[0]
@@ -190,6 +191,13 @@ def test_an_upgrade_killed_after_the_canary_reload_and_run_again_ends_on_v1_ever
     with cluster.http(cluster.active()) as http:
         table = json_data(http.get("/v1/sys/mounts"))
     assert [table[f"{m}/"]["plugin_version"] for m in mounts] == ["v1.0.0", "v1.0.0"]
+
+    # With the right binary on that node, the next run converges.
+    good = next(n for n in cluster.nodes if n is not broken).plugin_directory / v2.command
+    (broken.plugin_directory / v2.command).write_bytes(good.read_bytes())
+    fixed = cli(cluster, "apply", "--yes", str(upgrade))
+    assert fixed.ok, fixed.output
+    every_node_serves(cluster, mounts, "v2.0.0")
 
 
 def test_a_mount_whose_old_binary_is_gone_from_one_node_is_reported_and_planned_again(
