@@ -43,7 +43,7 @@ from reconciler.plan import (
 from reconciler.planner import HeldUpgrade, mount_target_name
 from reconciler.planner import plan as make_plan
 from reconciler.resolver import api_path, namespace_path, runs_builtin, split_api_path
-from reconciler.rollback import NOT_RESTORED, RESTORED, MountOutcome, roll_back
+from reconciler.rollback import NOT_RESTORED, RESTORED, DeadOnNode, MountOutcome, roll_back
 
 if TYPE_CHECKING:
     from reconciler.client import Client
@@ -452,6 +452,7 @@ class _Run:
         """The expected mounts `node` does not run right (after waiting up to `wait` s)."""
         deadline = time.monotonic() + wait
         mounts = [mount for mount, _sha in expected.values()]
+        dead = DeadOnNode()
         while True:
             seen = read_node_mounts(self.api, node, mounts)
             wrong = {
@@ -459,7 +460,8 @@ class _Run:
                 for key, (mount, entry_sha) in expected.items()
                 if (why := runs_expected(seen[key], mount.plugin_version, entry_sha))
             }
-            if not wrong or time.monotonic() >= deadline:
+            silent = [key for key in wrong if not seen[key].answers]
+            if not wrong or time.monotonic() >= deadline or dead.all_dead(wrong, silent):
                 return wrong
             time.sleep(_NODE_POLL)
 

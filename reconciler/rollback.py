@@ -260,6 +260,26 @@ def _wrong(seen: NodeMount, target: Binary) -> str:
 # --- the writes and the reads that prove them ------------------------------------------
 
 
+class DeadOnNode:
+    """Tells when waiting for a node is pointless: every mount still wrong there has not
+    answered for `NODE_DEAD_WAIT` s in a row (its plugin failed to start on that node)."""
+
+    def __init__(self, dead_wait: float = defaults.NODE_DEAD_WAIT) -> None:
+        self._dead_wait = dead_wait
+        self._since: dict[MountKey, float] = {}
+
+    def all_dead(self, wrong: Collection[MountKey], not_answering: Collection[MountKey]) -> bool:
+        now = time.monotonic()
+        for key in list(self._since):
+            if key not in not_answering:
+                del self._since[key]
+        for key in not_answering:
+            self._since.setdefault(key, now)
+        return bool(wrong) and all(
+            key in self._since and now - self._since[key] >= self._dead_wait for key in wrong
+        )
+
+
 def roll_back(
     client: Client,
     nodes: Sequence[Node],
@@ -329,10 +349,12 @@ def _verified_node(
     a mount still wrong gets a local reload sent to that node (returned), and is read
     again."""
     deadline = time.monotonic() + wait
+    dead = DeadOnNode()
     while True:
         seen = read_node_mounts(client, node, mounts)
         wrong = [key for key, target in targets.items() if target and _wrong(seen[key], target)]
-        if not wrong or time.monotonic() >= deadline:
+        silent = [key for key in wrong if not seen[key].answers]
+        if not wrong or time.monotonic() >= deadline or dead.all_dead(wrong, silent):
             break
         time.sleep(_POLL)
     if not wrong:
