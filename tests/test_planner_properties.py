@@ -17,7 +17,16 @@ from reconciler.model import (
     LiveState,
     ServerIdentity,
 )
-from reconciler.plan import KIND_ORDER, Action, ActionKind, Plan, Safety, Stage
+from reconciler.plan import (
+    KIND_ORDER,
+    Action,
+    ActionKind,
+    Plan,
+    ReloadAction,
+    Safety,
+    Stage,
+    TuneAction,
+)
 from reconciler.planner import plan
 from reconciler.render import render_plan
 from reconciler.resolver import CatalogKey, api_path
@@ -396,7 +405,26 @@ def test_the_plan_is_deterministic_ordered_and_leaves_its_inputs_alone(
 
 
 def _assert_ordered_and_classified(the_plan: Plan) -> None:
-    order = [(a.stage is not Stage.CONVERGE, KIND_ORDER[a.kind]) for a in the_plan.actions]
+    # Where a namespace has a canary, its other mounts' pins move only after it.
+    last_canary: dict[str | None, int] = {}
+    canary_mounts: set[tuple[str | None, str]] = set()
+    for index, action in enumerate(the_plan.actions):
+        if isinstance(action, ReloadAction) and action.canary:
+            last_canary[action.params.namespace] = index
+            canary_mounts.update((action.params.namespace, p) for p in action.params.mounts or [])
+    gated = set()
+    for index, action in enumerate(the_plan.actions):
+        if not isinstance(action, TuneAction) or "plugin_version" not in action.params.body:
+            continue
+        where = (action.params.namespace, api_path(action.params.kind, action.params.path))
+        if action.params.namespace in last_canary and where not in canary_mounts:
+            assert index > last_canary[action.params.namespace], _show(the_plan)
+            gated.add(index)
+    order = [
+        (a.stage is not Stage.CONVERGE, KIND_ORDER[a.kind])
+        for i, a in enumerate(the_plan.actions)
+        if i not in gated
+    ]
     assert order == sorted(order), _show(the_plan)
     for action in the_plan.actions:
         assert action.safety is EXPECTED_SAFETY[action.kind], action

@@ -60,7 +60,12 @@ from reconciler.planner._context import (
     parse_catalog_target,
 )
 from reconciler.planner._dead import dead_elsewhere_warnings, not_answering
-from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
+from reconciler.planner._mounts import (
+    behind_the_canaries,
+    plan_declared_mounts,
+    plan_unmanaged_mounts,
+    reload_actions,
+)
 from reconciler.planner._namespaces import (
     binding_errors,
     bound_to_live_catalog,
@@ -184,6 +189,7 @@ def plan(
     actions.extend(plan_node_reloads(context, actions))
     actions = [_placed(action, context.namespace) for action in actions]
     warnings = [warning for outcome in outcomes for warning in outcome.warnings]
+    behind = behind_the_canaries(actions)
     return Plan(
         desired=source or DesiredSource(),
         server=live.server,
@@ -196,6 +202,7 @@ def plan(
             actions,
             key=lambda a: (
                 a.stage != Stage.CONVERGE,
+                behind(a),
                 KIND_ORDER[a.kind],
                 not isinstance(a, ReloadAction) or not a.canary,
                 a.target,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
@@ -34,13 +34,24 @@ class Health:
     reason: str
     consecutive_failures: int
     seconds_since_success: float | None
+    # Upgrades held after a failure: their mounts stay off the file's version.
+    held: tuple[str, ...] = ()
     # Healthy, yet mounts do not answer (named in `reason`).
     degraded: bool = False
 
+    @property
+    def status(self) -> str:
+        """ "ok", "degraded" (passes succeed, mounts do not answer), "held" (an upgrade is
+        held) or "unhealthy"."""
+        if self.healthy:
+            return "degraded" if self.degraded else "ok"
+        return "held" if self.held and self.reason.startswith("held") else "unhealthy"
+
     def to_dict(self) -> dict[str, object]:
         return {
-            "status": "unhealthy" if not self.healthy else "degraded" if self.degraded else "ok",
+            "status": self.status,
             "reason": self.reason,
+            "held": list(self.held),
             "consecutive_failures": self.consecutive_failures,
             "seconds_since_success": (
                 None if self.seconds_since_success is None else round(self.seconds_since_success, 3)
@@ -68,6 +79,7 @@ class Metrics:
         self._last_success: float | None = None
         # Mounts the last pass left without a backend ("auth/ldap/ (ldap)"), for /healthz.
         self._not_answering: tuple[str, ...] = ()
+        self._held_names: tuple[str, ...] = ()
 
         def counter(name: str, text: str, labels: Iterable[str] = ()) -> Counter:
             return Counter(name, text, labelnames=tuple(labels), registry=self.registry)
@@ -145,9 +157,11 @@ class Metrics:
         duration: float = 0.0,
         held: int = 0,
         not_answering: Iterable[str] | None = None,
+        held_names: Sequence[str] = (),
     ) -> None:
         """Account for one completed pass; `not_answering` names the mounts it left dead
-        (None: the pass did not read the server, the last count stands)."""
+        (None: the pass did not read the server, the last count stands), `held_names` the
+        held upgrades."""
         self._passes.inc()
         self._last_duration.set(duration)
         self._duration.observe(duration)
@@ -162,6 +176,7 @@ class Metrics:
             if not_answering is not None:
                 self._not_answering = tuple(not_answering)
                 self._not_answering_gauge.set(len(self._not_answering))
+            self._held_names = tuple(held_names)
             if ok:
                 self._consecutive = 0
                 self._last_success = self._monotonic()
@@ -179,7 +194,9 @@ class Metrics:
     # --- reads (the HTTP thread) --------------------------------------------------
 
     def health(self) -> Health:
-        """200 while passes succeed; 503 after 3 failures in a row or 2 intervals without one.
+        """200 while passes succeed; 503 after 3 failures in a row or 2 intervals without one,
+        and 503 "held" while a failed upgrade is held (its mounts are not on the file's
+        version, and nothing will try again until the file, entry or binary changes).
 
         Mounts that do not answer are named in the reason (status `degraded`), with 200: the
         watcher itself works, and restarting it (a liveness probe) would not revive them.
@@ -199,18 +216,21 @@ class Metrics:
             now = self._monotonic()
             failures = self._consecutive
             last = self._last_success
+            held = self._held_names
         since = None if last is None else now - last
         window = UNHEALTHY_AFTER_INTERVALS * self.interval
         if failures >= UNHEALTHY_AFTER_FAILURES:
-            return Health(False, f"{failures} failed passes in a row", failures, since)
+            return Health(False, f"{failures} failed passes in a row", failures, since, held)
+        if since is None and now - self._started > window:
+            reason = f"no pass succeeded since start ({window:g}s ago)"
+            return Health(False, reason, failures, since, held)
+        if since is not None and since > window:
+            return Health(False, f"no pass succeeded for {since:.0f}s", failures, since, held)
+        if held:
+            reason = "held: " + "; ".join(f"upgrade to {name} failed" for name in held)
+            return Health(False, reason, failures, since, held)
         if since is None:
-            if now - self._started > window:
-                return Health(
-                    False, f"no pass succeeded since start ({window:g}s ago)", failures, since
-                )
             return Health(True, "starting", failures, since)
-        if since > window:
-            return Health(False, f"no pass succeeded for {since:.0f}s", failures, since)
         return Health(True, "last pass succeeded" if failures == 0 else "retrying", failures, since)
 
     def render(self) -> str:
