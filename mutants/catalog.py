@@ -357,12 +357,12 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="rollback-does-not-tune-back",
-        file="reconciler/executor.py",
+        file="reconciler/rollback.py",
         original=(
-            "                self._write(self.api.tune_mount, kind, path, "
+            "            write(client.tune_mount, restore.kind, restore.path, "
             '{"plugin_version": version})\n'
         ),
-        replacement="                pass\n",
+        replacement="            pass\n",
         breaks="Rollback pins a failed upgrade's mounts back to their old version",
         tests=(
             _CANARY + "test_a_broken_binary_takes_down_only_the_canary_which_is_rolled_back",
@@ -371,9 +371,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="rollback-does-not-reload",
-        file="reconciler/executor.py",
-        original="            if old.api_path in self.reloaded:\n",
-        replacement="            if False:\n",
+        file="reconciler/rollback.py",
+        original="    if reload:\n",
+        replacement="    if False:\n",
         breaks="Rollback reloads the mounts that were reloaded onto the failed version",
         tests=(
             _CANARY + "test_a_broken_binary_takes_down_only_the_canary_which_is_rolled_back",
@@ -382,11 +382,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="rollback-not-verified",
-        file="reconciler/executor.py",
-        original="        self._verify_rollback(previous, upgrades)\n",
-        replacement="        pass\n",
-        breaks="A rollback is verified before it is reported as done",
-        tests=(_CANARY + "test_a_broken_binary_takes_down_only_the_canary_which_is_rolled_back",),
+        file="reconciler/rollback.py",
+        original="        wrong = _wrong(after[node.address][restore.key], restore.target)\n",
+        replacement='        wrong = ""\n',
+        breaks="A rollback is reported as done only when every node's reads show it",
+        tests=(
+            "tests/test_cluster_apply.py::"
+            "test_a_mount_whose_old_binary_is_gone_from_one_node_is_reported_and_planned_again",
+        ),
     ),
     Mutant(
         name="lost-reload-resent-to-every-mount",
@@ -627,8 +630,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="watch-never-retries-held-upgrades",
         file="reconciler/watch/_runner.py",
-        original="        if self._held and loaded.sha256 != self._held_hash:\n",
-        replacement="        if False:\n",
+        original="            if loaded.sha256 != hold.file:\n",
+        replacement="            if False:\n",
         breaks="An edit of the file releases the upgrades watch held after a failure",
         tests=(_WATCH + "test_failed_upgrade_is_held_until_the_file_changes",),
     ),

@@ -136,6 +136,8 @@ class RequestLog:
 
     def __init__(self, server: HasAddress | None = None) -> None:
         self.requests: list[tuple[str, str]] = []
+        # Requests addressed to one node only (a per-node read, a repair's local reload).
+        self.sent_to_one_node: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._original: Any = None
         self._prefix = server.address if server else ""
@@ -151,6 +153,8 @@ class RequestLog:
             if str(request.url).startswith(log._prefix):
                 with log._lock:
                     log.requests.append((request.method, request.url.path))
+                    if request.headers.get("X-Vault-No-Request-Forwarding"):
+                        log.sent_to_one_node.append((request.method, request.url.path))
             return original(transport, request)
 
         httpx.HTTPTransport.handle_request = handle_request  # type: ignore[method-assign]

@@ -74,6 +74,8 @@ def test_a_broken_binary_takes_down_only_the_canary_which_is_rolled_back(
     assert "rolled back: secrets/app-0/" in result.stderr, result.output
     # The canary reload, then the rollback's: never one naming the other four.
     assert len(requests.matching("POST", "/v1/sys/plugins/reload/backend")) == 2
+    # The rollback's own reload brought the canary back: no node needed a repair.
+    assert [r for r in requests.sent_to_one_node if "reload" in r[1]] == []
     after = _pids(server)
     assert {m: after[m] for m in MOUNTS[1:]} == {m: before[m] for m in MOUNTS[1:]}
     for mount in MOUNTS:
