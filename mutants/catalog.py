@@ -715,4 +715,26 @@ MUTANTS: tuple[Mutant, ...] = (
         breaks="A secret echoed URL-encoded (in a query or a path) is redacted too",
         tests=("tests/test_redaction.py::test_a_secret_echoed_encoded_is_redacted",),
     ),
+    Mutant(
+        name="missing-plugin-file-retried",
+        file="reconciler/client/_transport.py",
+        original="        if status >= 500 and _COMMAND_PATH in detail:\n",
+        replacement="        if False:\n",
+        breaks="A plugin file gone from the node is named by plan and status, never retried",
+        tests=(
+            "tests/test_dead_mounts.py::"
+            "test_a_plugin_file_gone_from_the_server_is_named_not_retried_and_flagged",
+        ),
+    ),
+    Mutant(
+        name="missing-plugin-file-not-flagged",
+        file="reconciler/nodestate.py",
+        original="    if seen.catalog_error.startswith(FILE_MISSING):\n",
+        replacement="    if False:\n",
+        breaks="status flags a mount whose plugin file its node lacks (its next reload fails)",
+        tests=(
+            "tests/test_dead_mounts.py::"
+            "test_a_plugin_file_gone_from_the_server_is_named_not_retried_and_flagged",
+        ),
+    ),
 )

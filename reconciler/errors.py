@@ -73,6 +73,12 @@ class ApiError(ReconcilerError):
         self.retryable = retryable_status(status) if retryable is None else retryable
 
 
+class PluginFileMissing(ApiError):
+    """A catalog entry's file is not in the plugin directory of the node that answered
+    (500 "error while validating the command path"): the same request answers the same
+    until someone copies the file back, so it is not retried."""
+
+
 class ConnectionFailed(ApiError):
     """No HTTP answer: unreachable address, refused, reset, timeout, TLS failure."""
 

@@ -548,6 +548,9 @@ class CatalogEntry(_Strict):
     # False when the token could read the catalog list only (one scoped to a namespace):
     # `command` and `args` are then unknown, never "" on the server.
     details_read: bool = True
+    # Why the node that answered cannot find the entry's file in its plugin directory
+    # ("" when it can): its mounts keep running, but none of them survives a reload.
+    file_error: str = ""
 
     @property
     def key(self) -> tuple[str, str, str]:

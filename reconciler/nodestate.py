@@ -25,7 +25,7 @@ from reconciler.documents import (
     StatusDocument,
     StatusNode,
 )
-from reconciler.errors import ApiError
+from reconciler.errors import ApiError, PluginFileMissing
 from reconciler.model import CatalogEntry, LiveMount, LiveState, MountKind
 from reconciler.nodes import Node, on_node
 from reconciler.resolver import CatalogKey, is_builtin_version, namespace_path
@@ -202,9 +202,15 @@ _NOT_PERMITTED = "not permitted"
 
 
 def _node_problems(mount: LiveMount, seen: NodeMount, catalog_sha256: str) -> list[str]:
-    """What a node runs that the mount's pin and the catalog do not say."""
+    """What a node runs that the mount's pin and the catalog do not say, and a file the
+    node lacks (the mount answers until its next reload there, which fails)."""
     if not seen.answers or not _runs_external(mount):
         return []
+    if seen.catalog_error.startswith(FILE_MISSING):
+        return [
+            "its plugin file is missing on this node: the next reload or restart leaves it "
+            "without a backend; copy the file into the node's plugin directory"
+        ]
     pin = mount.plugin_version
     if pin and not is_builtin_version(pin) and seen.running_version != pin:
         return [
@@ -271,11 +277,17 @@ def _connection_statuses(live: LiveState, home: str) -> list[ConnectionStatusDoc
 def _catalog(client: Client, kind: MountKind, name: str, version: str) -> tuple[str, str]:
     try:
         entry = client.read_plugin(kind, name, version)
+    except PluginFileMissing as error:
+        return "", f"{FILE_MISSING}: {error}"
     except ApiError as error:
         if error.status == 403:
             return "", f"{_NOT_PERMITTED}: {error}"
         return "", str(error)
     return str(entry.get("sha256") or "").lower(), ""
+
+
+# How a node's catalog error starts when that node lacks the entry's file.
+FILE_MISSING = "file missing"
 
 
 def _probe(client: Client, namespace: str, kind: MountKind, path: str) -> str:

@@ -543,7 +543,9 @@ def fingerprint(live: LiveState) -> str:
     document: dict[str, Any] = {
         "server": live.server.model_dump(),
         "catalog": sorted(
-            (e.model_dump() for e in live.catalog),
+            # A missing file is what a plan warns about, not a state to pin (like a dead
+            # backend): a plan made while it was missing still applies once it is back.
+            (e.model_dump(exclude={"file_error"}) for e in live.catalog),
             key=lambda e: (e["type"], e["name"], e["version"]),
         ),
         "mounts": sorted(

@@ -30,7 +30,7 @@ from typing import Any, get_args
 
 from reconciler.client import Client
 from reconciler.durations import whole_seconds
-from reconciler.errors import ApiError, PermissionDenied
+from reconciler.errors import ApiError, PermissionDenied, PluginFileMissing
 from reconciler.model import (
     DATABASE_ENGINE,
     CatalogEntry,
@@ -81,7 +81,7 @@ def read_live_state(client: Client, nodes: Sequence[Node] = ()) -> LiveState:
         walk = _NamespaceWalk(client, pool, home)
         entries, readable = catalog_list.result()
         listed = [entry for entry in entries if _known_type(entry)]
-        details: dict[int, Future[dict[str, Any] | None]] = {
+        details: dict[int, Future[dict[str, Any] | PluginFileMissing | None]] = {
             index: pool.submit(_read_external, client, entry)
             for index, entry in enumerate(listed)
             if readable and not entry.get("builtin")
@@ -93,7 +93,11 @@ def read_live_state(client: Client, nodes: Sequence[Node] = ()) -> LiveState:
                 catalog.append(_catalog_entry(entry, {}, details_read=not unread))
                 continue
             detail = details[index].result()
-            if detail is not None:
+            if isinstance(detail, PluginFileMissing):
+                catalog.append(
+                    _catalog_entry(entry, {}, details_read=False, file_error=str(detail))
+                )
+            elif detail is not None:
                 catalog.append(_catalog_entry(entry, detail))
         tables = walk.finish()
         mounts = [
@@ -288,12 +292,20 @@ def _backend_answers(client: Client, mount: LiveMount) -> bool | None:
     return True
 
 
-def _read_external(client: Client, entry: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The full entry, or None when it was deregistered since the list was read."""
+def _read_external(
+    client: Client, entry: Mapping[str, Any]
+) -> dict[str, Any] | PluginFileMissing | None:
+    """The full entry, or None when it was deregistered since the list was read.
+
+    An entry whose file the answering node lacks cannot be read (500): it is kept as
+    listed, with why, so that the plan and status can say so rather than fail.
+    """
     try:
         return client.read_plugin(
             str(entry["type"]), str(entry["name"]), str(entry.get("version") or "")
         )
+    except PluginFileMissing as error:
+        return error
     except ApiError as error:
         if error.status == 404:
             return None
@@ -301,7 +313,11 @@ def _read_external(client: Client, entry: Mapping[str, Any]) -> dict[str, Any] |
 
 
 def _catalog_entry(
-    listed: Mapping[str, Any], detail: Mapping[str, Any], *, details_read: bool = True
+    listed: Mapping[str, Any],
+    detail: Mapping[str, Any],
+    *,
+    details_read: bool = True,
+    file_error: str = "",
 ) -> CatalogEntry:
     return CatalogEntry(
         type=listed["type"],
@@ -315,6 +331,7 @@ def _catalog_entry(
         declarative=detail.get("declarative") is True,
         oci=detail.get("oci") is True,
         details_read=details_read,
+        file_error=file_error,
     )
 
 

@@ -10,7 +10,7 @@ from reconciler.client import Client
 from reconciler.demo.devserver import DevServer
 from reconciler.state import read_live_state
 from reconciler.watch import Watcher, WatchOptions
-from tests.helpers import api, run_cli, write_desired
+from tests.helpers import RequestLog, api, run_cli, write_desired
 from tests.test_apply_plugins import BROKEN_UPGRADE, _broken_upgrade, sha256_of
 
 
@@ -81,3 +81,40 @@ def test_a_watch_pass_reloads_a_dead_managed_mount(
     assert outcome.ok, outcome.failures
     assert "reload mounts fragile/" in outcome.applied, outcome.applied
     assert api(server).get("/v1/fragile/data/precious").json()["data"]["v"] == 1
+
+
+MISSING_FILE = """\
+version: 1
+plugins:
+  - {{type: secret, name: demo-kv, version: v1.0.0, command: gone-kv-1.0.0, sha256: {v1}}}
+secrets:
+  - {{path: kept/, plugin: demo-kv, version: v1.0.0}}
+"""
+
+
+def test_a_plugin_file_gone_from_the_server_is_named_not_retried_and_flagged(
+    server: DevServer, plugins: Path, tmp_path: Path
+) -> None:
+    # The server answers 500 to a catalog read of an entry whose file is gone: the mount
+    # keeps running its process, and only its next reload would fail.
+    binary = plugins / "gone-kv-1.0.0"
+    binary.write_bytes((plugins / "demo-kv-1.0.0").read_bytes())
+    binary.chmod(0o755)
+    desired = write_desired(tmp_path, MISSING_FILE.format(v1=sha256_of(binary)))
+    assert run_cli(server, "apply", str(desired), "--yes").ok
+    binary.unlink()
+
+    with RequestLog(server) as requests:
+        planned = run_cli(server, "plan", str(desired), "--detailed-exitcode", "--json")
+    assert planned.exit_code == 0, planned.output
+    warned = {w["target"]: w["message"] for w in json.loads(planned.stdout)["warnings"]}
+    assert "kept/" in warned["secret/demo-kv/v1.0.0"], warned
+    assert "gone-kv-1.0.0" in warned["secret/demo-kv/v1.0.0"], warned
+    # Not a transient failure: asked once per plan, never retried.
+    assert len(requests.matching("GET", "/v1/sys/plugins/catalog/secret/demo-kv")) == 1
+
+    status = run_cli(server, "status", "--json")
+    assert status.exit_code == 2, status.output
+    (mount,) = [m for m in json.loads(status.stdout)["mounts"] if m["path"] == "kept/"]
+    assert mount["nodes"][0]["answers"], mount
+    assert any("missing" in problem for problem in mount["nodes"][0]["problems"]), mount

@@ -24,6 +24,7 @@ from reconciler.errors import (
     ConnectionFailed,
     OutcomeUnknown,
     PermissionDenied,
+    PluginFileMissing,
     Sealed,
 )
 
@@ -33,6 +34,8 @@ log = logging.getLogger("reconciler.client")
 _CONNECT_TIMEOUT = 10.0
 # What a Go TLS listener answers to a plain-HTTP request.
 _PLAIN_TO_TLS = "HTTP request to an HTTPS server"
+# A catalog entry's file is missing from the answering node's plugin directory (500).
+_COMMAND_PATH = "error while validating the command path"
 
 EventHooks = Mapping[str, list[Callable[..., Any]]]
 _E = TypeVar("_E", bound=BaseException)
@@ -321,6 +324,14 @@ class Transport:
                 "rate limit quota that applies to this token",
                 status=status,
                 path=path,
+            )
+        if status >= 500 and _COMMAND_PATH in detail:
+            return PluginFileMissing(
+                f"the plugin file is missing on {self.address} ({where} answered {status}: "
+                f"{detail}): copy it into that node's plugin directory",
+                status=status,
+                path=path,
+                retryable=False,
             )
         if status >= 500:
             return ApiError(

@@ -47,7 +47,11 @@ from reconciler.plan import (
     Stage,
     fingerprint,
 )
-from reconciler.planner._catalog import CatalogWrites, plan_catalog_writes
+from reconciler.planner._catalog import (
+    CatalogWrites,
+    missing_file_warnings,
+    plan_catalog_writes,
+)
 from reconciler.planner._cleanup import ScopedMounts, plan_deregistrations
 from reconciler.planner._connections import plan_connections
 from reconciler.planner._context import (
@@ -170,6 +174,7 @@ def plan(
         server_owned,
         plan_missing_pins(planned),
         Outcome(warnings=elsewhere_warnings(context, catalog.changed)),
+        Outcome(warnings=missing_file_warnings(context)),
         Outcome(
             warnings=dead_elsewhere_warnings(
                 context, frozenset(scope.namespace for scope in scopes)

@@ -183,3 +183,21 @@ def _visible(params: RegistrationParams) -> dict[str, Any]:
     if params.has_env:
         shown["env"] = "(sensitive)"
     return shown
+
+
+def missing_file_warnings(context: Context) -> tuple[Problem, ...]:
+    """Entries whose file the node that answered lacks: what runs them keeps running until
+    its next reload (or reset, or server restart), which then fails."""
+    warnings = []
+    for key, entry in sorted(context.external.items()):
+        if not entry.file_error:
+            continue
+        users = context.usage.using(key)
+        who = (
+            f"{', '.join(user.named() for user in users)} run(s) it until the next reload or "
+            "restart, which would fail"
+            if users
+            else "nothing runs it yet; a mount moved onto it would fail"
+        )
+        warnings.append(problem(catalog_target_name(key), f"{who}: {entry.file_error}"))
+    return tuple(warnings)
