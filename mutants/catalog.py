@@ -737,4 +737,15 @@ MUTANTS: tuple[Mutant, ...] = (
             "test_a_plugin_file_gone_from_the_server_is_named_not_retried_and_flagged",
         ),
     ),
+    Mutant(
+        name="canary-without-a-verdict-passes",
+        file="reconciler/executor.py",
+        original=(
+            "            elif mount.backend_answers is None and "
+            "(why := self._no_answer(mount)):\n"
+        ),
+        replacement="            elif False:\n",
+        breaks="A canary the read could not judge (a 500) is probed before the rest moves",
+        tests=(_CANARY + "test_a_canary_whose_plugin_dies_after_its_reload_stops_the_rest",),
+    ),
 )

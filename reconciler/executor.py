@@ -232,6 +232,10 @@ class _Run:
                 problem = "is gone"
             elif mount.backend_answers is False:
                 problem = "does not answer (its plugin did not start)"
+            elif mount.backend_answers is None and (why := self._no_answer(mount)):
+                # The read had no verdict (a 500 from a plugin that cannot start again, a
+                # lost answer): the canary needs one before anything else moves.
+                problem = f"does not answer: {why}"
             elif (namespace, path) in pending:
                 problem = f"runs {_running(mount)}"
             else:
@@ -244,6 +248,14 @@ class _Run:
         if on_nodes:
             return f"canary {'; '.join(on_nodes)}: the other mounts were neither tuned nor reloaded"
         return None
+
+    def _no_answer(self, mount: LiveMount) -> str:
+        """Why a request through `mount` reaches no working backend ("" when it does)."""
+        try:
+            self.api.probe_mount(mount.kind, mount.path, mount.namespace)
+        except ApiError as error:
+            return str(error)
+        return ""
 
     def _run(self, action: Action) -> None:
         match action:

@@ -181,11 +181,6 @@ def test_a_canary_left_without_a_backend_after_its_reload_stops_the_rest(
     assert mount_entry(server, "secret", two[1])["running_plugin_version"] == "v1.0.0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known hole: a canary whose plugin dies after its reload answers 500, which the "
-    "state read takes for no verdict, so the other mounts are reloaded onto the broken binary",
-)
 def test_a_canary_whose_plugin_dies_after_its_reload_stops_the_rest(
     server: DevServer, plugins: Path, tmp_path: Path, doomed: Path
 ) -> None:
