@@ -741,8 +741,7 @@ MUTANTS: tuple[Mutant, ...] = (
         name="canary-without-a-verdict-passes",
         file="reconciler/executor.py",
         original=(
-            "            elif mount.backend_answers is None and "
-            "(why := self._no_answer(mount)):\n"
+            "            elif mount.backend_answers is None and (why := self._no_answer(mount)):\n"
         ),
         replacement="            elif False:\n",
         breaks="A canary the read could not judge (a 500) is probed before the rest moves",
