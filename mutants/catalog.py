@@ -747,4 +747,18 @@ MUTANTS: tuple[Mutant, ...] = (
         breaks="A canary the read could not judge (a 500) is probed before the rest moves",
         tests=(_CANARY + "test_a_canary_whose_plugin_dies_after_its_reload_stops_the_rest",),
     ),
+    Mutant(
+        name="bound-file-upgrades-not-rolled-back",
+        file="reconciler/executor.py",
+        original=(
+            "        if self.desired.namespace is None:\n"
+            "            return list(self.desired.plugins)\n"
+        ),
+        replacement="        if True:\n            return list(self.desired.plugins)\n",
+        breaks="A failed upgrade of a file bound to a namespace is rolled back like any other",
+        tests=(
+            "tests/test_policy.py::"
+            "test_a_token_with_only_the_policy_upgrades_rolls_back_watches_and_reads[team]",
+        ),
+    ),
 )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import defaults
 from reconciler.errors import ApiError, OutcomeUnknown, StaleState
-from reconciler.model import DesiredState, LiveMount, LiveState, MountKind
+from reconciler.model import DesiredState, LiveMount, LiveState, MountKind, PluginEntry
 from reconciler.nodes import Node, discover_nodes
 from reconciler.nodestate import LAGGING, node_has_entry, read_node_mounts, runs_expected
 from reconciler.plan import (
@@ -41,7 +41,7 @@ from reconciler.plan import (
     UpdateAction,
     fingerprint,
 )
-from reconciler.planner import HeldUpgrade, mount_target_name
+from reconciler.planner import HeldUpgrade, bound_to_live_catalog, mount_target_name
 from reconciler.planner import plan as make_plan
 from reconciler.resolver import api_path, namespace_path, runs_builtin, split_api_path
 from reconciler.rollback import NOT_RESTORED, RESTORED, DeadOnNode, MountOutcome, roll_back
@@ -521,7 +521,7 @@ class _Run:
         """
         self.result.converged = False
         failed = self._failed_upgrades(converge, before)
-        self.result.failed_upgrades = sorted({*failed, *self._failed_repins(converge)})
+        self.result.failed_upgrades = sorted({*failed, *self._failed_repins(converge, before)})
         if not self.options.rollback_on_failure:
             return
         self._roll_back_connections()
@@ -563,13 +563,20 @@ class _Run:
                     f"expected {p.previous_version!r}"
                 )
 
-    def _failed_repins(self, converge: list[Action]) -> list[HeldUpgrade]:
+    def _entries(self, before: LiveState) -> list[PluginEntry]:
+        """The catalog entries the plan resolved mounts against: the file's own, or for a
+        file bound to a namespace (which declares none) the live catalog's."""
+        if self.desired.namespace is None:
+            return list(self.desired.plugins)
+        return list(bound_to_live_catalog(self.desired, before).plugins)
+
+    def _failed_repins(self, converge: list[Action], before: LiveState) -> list[HeldUpgrade]:
         """(type, name, version, sha256) of the entries the failed run re-pinned connections to."""
         held: list[HeldUpgrade] = []
         for action in converge:
             if isinstance(action, RepinAction):
                 p = action.params
-                for entry in self.desired.plugins:
+                for entry in self._entries(before):
                     if entry.present and entry.key == ("database", p.plugin, p.version):
                         held.append((entry.type, entry.name, entry.version, entry.sha256 or ""))
         return held
@@ -590,11 +597,12 @@ class _Run:
             (e.type, e.name, e.version): e.sha256 for e in before.catalog if not e.builtin
         }
         held: set[HeldUpgrade] = set()
+        entries = self._entries(before)
         for kind, path in _home(touched_mounts(converge)):
             mount = declared.get((kind, path))
             if mount is None:
                 continue
-            for entry in self.desired.plugins:
+            for entry in entries:
                 sha = entry.sha256 or catalog.get(entry.key, "")
                 if (
                     entry.present

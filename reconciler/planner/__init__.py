@@ -86,6 +86,7 @@ from reconciler.resolver import CatalogKey, Target, api_path, namespace_path
 
 __all__ = [
     "HeldUpgrade",
+    "bound_to_live_catalog",
     "catalog_target_name",
     "mount_target_name",
     "parse_catalog_target",
