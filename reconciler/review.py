@@ -184,7 +184,7 @@ def _data_loss(plan: Plan, refusals: dict[int, str]) -> list[str]:
         status = f"refused: {_text(refusals[index])}" if index in refusals else "runs"
         rows.append(
             f"| {action.kind.value} | {_code(action.target)} | "
-            f"{_code(_namespace_name(_namespace(plan, action)))} | {lost} | {status} |"
+            f"{_code(_namespace_name(action.namespace))} | {lost} | {status} |"
         )
     if not rows:
         return []
@@ -226,7 +226,7 @@ def _restarts_of(plan: Plan) -> list[_Restart]:
     cluster = max(1, len(plan.nodes))
     found: list[_Restart] = []
     for action in plan.actions:
-        namespace = _namespace(plan, action)
+        namespace = action.namespace
         match action:
             case ReloadAction(params=p) if p.node:
                 mounts = tuple(p.mounts or ())
@@ -350,7 +350,7 @@ def _details(plan: Plan, refusals: dict[int, str], *, budget: int) -> list[str]:
         return []
     groups: dict[str, list[tuple[int, Action]]] = {}
     for index, action in enumerate(plan.actions):
-        groups.setdefault(_group(plan, action), []).append((index, action))
+        groups.setdefault(_group(action), []).append((index, action))
     lines = ["### Details", ""]
     used = len("\n".join(lines))
     left_out = 0
@@ -422,10 +422,10 @@ def _value(field: str, value: object) -> str:
     return _code(str(value))
 
 
-def _group(plan: Plan, action: Action) -> str:
+def _group(action: Action) -> str:
     if action.kind in _CATALOG_KINDS:
         return _CATALOG
-    name = f"namespace {_namespace_name(_namespace(plan, action))}"
+    name = f"namespace {_namespace_name(action.namespace)}"
     if action.kind in _CONNECTION_KINDS:
         return f"{name}: database connections"
     return name
@@ -436,12 +436,6 @@ def _group_order(group: str) -> tuple[int, str]:
 
 
 # --- names and escaping -----------------------------------------------------------------
-
-
-def _namespace(plan: Plan, action: Action) -> str:
-    """The namespace an action writes in, as a path from the root ("" is the root): the
-    planner names it on every action."""
-    return action.namespace
 
 
 def _namespace_name(namespace: str) -> str:
