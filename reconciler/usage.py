@@ -9,6 +9,9 @@ it lives and whether a file manages it or not. This module is that one place:
 built from the `LiveState` that `state.py` reads, pure, and read by every
 in-use check of the planner (deregistration, pruning, `state: absent`,
 server-owned entries, pins to missing entries) and by `status`.
+
+How plans name a mount, a connection and a namespace lives here too, below the
+planner, so the planner and the picture's users say the same names.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler.model import LiveConnection, LiveMount, LiveState
+from reconciler.model import LiveConnection, LiveMount, LiveState, MountKind
 from reconciler.resolver import (
     BuiltinKey,
     CatalogKey,
@@ -35,14 +38,14 @@ def where_text(namespace: str) -> str:
     return f"namespace {namespace}" if namespace else "the root namespace"
 
 
-def mount_name(kind: str, path: str) -> str:
-    """A mount as plans name it: the file's section and the path."""
+def mount_target_name(kind: MountKind, path: str) -> str:
+    """How a mount is named in plans: the file's section and the path."""
     return f"{'auth' if kind == 'auth' else 'secrets'}/{path}"
 
 
-def connection_name(mount: str, name: str) -> str:
-    """A connection as plans name it: its mount's name, then `connections/<name>`."""
-    return f"{mount_name('secret', mount)}connections/{name}"
+def connection_target_name(mount: str, name: str) -> str:
+    """How a connection is named in plans: its mount's name, then `connections/<name>`."""
+    return f"{mount_target_name('secret', mount)}connections/{name}"
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,8 @@ class User:
     def name(self) -> str:
         """How plans name it, without its namespace."""
         if self.kind == "connection":
-            return connection_name(self.path, self.connection)
-        return mount_name(self.table, self.path)
+            return connection_target_name(self.path, self.connection)
+        return mount_target_name(self.table, self.path)
 
     def named(self) -> str:
         """How plans name it, with its namespace: `secrets/db/connections/x in namespace ns1/`."""

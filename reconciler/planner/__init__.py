@@ -60,7 +60,6 @@ from reconciler.planner._context import (
     MountKey,
     Outcome,
     catalog_target_name,
-    mount_target_name,
     parse_catalog_target,
 )
 from reconciler.planner._dead import dead_elsewhere_warnings, not_answering
@@ -83,6 +82,7 @@ from reconciler.planner._overrides import leftover_override_warnings, override_w
 from reconciler.planner._preflight import preflight
 from reconciler.planner._server_owned import plan_missing_pins, plan_server_references
 from reconciler.resolver import CatalogKey, Target, api_path, namespace_path
+from reconciler.usage import mount_target_name
 
 __all__ = [
     "HeldUpgrade",

@@ -13,18 +13,18 @@ from reconciler.plan import (
     Problem,
     ReasonCode,
 )
-from reconciler.planner._connections import ConnectionChanges, connection_target_name
+from reconciler.planner._connections import ConnectionChanges
 from reconciler.planner._context import (
     OWNED_BY_SERVER,
     Context,
     Outcome,
     catalog_target_name,
-    mount_target_name,
     problem,
 )
 from reconciler.planner._mounts import MountChanges, Pruning
 from reconciler.planner._namespaces import Scope
 from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey
+from reconciler.usage import connection_target_name, mount_target_name
 
 _REASONS: dict[ReasonCode, str] = {
     ReasonCode.DECLARED_ABSENT: "declared state: absent",

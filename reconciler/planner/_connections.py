@@ -33,7 +33,6 @@ from reconciler.planner._context import (
     Context,
     Outcome,
     catalog_target_name,
-    mount_target_name,
     problem,
 )
 from reconciler.resolver import (
@@ -44,14 +43,10 @@ from reconciler.resolver import (
     connection_runs,
     resolve_connection,
 )
+from reconciler.usage import connection_target_name
 
 # (database mount path, connection name)
 ConnectionKey = tuple[str, str]
-
-
-def connection_target_name(mount: str, name: str) -> str:
-    """How a connection is named in plans: its mount's name, then `connections/<name>`."""
-    return f"{mount_target_name('secret', mount)}connections/{name}"
 
 
 @dataclass(frozen=True)

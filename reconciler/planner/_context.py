@@ -27,22 +27,16 @@ from reconciler.resolver import (
     normalize_version,
     with_sha256,
 )
-from reconciler.usage import ServerUsage
+from reconciler.usage import ServerUsage, mount_target_name, where_text
 
 # (type, name, version, sha256) of an upgrade the watcher has set aside after it failed.
 HeldUpgrade = tuple[str, str, str, str]
 MountKey = tuple[MountKind, str]
 
 
-def mount_target_name(kind: MountKind, path: str) -> str:
-    """How a mount is named in plans: the file's section and the path."""
-    return f"{'auth' if kind == 'auth' else 'secrets'}/{path}"
-
-
 def elsewhere_name(mount: LiveMount) -> str:
     """How a plan names a mount of a namespace other than the client's: with its namespace."""
-    where = f"namespace {mount.namespace}" if mount.namespace else "the root namespace"
-    return f"{mount_target_name(mount.kind, mount.path)} in {where}"
+    return f"{mount_target_name(mount.kind, mount.path)} in {where_text(mount.namespace)}"
 
 
 def catalog_target_name(key: CatalogKey) -> str:

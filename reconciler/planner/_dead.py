@@ -8,8 +8,9 @@ plan's `not_answering`, and warns about those of namespaces the plan does not ma
 from __future__ import annotations
 
 from reconciler.plan import NotAnswering, Problem
-from reconciler.planner._context import Context, elsewhere_name, mount_target_name, problem
+from reconciler.planner._context import Context, elsewhere_name, problem
 from reconciler.resolver import mount_failure
+from reconciler.usage import mount_target_name
 
 
 def not_answering(context: Context) -> tuple[NotAnswering, ...]:

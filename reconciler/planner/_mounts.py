@@ -33,7 +33,6 @@ from reconciler.planner._context import (
     MountKey,
     Outcome,
     changes_between,
-    mount_target_name,
     problem,
 )
 from reconciler.resolver import (
@@ -47,6 +46,7 @@ from reconciler.resolver import (
     resolve_mount,
     runs_builtin,
 )
+from reconciler.usage import mount_target_name
 
 
 @dataclass(frozen=True)

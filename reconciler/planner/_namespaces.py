@@ -30,7 +30,7 @@ from reconciler.planner._context import (
     problem,
 )
 from reconciler.resolver import CatalogKey, namespace_path
-from reconciler.usage import ServerUsage
+from reconciler.usage import ServerUsage, where_text
 
 
 def elsewhere_warnings(context: Context, changed: frozenset[CatalogKey]) -> tuple[Problem, ...]:
@@ -77,8 +77,7 @@ class Scope:
     def named(self, target: str) -> str:
         if not self.elsewhere:
             return target
-        where = f"namespace {self.namespace}" if self.namespace else "the root namespace"
-        return f"{target} in {where}"
+        return f"{target} in {where_text(self.namespace)}"
 
     def outcome(self, outcome: Outcome) -> Outcome:
         """`outcome` with its targets naming this namespace and its requests sent in it."""
@@ -222,11 +221,10 @@ def binding_errors(desired: DesiredState, live: LiveState) -> tuple[Problem, ...
     if desired.namespace is None or desired.namespace == namespace_path(live.server.namespace):
         return ()
     running = namespace_path(live.server.namespace)
-    where = f"namespace {running}" if running else "the root namespace"
     return (
         problem(
             f"namespace {desired.namespace}",
-            f"the file is bound to namespace {desired.namespace} but runs in {where}: "
-            f"set BAO_NAMESPACE or --namespace to {desired.namespace}",
+            f"the file is bound to namespace {desired.namespace} but runs in "
+            f"{where_text(running)}: set BAO_NAMESPACE or --namespace to {desired.namespace}",
         ),
     )

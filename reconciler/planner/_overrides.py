@@ -7,18 +7,17 @@ from __future__ import annotations
 from reconciler.plan import Problem
 from reconciler.planner._connections import (
     ConnectionChanges,
-    connection_target_name,
     live_connections,
 )
 from reconciler.planner._context import (
     Context,
     MountKey,
     catalog_target_name,
-    mount_target_name,
     problem,
 )
 from reconciler.planner._mounts import MountChanges, Pruning
 from reconciler.resolver import HARD_WIRED_BUILTINS, CatalogKey, api_path, newest_version
+from reconciler.usage import connection_target_name, mount_target_name
 
 
 def override_warnings(

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from reconciler.model import LiveMount, MountKind
 from reconciler.plan import PreflightMount, PreflightStatus, Problem
-from reconciler.planner._context import Context, Outcome, elsewhere_name, mount_target_name, problem
+from reconciler.planner._context import Context, Outcome, elsewhere_name, problem
 from reconciler.releases import builtins_of_release, last_release_shipping
 from reconciler.resolver import HARD_WIRED_BUILTINS, Target
+from reconciler.usage import mount_target_name
 
 # (namespace, kind, path) of a declared mount → what it runs once the plan is applied.
 PlannedTargets = Mapping[tuple[str, MountKind, str], Target]

@@ -13,18 +13,18 @@ from collections.abc import Sequence
 
 from reconciler.plan import Problem
 from reconciler.planner._cleanup import ScopedMounts
-from reconciler.planner._connections import ConnectionChanges, connection_target_name
+from reconciler.planner._connections import ConnectionChanges
 from reconciler.planner._context import (
     OWNED_BY_SERVER,
     Context,
     MountKey,
     Outcome,
     catalog_target_name,
-    mount_target_name,
     problem,
 )
 from reconciler.planner._mounts import MountChanges, Pruning
 from reconciler.resolver import CatalogKey, version_order
+from reconciler.usage import connection_target_name, mount_target_name
 
 
 def plan_server_references(
