@@ -206,6 +206,14 @@ class Context:
             if not live_mount.reserved:
                 yield live_mount
 
+    def every_mount_named(self) -> Iterator[tuple[str, LiveMount]]:
+        """Every live mount of every namespace read, with the name plans give it: the
+        client's namespace's by path alone, the others' with their namespace."""
+        for live_mount in self.live.mounts:
+            yield mount_target_name(live_mount.kind, live_mount.path), live_mount
+        for live_mount in self.live.elsewhere:
+            yield elsewhere_name(live_mount), live_mount
+
     def loses_backend(self, live_mount: LiveMount, key: CatalogKey) -> bool:
         """Whether a mount left in place runs `key` now and nothing once `key` is gone."""
         if (live_mount.kind, live_mount.plugin) != key[:2]:

@@ -10,17 +10,12 @@ from __future__ import annotations
 from reconciler.plan import NotAnswering, Problem
 from reconciler.planner._context import Context, elsewhere_name, problem
 from reconciler.resolver import mount_failure
-from reconciler.usage import mount_target_name
 
 
 def not_answering(context: Context) -> tuple[NotAnswering, ...]:
     """Every live mount, of every namespace read, whose backend does not answer."""
-    named = [
-        *((mount_target_name(m.kind, m.path), m) for m in context.live.mounts),
-        *((elsewhere_name(m), m) for m in context.live.elsewhere),
-    ]
     found = []
-    for name, mount in named:
+    for name, mount in context.every_mount_named():
         failure = mount_failure(mount, context.external, context.builtins)
         if failure is not None:
             found.append(

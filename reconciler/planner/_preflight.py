@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 from reconciler.model import LiveMount, MountKind
 from reconciler.plan import PreflightMount, PreflightStatus, Problem
-from reconciler.planner._context import Context, Outcome, elsewhere_name, problem
+from reconciler.planner._context import Context, Outcome, problem
 from reconciler.releases import builtins_of_release, last_release_shipping
 from reconciler.resolver import HARD_WIRED_BUILTINS, Target
-from reconciler.usage import mount_target_name
 
 # (namespace, kind, path) of a declared mount → what it runs once the plan is applied.
 PlannedTargets = Mapping[tuple[str, MountKind, str], Target]
@@ -35,14 +34,10 @@ class Preflight(Outcome):
 def preflight(context: Context, release: str, planned: PlannedTargets) -> Preflight:
     """The mounts an upgrade to `release` would leave without their built-in."""
     ships = builtins_of_release(release)
-    named = [
-        *((mount_target_name(m.kind, m.path), m) for m in context.live.mounts),
-        *((elsewhere_name(m), m) for m in context.live.elsewhere),
-    ]
     errors: list[Problem] = []
     warnings: list[Problem] = []
     listed: list[PreflightMount] = []
-    for name, mount in named:
+    for name, mount in context.every_mount_named():
         key = (mount.kind, mount.plugin)
         if mount.reserved or key in ships or key in HARD_WIRED_BUILTINS:
             continue
