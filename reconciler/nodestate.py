@@ -28,7 +28,7 @@ from reconciler.documents import (
 from reconciler.errors import ApiError, PluginFileMissing
 from reconciler.model import CatalogEntry, LiveMount, LiveState, MountKind
 from reconciler.nodes import Node, on_node
-from reconciler.resolver import CatalogKey, is_builtin_version, namespace_path
+from reconciler.resolver import CatalogKey, is_builtin_version, namespace_path, runs_external
 from reconciler.state import MAX_CONCURRENT_READS
 from reconciler.usage import ServerUsage
 
@@ -76,7 +76,7 @@ def _read_pinned(
     pinned: Client, node: Node, mounts: Sequence[LiveMount], to_probe: set[_PlacedKey]
 ) -> dict[_PlacedKey, NodeMount]:
     tables_wanted = sorted({(m.namespace, m.kind) for m in mounts})
-    keys = sorted({(m.kind, m.plugin, m.plugin_version) for m in mounts if _runs_external(m)})
+    keys = sorted({(m.kind, m.plugin, m.plugin_version) for m in mounts if runs_external(m)})
     with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-node") as pool:
         table_reads = pool.map(lambda t: pinned.list_mounts(t[1], t[0]), tables_wanted)
         tables = dict(zip(tables_wanted, table_reads, strict=True))
@@ -109,13 +109,6 @@ def _read_node_pinned(
     node: Node, mounts: Sequence[LiveMount], to_probe: set[_PlacedKey], pinned: Client
 ) -> dict[_PlacedKey, NodeMount]:
     return _read_pinned(pinned, node, mounts, to_probe)
-
-
-def _runs_external(mount: LiveMount) -> bool:
-    """Runs, or is pinned to, an external catalog entry (a built-in reports no sha256)."""
-    return bool(mount.running_sha256) or (
-        mount.plugin_version != "" and not is_builtin_version(mount.plugin_version)
-    )
 
 
 def read_status(client: Client, nodes: Sequence[Node], live: LiveState) -> StatusDocument:
@@ -168,7 +161,7 @@ def read_status(client: Client, nodes: Sequence[Node], live: LiveState) -> Statu
                     + _missing_pin(mount, listed),
                 )
             )
-        external = _runs_external(mount)
+        external = runs_external(mount)
         if external or any(not n.answers or n.problems for n in seen_nodes):
             shown.append(
                 MountStatusDocument(
@@ -204,7 +197,7 @@ _NOT_PERMITTED = "not permitted"
 def _node_problems(mount: LiveMount, seen: NodeMount, catalog_sha256: str) -> list[str]:
     """What a node runs that the mount's pin and the catalog do not say, and a file the
     node lacks (the mount answers until its next reload there, which fails)."""
-    if not seen.answers or not _runs_external(mount):
+    if not seen.answers or not runs_external(mount):
         return []
     if seen.catalog_error.startswith(FILE_MISSING):
         return [

@@ -104,6 +104,13 @@ def runs_builtin(mount: LiveMount) -> bool:
     return mount.running_sha256 == ""
 
 
+def runs_external(mount: LiveMount) -> bool:
+    """A mount runs, or is pinned to, an external catalog entry: a process of its own,
+    which can fail to start."""
+    pinned_external = mount.plugin_version != "" and not is_builtin_version(mount.plugin_version)
+    return not runs_builtin(mount) or pinned_external
+
+
 # --- mount paths -------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ from reconciler.model import (
     PluginType,
 )
 from reconciler.nodes import Node, on_node
-from reconciler.resolver import is_builtin_version, namespace_path, runs_builtin
+from reconciler.resolver import namespace_path, runs_external
 
 log = logging.getLogger(__name__)
 
@@ -271,11 +271,8 @@ def _known_type(entry: Mapping[str, Any]) -> bool:
 
 
 def _runs_external(mount: LiveMount) -> bool:
-    """A mount whose plugin is a process of its own, which can fail to start."""
-    if mount.reserved:
-        return False
-    pinned_external = mount.plugin_version != "" and not is_builtin_version(mount.plugin_version)
-    return not runs_builtin(mount) or pinned_external
+    """A mount whose plugin is a process of its own (the server's reserved mounts never)."""
+    return not mount.reserved and runs_external(mount)
 
 
 def _backend_answers(client: Client, mount: LiveMount) -> bool | None:

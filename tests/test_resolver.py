@@ -8,7 +8,7 @@ import pytest
 
 from reconciler.builtins import OPENBAO_BUILTINS
 from reconciler.loader import load_desired
-from reconciler.model import CatalogEntry, LiveState, PluginEntry
+from reconciler.model import CatalogEntry, LiveMount, LiveState, PluginEntry
 from reconciler.plan import ActionKind
 from reconciler.planner import plan
 from reconciler.resolver import (
@@ -24,6 +24,7 @@ from reconciler.resolver import (
     normalize_version,
     pins_builtin,
     resolve_mount,
+    runs_external,
     split_api_path,
 )
 from tests.helpers import CliRun
@@ -136,6 +137,26 @@ def test_resolve_mount(
 
 def test_a_reserved_builtin_resolves_to_nothing() -> None:
     assert resolve_mount("secret", "cubbyhole", None, [], SHIPPED_BUILTINS) is Unresolved.RESERVED
+
+
+@pytest.mark.parametrize(
+    ("pin", "running_sha256", "external"),
+    [
+        ("", "", False),  # unpinned, the server reports no binary: the built-in
+        ("v2.7.2+builtin.bao", "", False),  # pinned to the built-in
+        ("", "ab" * 32, True),  # runs a binary of its own
+        ("v1.0.0", "", True),  # pinned to an external version it does not run yet
+    ],
+)
+def test_a_mount_runs_an_external_plugin(pin: str, running_sha256: str, external: bool) -> None:
+    mount = LiveMount(
+        kind="secret",
+        path="m/",
+        plugin="transit",
+        plugin_version=pin,
+        running_sha256=running_sha256,
+    )
+    assert runs_external(mount) is external
 
 
 def test_what_a_live_mount_runs_at_its_next_reload() -> None:
