@@ -105,12 +105,6 @@ def _read_pinned(
     return seen
 
 
-def _read_node_pinned(
-    node: Node, mounts: Sequence[LiveMount], to_probe: set[_PlacedKey], pinned: Client
-) -> dict[_PlacedKey, NodeMount]:
-    return _read_pinned(pinned, node, mounts, to_probe)
-
-
 def read_status(client: Client, nodes: Sequence[Node], live: LiveState) -> StatusDocument:
     """Every namespace at or below the client's: every mount that runs an external plugin
     or does not answer (built-ins included), on every node, and every connection."""
@@ -126,7 +120,9 @@ def read_status(client: Client, nodes: Sequence[Node], live: LiveState) -> Statu
     every = {(m.namespace, m.kind, m.path) for m in mounts}
 
     per_node = [
-        on_node(client, node, functools.partial(_read_node_pinned, node, mounts, every))
+        on_node(
+            client, node, functools.partial(_read_pinned, node=node, mounts=mounts, to_probe=every)
+        )
         for node in nodes
     ]
     listed = {e.key: e for e in live.catalog if not e.builtin}
@@ -241,13 +237,12 @@ def _connection_statuses(live: LiveState, home: str) -> list[ConnectionStatusDoc
         runs = user.runs(usage.external, usage.builtins)
         problems = []
         if runs is None:
+            running = ""
             missing = "/".join((user.plugin_type, user.plugin, user.pin or '""'))
             problems.append(
                 f"pinned to {missing}, which is not in the catalog: its next reset fails "
                 "and leaves it without a backend; re-pin it or register that version again"
             )
-        if runs is None:
-            running = ""
         elif runs.builtin:
             running = "built-in"
         else:
