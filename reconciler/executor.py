@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,14 @@ from reconciler import defaults
 from reconciler.errors import ApiError, OutcomeUnknown, StaleState
 from reconciler.model import DesiredState, LiveMount, LiveState, MountKind, PluginEntry
 from reconciler.nodes import Node, discover_nodes
-from reconciler.nodestate import LAGGING, node_has_entry, read_node_mounts, runs_expected
+from reconciler.nodestate import (
+    LAGGING,
+    MountKey,
+    NodeMount,
+    node_has_entry,
+    runs_expected,
+    wait_on_node,
+)
 from reconciler.plan import (
     Action,
     CreateNamespaceAction,
@@ -44,7 +51,7 @@ from reconciler.plan import (
 from reconciler.planner import HeldUpgrade, bound_to_live_catalog, mount_target_name
 from reconciler.planner import plan as make_plan
 from reconciler.resolver import api_path, namespace_path, runs_builtin, split_api_path
-from reconciler.rollback import NOT_RESTORED, RESTORED, DeadOnNode, MountOutcome, roll_back
+from reconciler.rollback import NOT_RESTORED, RESTORED, MountOutcome, roll_back
 
 if TYPE_CHECKING:
     from reconciler.client import Client
@@ -484,20 +491,16 @@ class _Run:
         wait: float,
     ) -> dict[tuple[MountKind, str], str]:
         """The expected mounts `node` does not run right (after waiting up to `wait` s)."""
-        deadline = time.monotonic() + wait
-        mounts = [mount for mount, _sha in expected.values()]
-        dead = DeadOnNode()
-        while True:
-            seen = read_node_mounts(self.api, node, mounts)
-            wrong = {
+
+        def wrong_in(seen: Mapping[MountKey, NodeMount]) -> dict[MountKey, str]:
+            return {
                 key: why
                 for key, (mount, entry_sha) in expected.items()
                 if (why := runs_expected(seen[key], mount.plugin_version, entry_sha))
             }
-            silent = [key for key in wrong if not seen[key].answers]
-            if not wrong or time.monotonic() >= deadline or dead.all_dead(wrong, silent):
-                return wrong
-            time.sleep(_NODE_POLL)
+
+        mounts = [mount for mount, _sha in expected.values()]
+        return wait_on_node(self.api, node, mounts, wrong_in, wait)[1]
 
     def _not_converged(self, action: Action, live: LiveState) -> str:
         if isinstance(action, ReloadAction) and action.params.mounts is not None:

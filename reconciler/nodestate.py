@@ -11,10 +11,12 @@ mount from a live one.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from reconciler import defaults
 from reconciler.client import Client
 from reconciler.documents import (
     CatalogSeen,
@@ -70,6 +72,49 @@ def read_node_mounts(
 
 
 _PlacedKey = tuple[str, MountKind, str]  # (namespace, kind, path)
+
+# How often a node is read again while it has not caught up.
+_NODE_POLL = 0.1
+
+
+class DeadOnNode:
+    """Tells when waiting for a node is pointless: every mount still wrong there has not
+    answered for `NODE_DEAD_WAIT` s in a row (its plugin failed to start on that node)."""
+
+    def __init__(self, dead_wait: float = defaults.NODE_DEAD_WAIT) -> None:
+        self._dead_wait = dead_wait
+        self._since: dict[MountKey, float] = {}
+
+    def all_dead(self, wrong: Collection[MountKey], not_answering: Collection[MountKey]) -> bool:
+        now = time.monotonic()
+        for key in list(self._since):
+            if key not in not_answering:
+                del self._since[key]
+        for key in not_answering:
+            self._since.setdefault(key, now)
+        return bool(wrong) and all(
+            key in self._since and now - self._since[key] >= self._dead_wait for key in wrong
+        )
+
+
+def wait_on_node(
+    client: Client,
+    node: Node,
+    mounts: Sequence[LiveMount],
+    wrong_in: Callable[[Mapping[MountKey, NodeMount]], dict[MountKey, str]],
+    wait: float,
+) -> tuple[dict[MountKey, NodeMount], dict[MountKey, str]]:
+    """`mounts` as `node` has them and what `wrong_in` finds wrong there, read again until
+    nothing is, `wait` s are over, or every mount still wrong has stopped answering."""
+    deadline = time.monotonic() + wait
+    dead = DeadOnNode()
+    while True:
+        seen = read_node_mounts(client, node, mounts)
+        wrong = wrong_in(seen)
+        silent = [key for key in wrong if not seen[key].answers]
+        if not wrong or time.monotonic() >= deadline or dead.all_dead(wrong, silent):
+            return seen, wrong
+        time.sleep(_NODE_POLL)
 
 
 def _read_pinned(

@@ -23,7 +23,6 @@ ran, which the catalog still holds with its sha256.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from reconciler.client import Client
 from reconciler.errors import ApiError
 from reconciler.model import LiveMount, LiveState, MountKind
 from reconciler.nodes import Node
-from reconciler.nodestate import LAGGING, NodeMount, node_has_entry, read_node_mounts
+from reconciler.nodestate import LAGGING, NodeMount, node_has_entry, read_node_mounts, wait_on_node
 from reconciler.planner import HeldUpgrade, mount_target_name
 from reconciler.resolver import api_path, is_builtin_version
 
@@ -43,8 +42,6 @@ log = logging.getLogger(__name__)
 MountKey = tuple[MountKind, str]
 # Sends one write (counted, and the test kill hook): the executor's.
 Write = Callable[..., None]
-
-_POLL = 0.1
 
 
 @dataclass(frozen=True, order=True)
@@ -260,26 +257,6 @@ def _wrong(seen: NodeMount, target: Binary) -> str:
 # --- the writes and the reads that prove them ------------------------------------------
 
 
-class DeadOnNode:
-    """Tells when waiting for a node is pointless: every mount still wrong there has not
-    answered for `NODE_DEAD_WAIT` s in a row (its plugin failed to start on that node)."""
-
-    def __init__(self, dead_wait: float = defaults.NODE_DEAD_WAIT) -> None:
-        self._dead_wait = dead_wait
-        self._since: dict[MountKey, float] = {}
-
-    def all_dead(self, wrong: Collection[MountKey], not_answering: Collection[MountKey]) -> bool:
-        now = time.monotonic()
-        for key in list(self._since):
-            if key not in not_answering:
-                del self._since[key]
-        for key in not_answering:
-            self._since.setdefault(key, now)
-        return bool(wrong) and all(
-            key in self._since and now - self._since[key] >= self._dead_wait for key in wrong
-        )
-
-
 def roll_back(
     client: Client,
     nodes: Sequence[Node],
@@ -348,15 +325,15 @@ def _verified_node(
     """The mounts as `node` runs them, once they run their targets or the wait is over;
     a mount still wrong gets a local reload sent to that node (returned), and is read
     again."""
-    deadline = time.monotonic() + wait
-    dead = DeadOnNode()
-    while True:
-        seen = read_node_mounts(client, node, mounts)
-        wrong = [key for key, target in targets.items() if target and _wrong(seen[key], target)]
-        silent = [key for key in wrong if not seen[key].answers]
-        if not wrong or time.monotonic() >= deadline or dead.all_dead(wrong, silent):
-            break
-        time.sleep(_POLL)
+
+    def wrong_in(seen: Mapping[MountKey, NodeMount]) -> dict[MountKey, str]:
+        return {
+            key: why
+            for key, target in targets.items()
+            if target and (why := _wrong(seen[key], target))
+        }
+
+    seen, wrong = wait_on_node(client, node, mounts, wrong_in, wait)
     if not wrong:
         return seen, set()
     paths = sorted(api_path(*key) for key in wrong)
