@@ -523,8 +523,9 @@ class _Run:
         too, and a value already in place is never written again.
         """
         self.result.converged = False
-        failed = self._failed_upgrades(converge, before)
-        self.result.failed_upgrades = sorted({*failed, *self._failed_repins(converge, before)})
+        entries = self._entries(before)
+        failed = self._failed_upgrades(converge, before, entries)
+        self.result.failed_upgrades = sorted({*failed, *_failed_repins(converge, entries)})
         if not self.options.rollback_on_failure:
             return
         self._roll_back_connections()
@@ -573,18 +574,9 @@ class _Run:
             return list(self.desired.plugins)
         return list(bound_to_live_catalog(self.desired, before).plugins)
 
-    def _failed_repins(self, converge: list[Action], before: LiveState) -> list[HeldUpgrade]:
-        """(type, name, version, sha256) of the entries the failed run re-pinned connections to."""
-        held: list[HeldUpgrade] = []
-        for action in converge:
-            if isinstance(action, RepinAction):
-                p = action.params
-                for entry in self._entries(before):
-                    if entry.present and entry.key == ("database", p.plugin, p.version):
-                        held.append((entry.type, entry.name, entry.version, entry.sha256 or ""))
-        return held
-
-    def _failed_upgrades(self, converge: list[Action], before: LiveState) -> list[HeldUpgrade]:
+    def _failed_upgrades(
+        self, converge: list[Action], before: LiveState, entries: list[PluginEntry]
+    ) -> list[HeldUpgrade]:
         """(type, name, version, sha256) of the entries the failed run moved mounts onto.
 
         Every mount of the client's namespace the run tuned or reloaded, whatever moved
@@ -600,7 +592,6 @@ class _Run:
             (e.type, e.name, e.version): e.sha256 for e in before.catalog if not e.builtin
         }
         held: set[HeldUpgrade] = set()
-        entries = self._entries(before)
         for kind, path in _home(touched_mounts(converge)):
             mount = declared.get((kind, path))
             if mount is None:
@@ -615,6 +606,18 @@ class _Run:
                 ):
                     held.add((entry.type, entry.name, entry.version, sha))
         return sorted(held)
+
+
+def _failed_repins(converge: list[Action], entries: list[PluginEntry]) -> list[HeldUpgrade]:
+    """(type, name, version, sha256) of the entries the failed run re-pinned connections to."""
+    held: list[HeldUpgrade] = []
+    for action in converge:
+        if isinstance(action, RepinAction):
+            p = action.params
+            for entry in entries:
+                if entry.present and entry.key == ("database", p.plugin, p.version):
+                    held.append((entry.type, entry.name, entry.version, entry.sha256 or ""))
+    return held
 
 
 def enable_body(params: EnableParams) -> dict[str, Any]:
