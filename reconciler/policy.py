@@ -62,6 +62,12 @@ def _table(kind: MountKind) -> str:
     return "sys/auth" if kind == "auth" else "sys/mounts"
 
 
+def _mount_endpoint(kind: MountKind, path: str) -> str:
+    """Where a mount is enabled and disabled, and tuned below: `sys/mounts/<path>` or
+    `sys/auth/<path>`."""
+    return f"{_table(kind)}/{path.rstrip('/')}"
+
+
 def _may_run_external(state: DesiredState, kind: MountKind, mount: Mount) -> bool:
     """Whether a mount can run a plugin of its own (which a new version reaches by a reload)."""
     if mount.version is not None and not is_builtin_version(mount.version):
@@ -144,9 +150,9 @@ def policy_stanzas(state: DesiredState, *, read_only: bool) -> dict[str, set[str
             grant(f"{relative}{_RELOAD}", "update", "sudo")
         for kind, mount in mounts:
             root = ("sudo",) if kind == "auth" else ()
-            path = mount.path.rstrip("/")
-            grant(f"{relative}{_table(kind)}/{path}", "create", "update", *root)
-            grant(f"{relative}{_table(kind)}/{path}/tune", "update", *root)
+            endpoint = _mount_endpoint(kind, mount.path)
+            grant(f"{relative}{endpoint}", "create", "update", *root)
+            grant(f"{relative}{endpoint}/tune", "update", *root)
             if mount.moved_from is not None:
                 grant(f"{relative}sys/remount", "update", "sudo")
                 grant(f"{relative}sys/remount/status/*", "read")
@@ -237,17 +243,17 @@ def write_needs(actions: Sequence[Action], client_namespace: str) -> list[WriteN
             case CreateNamespaceAction(params=p):
                 need(at(p.parent, f"sys/namespaces/{p.name.strip('/')}"), _WRITE)
             case ReplaceAction(params=p):
-                need(at(p.namespace, f"{_table(p.kind)}/{p.path.rstrip('/')}"), _DELETE)
-                need(at(p.namespace, f"{_table(p.kind)}/{p.path.rstrip('/')}"), _WRITE)
+                need(at(p.namespace, _mount_endpoint(p.kind, p.path)), _DELETE)
+                need(at(p.namespace, _mount_endpoint(p.kind, p.path)), _WRITE)
             case EnableAction(params=p):
-                need(at(p.namespace, f"{_table(p.kind)}/{p.path.rstrip('/')}"), _WRITE)
+                need(at(p.namespace, _mount_endpoint(p.kind, p.path)), _WRITE)
             case MoveAction(params=p):
                 need(at(p.namespace, "sys/remount"), _UPDATE)
                 need(at(p.namespace, "sys/remount/status/"), _READ)
             case TuneAction(params=p):
-                need(at(p.namespace, f"{_table(p.kind)}/{p.path.rstrip('/')}/tune"), _UPDATE)
+                need(at(p.namespace, f"{_mount_endpoint(p.kind, p.path)}/tune"), _UPDATE)
             case DisableAction(params=p):
-                need(at(p.namespace, f"{_table(p.kind)}/{p.path.rstrip('/')}"), _DELETE)
+                need(at(p.namespace, _mount_endpoint(p.kind, p.path)), _DELETE)
             case ReloadAction(params=p):
                 # A node's own reload is sent to that node, in the client's namespace.
                 need(at(None if p.node else p.namespace, _RELOAD), _UPDATE)
