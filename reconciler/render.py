@@ -65,7 +65,7 @@ def summary(plan: Plan, allow_destroy: bool = False) -> str:
 
 def _namespaces_text(plan: Plan) -> str:
     """Which namespaces the plan writes: "namespace team1/", "namespaces: root, team1/"."""
-    names = [_safe(n) or "root" for n in plan.namespaces] or [_safe(plan.server.namespace)]
+    names = [printable(n) or "root" for n in plan.namespaces] or [printable(plan.server.namespace)]
     if len(names) == 1:
         return f"namespace {names[0]}"
     return "namespaces: " + ", ".join(names)
@@ -82,11 +82,11 @@ def render_plan(
     style = _Styler(colour)
     refusals = plan.refusals(allow_destroy)
     lines: list[str] = []
-    header = f"Plan for {_safe(plan.server.address) or 'the server'}"
+    header = f"Plan for {printable(plan.server.address) or 'the server'}"
     if plan.server.namespace or len(plan.namespaces) > 1:
         header += " (" + _namespaces_text(plan) + ")"
     if plan.desired.path:
-        header += f" from {_safe(plan.desired.path)}"
+        header += f" from {printable(plan.desired.path)}"
     lines.append(style.bold(header))
     indexed = list(enumerate(plan.actions))
     for title, group in (
@@ -178,29 +178,29 @@ def _action_lines(action: Action, refusal: str | None, style: _Styler) -> list[s
     symbol = action.symbol
     marker = style.paint("!", "red", bold=True) if refusal else " "
     painted = style.paint(symbol, _COLOURS[symbol])
-    head = f"{marker} {painted} {action.kind.value} {_safe(action.target)}"
+    head = f"{marker} {painted} {action.kind.value} {printable(action.target)}"
     if action.namespace and " in namespace " not in action.target:
         # Every action names its namespace, whichever file form made the plan.
-        head += f" in namespace {_safe(action.namespace)}"
-    notes = [_safe(action.reason)]
+        head += f" in namespace {printable(action.namespace)}"
+    notes = [printable(action.reason)]
     if action.safety is not Safety.SAFE:
         notes.append(action.safety.value)
     if action.stage is Stage.CLEANUP:
         notes.append("after verification")
     lines = [f"{head}  {style.dim('(' + '; '.join(notes) + ')')}"]
     if refusal:
-        lines.append(f"      {style.paint('refused: ' + _safe(refusal), 'red')}")
+        lines.append(f"      {style.paint('refused: ' + printable(refusal), 'red')}")
     for change in action.changes:
         if change.before is None and change.after in (None, [], {}):
             continue
         if change.before is None:
-            lines.append(f"      {_safe(change.field)}: {_show(change.field, change.after)}")
+            lines.append(f"      {printable(change.field)}: {_show(change.field, change.after)}")
             continue
         if change.after is None:
-            lines.append(f"      {_safe(change.field)}: {_show(change.field, change.before)}")
+            lines.append(f"      {printable(change.field)}: {_show(change.field, change.before)}")
             continue
         lines.append(
-            f"      {_safe(change.field)}: {_show(change.field, change.before)} → "
+            f"      {printable(change.field)}: {_show(change.field, change.before)} → "
             f"{_show(change.field, change.after)}"
         )
     return lines
@@ -214,11 +214,11 @@ def _show(name: str, value: Any) -> str:
     if name.rsplit(".", 1)[-1] in DURATION_CONFIG_KEYS and type(value) is int:
         return duration_text(value)  # `1h → 30m`, as the file says it
     if isinstance(value, str):
-        return _safe(value) if value else '""'
+        return printable(value) if value else '""'
     return json.dumps(value, sort_keys=True)
 
 
-def _safe(text: str) -> str:
+def printable(text: str) -> str:
     """Escape control and format characters: values come from files and servers, and an
     escape sequence in one could rewrite or hide lines of the plan on a terminal."""
     if text.isprintable():
@@ -229,7 +229,7 @@ def _safe(text: str) -> str:
 
 
 def _safe_problem(problem: Problem) -> Problem:
-    return Problem(target=_safe(problem.target), message=_safe(problem.message))
+    return Problem(target=printable(problem.target), message=printable(problem.message))
 
 
 class _Styler:

@@ -28,7 +28,7 @@ from reconciler.plan import (
     ResetAction,
     Safety,
 )
-from reconciler.render import fold_warnings, summary
+from reconciler.render import fold_warnings, printable, summary
 
 # GitHub refuses a comment body over 65,536 characters; a margin for the marker a CI
 # script puts in front of the document.
@@ -448,14 +448,14 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~&])")
 def _text(text: str) -> str:
     """Text from a file or a server, shown as itself: no Markdown or HTML it holds takes
     effect, and nothing breaks out of a table cell."""
-    flat = " ".join(_printable(text).split())
+    flat = " ".join(printable(text).split())
     return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
 
 
 def _code(text: str) -> str:
     """A name (path, address, hash) in a code span; escaped text where a span cannot hold
     it (a backtick, or a `|`, which ends a table cell even inside a span)."""
-    flat = " ".join(_printable(text).split())
+    flat = " ".join(printable(text).split())
     if not flat or any(ch in flat for ch in "`|"):
         return _text(flat) or '""'
     return f"`{flat}`"
@@ -463,9 +463,5 @@ def _code(text: str) -> str:
 
 def _html(text: str) -> str:
     """Text inside an HTML element (a `<summary>`)."""
-    flat = " ".join(_printable(text).split())
+    flat = " ".join(printable(text).split())
     return flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _printable(text: str) -> str:
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
