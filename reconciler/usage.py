@@ -73,6 +73,10 @@ class User:
         """How plans name it, with its namespace: `secrets/db/connections/x in namespace ns1/`."""
         return f"{self.name} in {where_text(self.namespace)}"
 
+    def named_from(self, namespace: str) -> str:
+        """How a plan made in `namespace` names it: with its namespace when it is another."""
+        return self.name if self.namespace == namespace else self.named()
+
     def runs(
         self, entries: Collection[CatalogKey], builtins: Collection[BuiltinKey]
     ) -> Target | None:

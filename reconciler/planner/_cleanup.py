@@ -200,7 +200,7 @@ def _connection_users_after(
         now = user.runs(context.external, context.builtins)
         after = user.runs(context.entries_after, context.builtins)
         if now is not None and now.key == key and after is None:
-            users.append(user.name if user.namespace == context.namespace else user.named())
+            users.append(user.named_from(context.namespace))
     return users
 
 

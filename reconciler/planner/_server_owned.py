@@ -88,7 +88,7 @@ def _users_after(
             continue  # the client's mounts and declared connections: with the plan's changes
         after = user.runs(context.entries_after, context.builtins)
         if after is not None and after.key is not None:
-            users.setdefault(after.key, []).append(user.name if home else user.named())
+            users.setdefault(after.key, []).append(user.named_from(context.namespace))
     for (kind, path), target in sorted(mounts.targets.items()):
         if target.key is not None:
             users.setdefault(target.key, []).append(mount_target_name(kind, path))
@@ -121,7 +121,7 @@ def plan_missing_pins(planned: Sequence[ScopedMounts]) -> Outcome:
             target = declared.get(user.namespace, {}).get((user.path, user.connection))
             if target is not None and target.key != key:
                 continue  # the plan re-pins it: the repair
-        name = user.name if user.namespace == context.namespace else user.named()
+        name = user.named_from(context.namespace)
         fix = (
             f"re-pin it to a version the catalog holds (`bao write "
             f"{user.namespace}{user.path}config/{user.connection} plugin_version=...`) "
