@@ -398,14 +398,12 @@ def _server_release(_ctx: click.Context, _param: click.Parameter, value: str) ->
     """`--server-version`: a release whose built-in list ships with this version."""
     if not value:
         return ""
-    from reconciler.releases import UnknownRelease, builtins_of_release
+    from reconciler.releases import UnknownRelease, known_release
 
-    release = value.strip().removeprefix("v")
     try:
-        builtins_of_release(release)
+        return known_release(value)
     except UnknownRelease as error:
         raise click.BadParameter(str(error)) from None
-    return release
 
 
 def _node_option(command: F) -> F:

@@ -21,15 +21,21 @@ def known_releases() -> tuple[str, ...]:
     return tuple(sorted(RELEASES, key=_order))
 
 
-def builtins_of_release(version: str) -> frozenset[BuiltinKey]:
-    """The built-ins `version` ships ("2.7.2" or "v2.7.2"), the uncatalogued ones included."""
+def known_release(version: str) -> str:
+    """The release `version` names ("2.7.2" or "v2.7.2") as its list is keyed: "2.7.2";
+    UnknownRelease when no list ships for it."""
     wanted = version.strip().removeprefix("v")
-    by_type = RELEASES.get(wanted)
-    if by_type is None:
+    if wanted not in RELEASES:
         raise UnknownRelease(
             f"no built-in list for OpenBao {wanted}: known releases are "
             f"{', '.join(known_releases())} (regenerate them with scripts/builtin_releases.py)"
         )
+    return wanted
+
+
+def builtins_of_release(version: str) -> frozenset[BuiltinKey]:
+    """The built-ins `version` ships ("2.7.2" or "v2.7.2"), the uncatalogued ones included."""
+    by_type = RELEASES[known_release(version)]
     return (
         frozenset((plugin_type, name) for plugin_type, names in by_type.items() for name in names)
         | UNCATALOGUED_BUILTINS
