@@ -54,6 +54,15 @@ def mount_entry(server: DevServer, kind: str, path: str) -> dict[str, Any]:
 _file_numbers = itertools.count(1)
 
 
+def tampered_copy(plugins: Path, name: str) -> Path:
+    """demo-kv v2.0.0's file as `name`, one line longer: the sha256 registered for v2.0.0
+    no longer matches it, so a mount moved onto it cannot start."""
+    path = plugins / name
+    path.write_text((plugins / "demo-kv-2.0.0").read_text() + "\n# tampered\n")
+    path.chmod(0o755)
+    return path
+
+
 def write_desired(directory: Path, text: str, name: str | None = None) -> Path:
     """Write a desired-state file; each call gets a new name unless one is given."""
     path = directory / (name or f"desired-{next(_file_numbers)}.yaml")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.demo.devserver import DevServer
-from tests.helpers import RequestLog, api, mount_entry, run_cli, write_desired
+from tests.helpers import RequestLog, api, mount_entry, run_cli, tampered_copy, write_desired
 
 V1_TWO_MOUNTS_AND_AUTH = """\
 version: 1
@@ -288,9 +288,7 @@ def _broken_upgrade(server: DevServer, plugins: Path, tmp_path: Path) -> Path:
     v1 = sha256_of(plugins / "demo-kv-1.0.0")
     v2 = sha256_of(plugins / "demo-kv-2.0.0")
     # The binary on the server's disk does not match the sha256 the file declares.
-    broken = plugins / "broken-kv-2.0.0"
-    broken.write_text((plugins / "demo-kv-2.0.0").read_text() + "\n# tampered\n")
-    broken.chmod(0o755)
+    tampered_copy(plugins, "broken-kv-2.0.0")
     assert run_cli(
         server,
         "apply",

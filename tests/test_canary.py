@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from reconciler.demo.devserver import DevServer
-from tests.helpers import CliResult, CliRun, RequestLog, api, mount_entry, run_cli, write_desired
+from tests.helpers import (
+    CliResult,
+    CliRun,
+    RequestLog,
+    api,
+    mount_entry,
+    run_cli,
+    tampered_copy,
+    write_desired,
+)
 from tests.lying_proxy import LyingProxy
 from tests.test_apply_plugins import sha256_of
 
@@ -48,9 +57,7 @@ def test_a_broken_binary_takes_down_only_the_canary_which_is_rolled_back(
     server: DevServer, plugins: Path, tmp_path: Path
 ) -> None:
     # The binary on disk does not match the sha256 registered for v2.0.0: it cannot start.
-    broken = plugins / "canary-broken-kv-2.0.0"
-    broken.write_text((plugins / "demo-kv-2.0.0").read_text() + "\n# tampered\n")
-    broken.chmod(0o755)
+    broken = tampered_copy(plugins, "canary-broken-kv-2.0.0")
     on_v1 = _desired(tmp_path, plugins, "v1.0.0", broken.name)
     assert run_cli(server, "apply", str(on_v1), "--yes").ok
     for mount in MOUNTS:

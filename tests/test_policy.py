@@ -28,7 +28,7 @@ from reconciler.client import Client
 from reconciler.demo.devserver import DevServer
 from reconciler.demo.examples.plugins import demo_db
 from reconciler.watch import PassOutcome, Watcher, WatchOptions
-from tests.helpers import CliResult, CliRun, RequestLog, api, write_desired
+from tests.helpers import CliResult, CliRun, RequestLog, api, tampered_copy, write_desired
 from tests.server_reset import reset_server
 from tests.test_apply_plugins import sha256_of
 from tests.test_namespaces import create_namespaces, in_namespace, running_version
@@ -106,9 +106,7 @@ TEAM_READ_ONLY = Form("team-read-only", TEAM_FILE, "team1", read_only=True)
 @pytest.fixture(scope="module")
 def broken(plugins: Path) -> Iterator[str]:
     """demo-kv v2.0.0 with one more line: the registered sha256 does not match, it cannot start."""
-    path = plugins / BROKEN
-    path.write_text((plugins / "demo-kv-2.0.0").read_text() + "\n# tampered\n")
-    path.chmod(0o755)
+    path = tampered_copy(plugins, BROKEN)
     yield path.name
     path.unlink()
 

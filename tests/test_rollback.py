@@ -14,7 +14,7 @@ from reconciler.demo.devserver import DevServer
 from reconciler.model import CatalogEntry, LiveMount, LiveNode, LiveState, NodeRunning
 from reconciler.nodestate import NodeMount
 from reconciler.rollback import Binary, Restore, restore_writes, what_ran
-from tests.helpers import api, mount_entry, run_cli, write_desired
+from tests.helpers import api, mount_entry, run_cli, tampered_copy, write_desired
 from tests.test_apply_plugins import sha256_of
 from tests.test_crash import _apply_killed_after
 
@@ -33,9 +33,7 @@ secrets:
 @pytest.fixture
 def broken(plugins: Path) -> Iterator[Path]:
     """v2's file with other bytes: the sha256 registered for v2 no longer matches it."""
-    path = plugins / "rollback-broken-kv-2.0.0"
-    path.write_text((plugins / "demo-kv-2.0.0").read_text() + "\n# tampered\n")
-    path.chmod(0o755)
+    path = tampered_copy(plugins, "rollback-broken-kv-2.0.0")
     yield path
     path.unlink(missing_ok=True)
 

@@ -41,7 +41,7 @@ from reconciler.watch import (
     WatchOptions,
     concerns_file,
 )
-from tests.helpers import SLACK, RequestLog, api, mount_config, mount_entry
+from tests.helpers import SLACK, RequestLog, api, mount_config, mount_entry, tampered_copy
 
 DESIRED = """\
 version: 1
@@ -383,9 +383,7 @@ def test_a_failed_upgrade_in_a_pass_is_rolled_back_on_the_server(
 ) -> None:
     # A binary that does not match the sha256 registered for v2.0.0 cannot start. The file
     # names no plugin_directory, so only the server can tell.
-    broken = plugins / "watch-broken-kv-2.0.0"
-    broken.write_text((plugins / "demo-kv-2.0.0").read_text() + "\n# tampered\n")
-    broken.chmod(0o755)
+    broken = tampered_copy(plugins, "watch-broken-kv-2.0.0")
     try:
 
         def on(version: str) -> str:
