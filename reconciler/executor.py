@@ -25,6 +25,7 @@ from reconciler.nodestate import (
     MountKey,
     NodeMount,
     node_has_entry,
+    probe_error,
     runs_expected,
     wait_on_node,
 )
@@ -258,11 +259,7 @@ class _Run:
 
     def _no_answer(self, mount: LiveMount) -> str:
         """Why a request through `mount` reaches no working backend ("" when it does)."""
-        try:
-            self.api.probe_mount(mount.kind, mount.path, mount.namespace)
-        except ApiError as error:
-            return str(error)
-        return ""
+        return probe_error(self.api, mount.namespace, mount.kind, mount.path)
 
     def _run(self, action: Action) -> None:
         match action:

@@ -128,7 +128,7 @@ def _read_pinned(
         catalogs = pool.map(lambda key: _catalog(pinned, *key), keys)
         catalog = dict(zip(keys, catalogs, strict=True))
         probe_keys = sorted(to_probe)
-        probes = pool.map(lambda key: _probe(pinned, *key), probe_keys)
+        probes = pool.map(lambda key: probe_error(pinned, *key), probe_keys)
         probed = dict(zip(probe_keys, probes, strict=True))
     seen: dict[_PlacedKey, NodeMount] = {}
     for mount in mounts:
@@ -323,7 +323,8 @@ def _catalog(client: Client, kind: MountKind, name: str, version: str) -> tuple[
 FILE_MISSING = "file missing"
 
 
-def _probe(client: Client, namespace: str, kind: MountKind, path: str) -> str:
+def probe_error(client: Client, namespace: str, kind: MountKind, path: str) -> str:
+    """Why a request through the mount reaches no working backend ("" when it does)."""
     try:
         client.probe_mount(kind, path, namespace)
     except ApiError as error:
