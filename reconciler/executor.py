@@ -446,7 +446,7 @@ class _Run:
         nodes = self.nodes()
         if len(nodes) < 2:
             return []
-        sha = {(e.type, e.name, e.version): e.sha256 for e in live.catalog if not e.builtin}
+        sha = live.external_sha256()
         by_key = {(m.kind, m.path): m for m in live.mounts}
         expected: dict[tuple[MountKind, str], tuple[LiveMount, str]] = {}
         for key in touched:
@@ -585,9 +585,7 @@ class _Run:
         }
         declared = {(kind, m.path): m for kind, m in self.desired.mounts()}
         # An entry the server's configuration owns has its sha256 in the catalog only.
-        catalog: dict[tuple[str, str, str], str] = {
-            (e.type, e.name, e.version): e.sha256 for e in before.catalog if not e.builtin
-        }
+        catalog = before.external_sha256()
         held: set[HeldUpgrade] = set()
         for kind, path in _home(touched_mounts(converge)):
             mount = declared.get((kind, path))

@@ -654,3 +654,7 @@ class LiveState(_Strict):
     def builtin_version(self, plugin_type: str, name: str) -> str | None:
         """The built-in's own version string, or None when no such built-in exists."""
         return live_builtins(self.catalog).get((plugin_type, name))
+
+    def external_sha256(self) -> dict[tuple[str, str, str], str]:
+        """(type, name, version) → sha256 of every external catalog entry."""
+        return {entry.key: entry.sha256 for entry in self.catalog if not entry.builtin}

@@ -274,7 +274,7 @@ def _missing_pin(mount: LiveMount, listed: Mapping[CatalogKey, CatalogEntry]) ->
 
 def _connection_statuses(live: LiveState, home: str) -> list[ConnectionStatusDocument]:
     usage = ServerUsage.of(live)
-    shas = {e.key: e.sha256 for e in live.catalog if not e.builtin}
+    shas = live.external_sha256()
     statuses = []
     for user in usage.connections():
         if not user.namespace.startswith(home):

@@ -164,9 +164,7 @@ def what_ran(before: LiveState, failed: Collection[HeldUpgrade]) -> list[Restore
     siblings: Counter[tuple[MountKind, str, Binary]] = Counter(
         (m.kind, m.plugin, _ran(m)) for m in mounts if usable(m, _ran(m))
     )
-    catalog: dict[tuple[str, str, str], str] = {
-        (e.type, e.name, e.version): e.sha256 for e in before.catalog if not e.builtin
-    }
+    catalog = before.external_sha256()
     restores = []
     for mount in mounts:
         ran = [_ran(mount), *per_node.get((mount.kind, mount.path), [])]

@@ -597,7 +597,7 @@ def _running_table(live: LiveState) -> str:
 
 def _check_running(live: LiveState) -> None:
     """Each external mount runs its catalog entry's binary; demo-kv and transit were upgraded."""
-    catalog = {entry.key: entry.sha256 for entry in live.catalog if not entry.builtin}
+    catalog = live.external_sha256()
     expected = {"demo/": "v2.0.0", "apps/": "v2.0.0", "transit/": "v1.0.0"}
     problems = []
     for mount in live.mounts:

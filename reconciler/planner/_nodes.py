@@ -35,7 +35,7 @@ def plan_node_reloads(context: Context, others: Iterable[Action]) -> tuple[Actio
     if len(live.nodes) < 2:
         return ()
     planned = _planned_paths(others)
-    sha = {(e.type, e.name, e.version): e.sha256 for e in live.catalog if not e.builtin}
+    sha = live.external_sha256()
     expected: dict[tuple[str, str], tuple[str, str, str]] = {}
     for mount in live.mounts:
         entry_sha = sha.get((mount.kind, mount.plugin, mount.plugin_version), "")
