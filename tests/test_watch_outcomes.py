@@ -11,7 +11,11 @@ import pytest
 
 from reconciler.client import Client, RetryPolicy
 from reconciler.demo.devserver import DevServer
+from reconciler.model import ServerIdentity
+from reconciler.plan import NotAnswering, Plan, ReasonCode, ReloadAction, ReloadParams
+from reconciler.reconcile import PassResult, Verdict
 from reconciler.watch import Metrics, MetricsServer, Watcher, WatchOptions
+from reconciler.watch._runner import _left_not_answering
 from tests.helpers import RequestLog, api
 from tests.test_watch import metric
 
@@ -151,3 +155,32 @@ def test_a_failed_upgrade_is_held_until_its_catalog_entry_or_binary_changes(
             assert api(server).get(f"/v1/{mount}info").json()["data"]["version"] == "v2.0.0"
     finally:
         binary.unlink(missing_ok=True)
+
+
+def test_a_dead_mount_a_converged_pass_reloaded_in_its_namespace_counts_as_revived() -> None:
+    def dead(namespace: str) -> NotAnswering:
+        return NotAnswering(
+            target=f"secrets/app/ in {namespace or 'root'}",
+            kind="secret",
+            path="app/",
+            namespace=namespace,
+            plugin="demo-kv",
+            cause="its plugin failed to start",
+            fix="reload it",
+        )
+
+    reload = ReloadAction(
+        target="mounts app/",
+        reason="does not answer",
+        reason_code=ReasonCode.BACKEND_NOT_ANSWERING,
+        params=ReloadParams(mounts=["app/"], namespace="ns1/"),
+        namespace="ns1/",
+    )
+    plan = Plan(
+        server=ServerIdentity(address="http://127.0.0.1:8200"),
+        actions=[reload],
+        not_answering=[dead("ns1/"), dead("")],
+    )
+    result = PassResult(Verdict.CONVERGED, plan, plan.server.address, applied=(reload,))
+    # The reload in ns1/ revived ns1/'s app/, not the root's mount of the same path.
+    assert _left_not_answering(result) == ["secrets/app/ in root (demo-kv)"]

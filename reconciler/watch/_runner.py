@@ -28,7 +28,7 @@ from reconciler.plan import ReloadAction
 from reconciler.planner import HeldUpgrade
 from reconciler.reconcile import PassHooks, PassInput, Verdict
 from reconciler.render import progress_line
-from reconciler.resolver import api_path, namespace_path
+from reconciler.resolver import api_path
 from reconciler.watch._metrics import Metrics
 
 if TYPE_CHECKING:
@@ -478,9 +478,9 @@ def _left_not_answering(result: reconcile.PassResult) -> list[str]:
     """The plan's dead mounts that a converged pass did not reload (and verify)."""
     revived: set[tuple[str, str]] = set()
     if result.converged:
-        home = result.plan.server.namespace
+        # Each reload names its mounts relative to the namespace it was sent in.
         revived = {
-            (namespace_path(home), path)
+            (action.namespace, path)
             for action in result.applied
             if isinstance(action, ReloadAction)
             for path in action.params.mounts or ()
