@@ -9,6 +9,7 @@ anything else to print. A caller tells them apart by the top-level `error` key.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,6 +38,32 @@ class ActionRef(_Document):
         return cls(**action.ref())
 
 
+class Running(_Document):
+    version: str
+    sha256: str
+
+
+class RollbackNode(_Document):
+    """A mount as one node runs it, read after the rollback's last write."""
+
+    node: str
+    running: Running
+    answers: bool
+    error: str = ""
+
+
+class RollbackMount(_Document):
+    """One mount of a failed upgrade after the rollback: `rolled back` (written and
+    verified on every node), `unchanged` (it ran its old binary everywhere: nothing was
+    written) or `not restored` (`why` names the node and the reason)."""
+
+    mount: str
+    state: Literal["rolled back", "unchanged", "not restored"]
+    target: Running | None
+    nodes: list[RollbackNode]
+    why: str = ""
+
+
 class ApplyDocument(_Document):
     """What `apply --json` prints, whatever the verdict."""
 
@@ -48,6 +75,7 @@ class ApplyDocument(_Document):
     skipped: list[ActionRef] = []
     failures: list[str] = []
     rolled_back: list[str] = []
+    rollback: list[RollbackMount] = []
     writes: int = 0
 
 

@@ -43,6 +43,7 @@ from reconciler.plan import (
 from reconciler.planner import HeldUpgrade, mount_target_name
 from reconciler.planner import plan as make_plan
 from reconciler.resolver import api_path, namespace_path, runs_builtin, split_api_path
+from reconciler.rollback import NOT_RESTORED, RESTORED, MountOutcome, roll_back
 
 if TYPE_CHECKING:
     from reconciler.client import Client
@@ -96,6 +97,8 @@ class ApplyResult:
     failures: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
     failed_upgrades: list[HeldUpgrade] = field(default_factory=list)
+    # Each mount of a failed upgrade after the rollback, with what every node runs.
+    rollback: list[MountOutcome] = field(default_factory=list)
     writes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +108,7 @@ class ApplyResult:
             "skipped": [a.ref() for a in self.skipped],
             "failures": list(self.failures),
             "rolled_back": list(self.rolled_back),
+            "rollback": [outcome.to_dict() for outcome in self.rollback],
             "writes": self.writes,
         }
 
@@ -143,8 +147,6 @@ class _Run:
     options: ApplyOptions
     progress: Progress
     result: ApplyResult = field(default_factory=ApplyResult)
-    # API paths of the mounts a reload was sent for: the ones a rollback must reload.
-    reloaded: set[str] = field(default_factory=set)
     known_nodes: list[Node] | None = None
 
     def nodes(self) -> list[Node]:
@@ -259,7 +261,6 @@ class _Run:
                 with self.api.on_node(p.node) as node:
                     self._write(node.reload_backend, mounts=p.mounts, plugin=p.plugin)
             case ReloadAction(params=p):
-                self.reloaded.update(p.mounts or [])
                 try:
                     self._write(
                         self.api.reload_backend,
@@ -471,41 +472,30 @@ class _Run:
     # --- rollback ---------------------------------------------------------------
 
     def _fail_and_maybe_roll_back(self, converge: list[Action], before: LiveState) -> None:
+        """Mark the apply failed; with rollback on, restore what each mount ran before it.
+
+        The rollback (reconciler/rollback.py) works from what the server runs, not from
+        what this run wrote: mounts pinned ahead by a killed run or by hand are tuned back
+        too, and a value already in place is never written again.
+        """
         self.result.converged = False
-        upgrades = _version_tunes(converge)
-        self.result.failed_upgrades = sorted(
-            {*self._failed_upgrades(upgrades), *self._failed_repins(converge)}
-        )
-        if self.options.rollback_on_failure:
-            self._roll_back_connections()
-        if not self.options.rollback_on_failure or not upgrades:
+        failed = self._failed_upgrades(converge, before)
+        self.result.failed_upgrades = sorted({*failed, *self._failed_repins(converge)})
+        if not self.options.rollback_on_failure:
             return
-        previous = {(m.kind, m.path): m for m in before.mounts}
-        reload_paths: list[str] = []
-        for (kind, path), old_version in sorted(upgrades.items()):
-            old = previous.get((kind, path))
-            if old is None:
-                continue
-            target = mount_target_name(kind, path)
-            version = old_version or old.running_plugin_version
-            log.warning("rolling back %s to %s", target, version)
-            try:
-                self._write(self.api.tune_mount, kind, path, {"plugin_version": version})
-            except ApiError as error:
-                self.result.failures.append(f"rollback of {target} failed: {error}")
-                continue
-            # A mount no reload was sent for still runs its old plugin: a reload would
-            # only restart it.
-            if old.api_path in self.reloaded:
-                reload_paths.append(old.api_path)
-        if not reload_paths:
+        self._roll_back_connections()
+        if not failed:
             return
-        try:
-            self._write(self.api.reload_backend, mounts=reload_paths, scope=_scope(converge))
-        except ApiError as error:
-            self.result.failures.append(f"rollback reload failed: {error}")
-            return
-        self._verify_rollback(previous, upgrades)
+        nodes = self.nodes()
+        self.progress(ProgressEvent(0, 0, None, "roll back"))
+        scope = _scope(converge) or ("global" if len(nodes) > 1 else "")
+        outcomes = roll_back(self.api, nodes, before, failed, self.read_state(), self._write, scope)
+        self.result.rollback = outcomes
+        for outcome in outcomes:
+            if outcome.state == RESTORED:
+                self.result.rolled_back.append(outcome.line(len(nodes) > 1))
+            elif outcome.state == NOT_RESTORED:
+                self.result.failures.append(f"rollback: {outcome.line(len(nodes) > 1)}")
 
     def _roll_back_connections(self) -> None:
         """Re-pin each connection this run re-pinned to the version it had before."""
@@ -531,36 +521,6 @@ class _Run:
                     f"expected {p.previous_version!r}"
                 )
 
-    def _verify_rollback(
-        self, previous: dict[tuple[MountKind, str], LiveMount], upgrades: dict[Any, str]
-    ) -> None:
-        state = self.read_state()
-        live = {(m.kind, m.path): m for m in state.mounts}
-        self.result.failures.extend(
-            f"rollback of {problem}"
-            for problem in self._verify_nodes(state, sorted(upgrades), repair=False)
-        )
-        for kind, path in sorted(upgrades):
-            old, now = previous.get((kind, path)), live.get((kind, path))
-            target = mount_target_name(kind, path)
-            if old is None or now is None:
-                continue
-            same = (now.running_plugin_version, now.running_sha256) == (
-                old.running_plugin_version,
-                old.running_sha256,
-            )
-            try:
-                self.api.probe_mount(kind, path)
-            except ApiError as error:
-                self.result.failures.append(f"rollback of {target}: still broken: {error}")
-                continue
-            if same:
-                self.result.rolled_back.append(f"{target} runs {_running(now)} again")
-            else:
-                self.result.failures.append(
-                    f"rollback of {target}: runs {_running(now)}, expected {_running(old)}"
-                )
-
     def _failed_repins(self, converge: list[Action]) -> list[HeldUpgrade]:
         """(type, name, version, sha256) of the entries the failed run re-pinned connections to."""
         held: list[HeldUpgrade] = []
@@ -572,20 +532,28 @@ class _Run:
                         held.append((entry.type, entry.name, entry.version, entry.sha256 or ""))
         return held
 
-    def _failed_upgrades(self, upgrades: dict[tuple[MountKind, str], str]) -> list[HeldUpgrade]:
-        """(type, name, version, sha256) of the entries the failed upgrade moved to."""
+    def _failed_upgrades(self, converge: list[Action], before: LiveState) -> list[HeldUpgrade]:
+        """(type, name, version, sha256) of the entries the failed run moved mounts onto.
+
+        Every mount of the client's namespace the run tuned or reloaded, whatever moved
+        its pin (this run, a killed one, a hand): its declared entries other than the
+        binary it ran before the apply.
+        """
+        ran = {
+            (m.kind, m.path): (m.running_plugin_version, m.running_sha256) for m in before.mounts
+        }
+        declared = {(kind, m.path): m for kind, m in self.desired.mounts()}
         held: set[HeldUpgrade] = set()
-        for kind, path in upgrades:
-            declared = next(
-                (m for k, m in self.desired.mounts() if k == kind and m.path == path), None
-            )
-            if declared is None:
+        for kind, path in _home(touched_mounts(converge)):
+            mount = declared.get((kind, path))
+            if mount is None:
                 continue
             for entry in self.desired.plugins:
                 if (
                     entry.present
-                    and (entry.type, entry.name) == (kind, declared.plugin)
-                    and (declared.version in (None, entry.version))
+                    and (entry.type, entry.name) == (kind, mount.plugin)
+                    and mount.version in (None, entry.version)
+                    and ran.get((kind, path)) != (entry.version, entry.sha256 or "")
                 ):
                     held.add((entry.type, entry.name, entry.version, entry.sha256 or ""))
         return sorted(held)
@@ -626,21 +594,6 @@ def touched_mounts(actions: list[Action]) -> list[tuple[MountKind, str, str | No
                     (*split_api_path(path), reload.namespace) for path in reload.mounts or []
                 )
     return sorted(touched, key=lambda t: (t[2] or "", t[0], t[1]))
-
-
-def _version_tunes(actions: list[Action]) -> dict[tuple[MountKind, str], str]:
-    """Mounts whose plugin_version the plan tuned → the version they had before."""
-    tunes: dict[tuple[MountKind, str], str] = {}
-    for action in actions:
-        if (
-            isinstance(action, TuneAction)
-            and "plugin_version" in action.params.body
-            # Rollback restores the client's namespace; other namespaces' tunes are verified.
-            and action.params.namespace is None
-        ):
-            before = next(c.before for c in action.changes if c.field == "plugin_version")
-            tunes[(action.params.kind, action.params.path)] = before or ""
-    return tunes
 
 
 def _scope(actions: list[Action]) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import defaults
-from reconciler.documents import ActionRef, ApplyDocument
+from reconciler.documents import ActionRef, ApplyDocument, RollbackMount
 from reconciler.errors import PlanFileError, PlanRefused, StaleState
 from reconciler.executor import (
     ApplyOptions,
@@ -286,6 +286,8 @@ class PassResult:
     failures: tuple[str, ...] = ()
     rolled_back: tuple[str, ...] = ()
     failed_upgrades: tuple[HeldUpgrade, ...] = ()
+    # Each mount of a failed upgrade after the rollback, per node (rollback.MountOutcome).
+    rollback: tuple[dict[str, Any], ...] = ()
     writes: int = 0
     # The actions the policy let through (run or not, when an earlier one failed).
     runnable: tuple[Action, ...] = field(default=(), repr=False)
@@ -317,6 +319,7 @@ class PassResult:
             skipped=[ActionRef.of(r.action) for r in self.refused],
             failures=list(self.failures),
             rolled_back=list(self.rolled_back),
+            rollback=[RollbackMount.model_validate(mount) for mount in self.rollback],
             writes=self.writes,
         )
         return document.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -375,6 +378,7 @@ def run_pass(
         failures=tuple(applied.failures),
         rolled_back=tuple(applied.rolled_back),
         failed_upgrades=tuple(applied.failed_upgrades),
+        rollback=tuple(outcome.to_dict() for outcome in applied.rollback),
         writes=applied.writes,
     )
 

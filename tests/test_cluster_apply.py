@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.cluster import Cluster, ClusterNode, json_data, wait_until
-from tests.helpers import CliResult, CliRun, write_desired
+from tests.helpers import CliResult, CliRun, RequestLog, write_desired
 
 MOUNTS = ("kv1", "kv2", "kv3")
 
@@ -98,9 +99,13 @@ def test_preflight_stops_an_upgrade_whose_binary_one_standby_lacks(
     lacking = cluster.standbys()[0]
     v2 = cluster.plugins[("demo-kv", "v2.0.0")]
     (lacking.plugin_directory / v2.command).unlink()
-    result = cli(cluster, "apply", "--yes", str(desired(cluster, tmp_path, "v2.0.0", ("kv1",))))
+    with RequestLog() as requests:
+        result = cli(cluster, "apply", "--yes", str(desired(cluster, tmp_path, "v2.0.0", ("kv1",))))
     assert result.exit_code == 1, result.output
     assert "preflight" in result.output and lacking.address in result.output
+    # Stopped before any tune or reload: nothing to roll back, so nothing is written back.
+    assert requests.matching("POST", "/tune") == [], requests.writes()
+    assert requests.matching("POST", "/sys/plugins/reload") == [], requests.writes()
     assert v2.command in result.output
     assert catalog_versions(cluster) == ["v1.0.0"]
     with cluster.http(cluster.active()) as http:
@@ -125,6 +130,45 @@ def test_a_broken_binary_on_one_standby_is_named_and_rolled_back_everywhere(
     assert result.exit_code == 1, result.output
     assert broken.address in result.output
     every_node_serves(cluster, ("kv1",), "v1.0.0")
+
+
+@pytest.mark.parametrize("broken_bytes", ["exits at once", "v1's bytes"])
+def test_a_binary_broken_on_one_standby_leaves_every_mount_serving_on_every_node(
+    cluster: Cluster, tmp_path: Path, broken_bytes: str
+) -> None:
+    # The canary's reload fails on that standby, which can restart its core and mount
+    # every entry again: a second mount already pinned to v2 would die there too.
+    mounts = ("kv1", "kv2")
+    start_on_v1(cluster, tmp_path, mounts)
+    broken = cluster.standbys()[0]
+    v1, v2 = cluster.plugins[("demo-kv", "v1.0.0")], cluster.plugins[("demo-kv", "v2.0.0")]
+    content = (
+        b"#!/bin/sh\nexit 1\n"
+        if broken_bytes == "exits at once"
+        else (broken.plugin_directory / v1.command).read_bytes()
+    )
+    (broken.plugin_directory / v2.command).write_bytes(content)
+
+    upgrade = desired(cluster, tmp_path, "v2.0.0", mounts)
+    result = cli(cluster, "apply", "--yes", "--json", str(upgrade))
+
+    assert result.exit_code == 1, result.output
+    assert broken.address in result.output
+    every_node_serves(cluster, mounts, "v1.0.0")
+    with cluster.http(cluster.active()) as http:
+        table = json_data(http.get("/v1/sys/mounts"))
+    assert [table[f"{m}/"]["plugin_version"] for m in mounts] == ["v1.0.0", "v1.0.0"]
+    # Each mount reported once, with what every node runs after the last write.
+    document = json.loads(result.stdout)
+    report = {mount["mount"]: mount for mount in document["rollback"]}
+    assert sorted(report) == ["secrets/kv1/", "secrets/kv2/"], document["rollback"]
+    assert report["secrets/kv1/"]["state"] == "rolled back"
+    for mount in report.values():
+        assert mount["state"] != "not restored", mount
+        assert sorted(n["node"] for n in mount["nodes"]) == sorted(n.address for n in cluster.nodes)
+        assert all(n["answers"] and n["running"]["sha256"] == v1.sha256 for n in mount["nodes"])
+    assert not [line for line in document["failures"] if line.startswith("rollback")]
+    assert len([line for line in document["rolled_back"] if "kv1/" in line]) == 1
 
 
 def test_a_local_reload_on_one_node_shows_as_the_other_nodes_drift(

@@ -36,9 +36,9 @@ V2 = (
     "  - {{type: secret, name: demo-kv, version: v2.0.0, command: demo-kv-2.0.0}}\n"
     "secrets:\n" + _SECRETS
 )
-# register v2, tune ×3, a canary reload of one mount, one reload of the other two,
+# register v2, the canary tuned and reloaded alone, the other two tuned, one reload of them,
 # deregister v1: one write each.
-UPGRADE_ACTIONS = ["register", "tune", "tune", "tune", "reload", "reload", "deregister"]
+UPGRADE_ACTIONS = ["register", "tune", "reload", "tune", "tune", "reload", "deregister"]
 
 
 def _plan_actions(server: DevServer, desired: Path) -> list[str]:

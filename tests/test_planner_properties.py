@@ -17,7 +17,16 @@ from reconciler.model import (
     LiveState,
     ServerIdentity,
 )
-from reconciler.plan import KIND_ORDER, Action, ActionKind, Plan, Safety, Stage
+from reconciler.plan import (
+    KIND_ORDER,
+    Action,
+    ActionKind,
+    Plan,
+    ReloadAction,
+    Safety,
+    Stage,
+    TuneAction,
+)
 from reconciler.planner import plan
 from reconciler.render import render_plan
 from reconciler.resolver import CatalogKey, api_path
@@ -396,7 +405,27 @@ def test_the_plan_is_deterministic_ordered_and_leaves_its_inputs_alone(
 
 
 def _assert_ordered_and_classified(the_plan: Plan) -> None:
-    order = [(a.stage is not Stage.CONVERGE, KIND_ORDER[a.kind]) for a in the_plan.actions]
+    canaries = [
+        i for i, a in enumerate(the_plan.actions) if isinstance(a, ReloadAction) and a.canary
+    ]
+    # Pins of the other mounts move only once the canaries ran (and were verified).
+    gated = [
+        i
+        for i, a in enumerate(the_plan.actions)
+        if isinstance(a, TuneAction)
+        and "plugin_version" in a.params.body
+        and canaries
+        and not any(
+            the_plan.actions[c].params.mounts == [api_path(a.params.kind, a.params.path)]
+            for c in canaries
+        )
+    ]
+    assert all(i > max(canaries) for i in gated), _show(the_plan)
+    order = [
+        (a.stage is not Stage.CONVERGE, KIND_ORDER[a.kind])
+        for i, a in enumerate(the_plan.actions)
+        if i not in gated
+    ]
     assert order == sorted(order), _show(the_plan)
     for action in the_plan.actions:
         assert action.safety is EXPECTED_SAFETY[action.kind], action

@@ -46,7 +46,12 @@ from reconciler.planner._context import (
     mount_target_name,
     parse_catalog_target,
 )
-from reconciler.planner._mounts import plan_declared_mounts, plan_unmanaged_mounts, reload_actions
+from reconciler.planner._mounts import (
+    behind_the_canaries,
+    plan_declared_mounts,
+    plan_unmanaged_mounts,
+    reload_actions,
+)
 from reconciler.planner._namespaces import (
     binding_errors,
     bound_to_live_catalog,
@@ -142,6 +147,7 @@ def plan(
     actions = [action for outcome in outcomes for action in outcome.actions]
     actions.extend(plan_node_reloads(context, actions))
     warnings = [warning for outcome in outcomes for warning in outcome.warnings]
+    behind = behind_the_canaries(actions)
     return Plan(
         desired=source or DesiredSource(),
         server=live.server,
@@ -153,6 +159,7 @@ def plan(
             actions,
             key=lambda a: (
                 a.stage != Stage.CONVERGE,
+                behind(a),
                 KIND_ORDER[a.kind],
                 not isinstance(a, ReloadAction) or not a.canary,
                 a.target,

@@ -3,13 +3,15 @@ phase 3, pruning: disable the undeclared ones when the file asks for it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.model import CONFIG_DEFAULTS, RESERVED_PATHS, LiveMount, Mount, MountKind
 from reconciler.plan import (
+    KIND_RULES,
     Action,
+    ActionKind,
     DisableAction,
     EnableAction,
     EnableParams,
@@ -219,6 +221,40 @@ def reload_actions(
     return tuple(actions)
 
 
+def behind_the_canaries(actions: Iterable[Action]) -> Callable[[Action], bool]:
+    """Whether an action of the converge stage waits for the canaries to be verified.
+
+    A reload that fails on one node can restart that node's core, which mounts every
+    entry of the mount table again: a mount already pinned to the new version dies
+    there too. So the canary alone is tuned and reloaded (and verified on every node)
+    first; the other mounts' pins move after it, then every other reload, re-pin and
+    reset, in their usual order. One order for one server and for clusters.
+    """
+    canaries = {
+        (a.params.namespace, path)
+        for a in actions
+        if isinstance(a, ReloadAction) and a.canary
+        for path in a.params.mounts or []
+    }
+    scopes = {namespace for namespace, _ in canaries}
+
+    def behind(action: Action) -> bool:
+        if action.stage is not Stage.CONVERGE:
+            return False
+        if isinstance(action, TuneAction):
+            p = action.params
+            return (
+                "plugin_version" in p.body
+                and p.namespace in scopes
+                and (p.namespace, api_path(p.kind, p.path)) not in canaries
+            )
+        if isinstance(action, ReloadAction) and action.canary:
+            return False
+        return KIND_RULES[action.kind].order > KIND_RULES[ActionKind.TUNE].order
+
+    return behind
+
+
 _Canary = tuple[str, Target, tuple[str, ...]]
 
 
@@ -261,7 +297,8 @@ def _canary_reload(
         target=f"mounts {path}",
         reason=(
             f"canary for {target.name} {target.version or '(unversioned)'} ({binary}): "
-            f"reloaded and verified (running sha256 and a probe) before {', '.join(others)}"
+            f"tuned, reloaded and verified on every node (running sha256 and a probe) "
+            f"before {', '.join(others)} are tuned"
         ),
         reason_code=ReasonCode.CANARY,
         canary=True,

@@ -1,0 +1,116 @@
+"""Rollback to what ran (SPEC §12) on one server: mounts pinned ahead of the apply, and
+an upgrade killed at each of its writes, then run again with its binary still broken."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.demo.devserver import DevServer
+from tests.helpers import api, mount_entry, run_cli, write_desired
+from tests.test_apply_plugins import sha256_of
+from tests.test_crash import _apply_killed_after
+
+MOUNTS = ("a/", "b/", "c/")
+
+DESIRED = """\
+version: 1
+plugins:
+  - {{type: secret, name: demo-kv, version: v1.0.0, command: demo-kv-1.0.0, sha256: {v1}}}
+  - {{type: secret, name: demo-kv, version: v2.0.0, command: {v2_command}, sha256: {v2}}}
+secrets:
+{mounts}
+"""
+
+
+@pytest.fixture
+def broken(plugins: Path) -> Iterator[Path]:
+    """v2's file with other bytes: the sha256 registered for v2 no longer matches it."""
+    path = plugins / "rollback-broken-kv-2.0.0"
+    path.write_text((plugins / "demo-kv-2.0.0").read_text() + "\n# tampered\n")
+    path.chmod(0o755)
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def _desired(tmp_path: Path, plugins: Path, version: str, v2_command: str) -> Path:
+    text = DESIRED.format(
+        v1=sha256_of(plugins / "demo-kv-1.0.0"),
+        v2=sha256_of(plugins / "demo-kv-2.0.0"),
+        v2_command=v2_command,
+        mounts="".join(f"  - {{path: {m}, plugin: demo-kv, version: {version}}}\n" for m in MOUNTS),
+    )
+    return write_desired(tmp_path, text)
+
+
+def _on_v1_with_data(server: DevServer, plugins: Path, tmp_path: Path, broken: Path) -> Path:
+    """Every mount on v1 holding data; returns the upgrade file (v2 is `broken`)."""
+    applied = run_cli(
+        server, "apply", "--yes", str(_desired(tmp_path, plugins, "v1.0.0", broken.name))
+    )
+    assert applied.ok, applied.output
+    for mount in MOUNTS:
+        api(server).put(f"/v1/{mount}data/kept", json={"v": mount}).raise_for_status()
+    return _desired(tmp_path, plugins, "v2.0.0", broken.name)
+
+
+def _every_mount_runs_v1(server: DevServer, plugins: Path) -> None:
+    """Pinned to v1, running v1's binary, answering from it, with its data."""
+    v1_sha = sha256_of(plugins / "demo-kv-1.0.0")
+    http = api(server)
+    for mount in MOUNTS:
+        entry = mount_entry(server, "secret", mount)
+        assert (entry["plugin_version"], entry["running_sha256"]) == ("v1.0.0", v1_sha), mount
+        # running_* can be stale after a failed reload: ask the code that answers.
+        assert http.get(f"/v1/{mount}info").json()["data"]["version"] == "v1.0.0", mount
+        assert http.get(f"/v1/{mount}data/kept").json()["data"]["v"] == mount
+
+
+def test_mounts_pinned_ahead_by_hand_are_tuned_back_when_the_canary_dies(
+    server: DevServer, plugins: Path, tmp_path: Path, broken: Path
+) -> None:
+    upgrade = _on_v1_with_data(server, plugins, tmp_path, broken)
+    for mount in MOUNTS:
+        api(server).post(
+            f"/v1/sys/mounts/{mount}tune", json={"plugin_version": "v2.0.0"}
+        ).raise_for_status()
+
+    result = run_cli(server, "apply", "--yes", "--json", str(upgrade))
+
+    assert result.exit_code == 1, result.output
+    _every_mount_runs_v1(server, plugins)
+    document = json.loads(result.stdout)
+    states = {m["mount"]: m["state"] for m in document["rollback"]}
+    assert states == {f"secrets/{m}": "rolled back" for m in MOUNTS}, document["rollback"]
+    for mount in document["rollback"]:
+        assert [(n["running"]["version"], n["answers"]) for n in mount["nodes"]] == [
+            ("v1.0.0", True)
+        ]
+
+
+@pytest.mark.parametrize("k", range(1, 4))
+def test_an_upgrade_killed_at_write_k_and_run_again_still_broken_ends_on_what_ran(
+    server: DevServer, plugins: Path, tmp_path: Path, broken: Path, k: int
+) -> None:
+    # The broken run writes the canary's tune (1), then the rollback's tune (2) and
+    # reload (3); the server refuses the canary's reload (400: checksums did not match),
+    # which leaves the canary without a backend and counts as no write.
+    upgrade = _on_v1_with_data(server, plugins, tmp_path, broken)
+    killed = _apply_killed_after(server, upgrade, k)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    again = run_cli(server, "apply", "--yes", str(upgrade))
+    assert again.exit_code == 1, again.output
+    assert "rolled back: secrets/a/" in again.stderr, again.output
+    _every_mount_runs_v1(server, plugins)
+
+    broken.write_bytes((plugins / "demo-kv-2.0.0").read_bytes())
+    fixed = run_cli(server, "apply", "--yes", str(upgrade))
+    assert fixed.exit_code == 0, fixed.output
+    for mount in MOUNTS:
+        assert api(server).get(f"/v1/{mount}info").json()["data"]["version"] == "v2.0.0"
+    assert run_cli(server, "plan", "--detailed-exitcode", str(upgrade)).exit_code == 0
