@@ -9,6 +9,7 @@ as sentences naming the invariant, the node and the mount.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -326,14 +327,30 @@ def target_problems(picture: Picture, cluster: Cluster, scenario: Scenario) -> l
     return problems
 
 
+def mounts_named(text: str, scenario: Scenario) -> list[Mount]:
+    """The campaign's mounts a line or a field of the output names ("secrets/kv-a/",
+    "secrets/kv-c/ in namespace team/", "secrets/team/kv-c/")."""
+    named = []
+    for mount in mounts_to_look_at(scenario):
+        spellings = [rf"secrets/{re.escape(mount.name)}(?! in namespace)"]
+        if mount.namespace:
+            spellings.append(
+                rf"secrets/{re.escape(mount.path)} in namespace {re.escape(mount.namespace)}"
+            )
+        if any(re.search(rf"(^|\s){spelling}", text) for spelling in spellings):
+            named.append(mount)
+    return named
+
+
 def _rolled_back_problems(
     claim: str, picture: Picture, scenario: Scenario, before: Before
 ) -> list[str]:
-    """A "rolled back" claim names a mount or a connection that runs what it ran before."""
+    """A "rolled back" line names a mount or a connection that runs what it ran before;
+    a line that says a mount was not restored claims nothing about it."""
     problems: list[str] = []
-    for mount in mounts_to_look_at(scenario):
-        if f"/{mount.name}" not in claim and not claim.startswith(mount.name):
-            continue
+    if "not restored" in claim:
+        return problems
+    for mount in mounts_named(claim.split(" runs ", maxsplit=1)[0], scenario):
         for node_id, mounts in picture.mounts.items():
             seen = mounts[mount.name]
             if seen.present and (not seen.answers or seen.serving != before.kv_version):
@@ -355,38 +372,56 @@ def _rolled_back_problems(
 def _per_node_claim_problems(
     document: dict[str, Any], picture: Picture, scenario: Scenario
 ) -> list[str]:
-    """Per-node states the JSON reports for a mount (when it reports them) match the reads.
+    """Per-node states the JSON reports for a mount match the reads.
 
-    Any object in the document with a mount `path` and a list of `nodes`, each naming a
-    node by address and saying whether the mount `answers` there and what it runs, is
-    such a claim.
+    Any object in the document naming a `mount` (or `path`) with a list of `nodes`,
+    each naming a node by its API address and saying whether the mount `answers`
+    there and what it is `running`, is such a claim; with a `state` of "rolled back"
+    it also claims that every node runs its `target`.
     """
     problems: list[str] = []
-    addresses = {node_id: node_id for node_id in picture.mounts}
     for claim in _objects_with_nodes(document):
-        path = str(claim.get("path") or claim.get("mount") or "")
-        namespace = str(claim.get("namespace") or "")
-        name = f"{namespace}{path}"
-        for node_claim in claim.get("nodes") or []:
-            if not isinstance(node_claim, dict):
-                continue
-            node_id = _node_id(node_claim, picture, addresses)
-            seen = picture.mounts.get(node_id or "", {}).get(name)
-            if seen is None:
-                continue
-            answers = node_claim.get("answers")
-            if isinstance(answers, bool) and answers != seen.answers:
+        name_text = str(claim.get("mount") or claim.get("path") or "")
+        if claim.get("namespace"):
+            name_text += f" in namespace {claim['namespace']}"
+        for mount in mounts_named(name_text, scenario):
+            problems += _node_claims(claim, mount, picture)
+    return problems
+
+
+def _node_claims(claim: dict[str, Any], mount: Mount, picture: Picture) -> list[str]:
+    problems: list[str] = []
+    said = f"the output says {mount.name}"
+    target = claim.get("target")
+    target_version = target.get("version") if isinstance(target, dict) else None
+    if claim.get("state") == "rolled back" and isinstance(target_version, str):
+        for node_id, mounts in picture.mounts.items():
+            seen = mounts[mount.name]
+            if not seen.answers or seen.serving != target_version:
                 problems.append(
-                    f"{CLAIMS}: the output says {name} answers={answers} on {node_id}, "
-                    f"the node says {seen.answers} ({seen.problem})"
+                    f"{CLAIMS}: {said} is rolled back to {target_version}, yet on {node_id} "
+                    f"it answers {seen.answers} as {seen.serving!r} ({seen.problem})"
                 )
-            running = node_claim.get("running")
-            version = running.get("version") if isinstance(running, dict) else None
-            if isinstance(version, str) and seen.answers and version != seen.serving:
-                problems.append(
-                    f"{CLAIMS}: the output says {name} runs {version} on {node_id}, "
-                    f"its process says {seen.serving}"
-                )
+    for node_claim in claim.get("nodes") or []:
+        if not isinstance(node_claim, dict):
+            continue
+        address = str(node_claim.get("node") or node_claim.get("address") or "").rstrip("/")
+        node_id = _ADDRESS_TO_NODE.get(address)
+        seen = picture.mounts.get(node_id or "", {}).get(mount.name)
+        if seen is None:
+            continue
+        answers = node_claim.get("answers")
+        if isinstance(answers, bool) and answers != seen.answers:
+            problems.append(
+                f"{CLAIMS}: {said} answers={answers} on {node_id}, "
+                f"the node says {seen.answers} ({seen.problem})"
+            )
+        running = node_claim.get("running")
+        version = running.get("version") if isinstance(running, dict) else None
+        if isinstance(version, str) and answers and seen.answers and version != seen.serving:
+            problems.append(
+                f"{CLAIMS}: {said} runs {version} on {node_id}, its process says {seen.serving}"
+            )
     return problems
 
 
@@ -401,11 +436,6 @@ def _objects_with_nodes(value: Any) -> list[dict[str, Any]]:
         for item in value:
             found += _objects_with_nodes(item)
     return found
-
-
-def _node_id(claim: dict[str, Any], picture: Picture, addresses: dict[str, str]) -> str | None:
-    named = str(claim.get("node") or claim.get("address") or claim.get("api_address") or "")
-    return _ADDRESS_TO_NODE.get(named.rstrip("/"), addresses.get(named))
 
 
 # Filled by `remember_addresses` for the cluster in use: api address → node id.

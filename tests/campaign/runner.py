@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first", type=int, default=1)
     options = parser.parse_args(argv)
     seeds = options.seed or list(range(options.first, options.first + options.seeds))
+    # A stopped soak stops its cluster too: SIGTERM unwinds like Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="reconciler-campaign-"))
     began = time.monotonic()
     cluster = start_cluster(workdir=workdir / "cluster")
