@@ -38,7 +38,8 @@ PINNED_AS_RUN = "every mount is pinned to what it runs, the same on every node"
 CLAIMS = "every claim of the output matches per-node reads"
 CONVERGES = "the re-run without faults converges"
 EXIT_CODES = "exit codes follow the contract"
-INVARIANTS = (ANSWERS, DATA, PINNED_AS_RUN, CLAIMS, CONVERGES, EXIT_CODES)
+WATCH_HOLDS = "watch holds a failed upgrade"
+INVARIANTS = (ANSWERS, DATA, PINNED_AS_RUN, CLAIMS, CONVERGES, EXIT_CODES, WATCH_HOLDS)
 
 # A standby's tables lag the active by ~50 ms and it applies a global reload up to ~1 s
 # later: a violation must still hold after this long to count.

@@ -71,6 +71,8 @@ class WriteFaultProxy:
         self.cluster = cluster
         self.fault = fault
         self.writes = 0
+        # Every write that passed: (method, path, body).
+        self.sent: list[tuple[str, str, bytes]] = []
         self.fired = False
         self.struck: str = ""  # what was hit, for the report
         self._lock = threading.Lock()
@@ -93,6 +95,8 @@ class WriteFaultProxy:
             return False
         with self._lock:
             self.writes += 1
+            if self.fault.at_write < 1:
+                return False
             if self.fired or self.writes != self.fault.at_write:
                 return False
             self.fired = True
@@ -137,6 +141,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         strike = self.proxy.strikes(self.command)
+        if self.command in WRITE_METHODS:
+            with self.proxy._lock:
+                self.proxy.sent.append((self.command, self.path, body))
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
         try:
             answer = self.proxy._upstream.request(

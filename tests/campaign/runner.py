@@ -19,6 +19,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
+from reconciler.demo.devserver import free_port
 from reconciler.executor import KILL_AFTER_WRITES_ENV
 from tests.campaign import checker
 from tests.campaign.checker import ApplyRun
@@ -29,6 +32,8 @@ from tests.cluster import Cluster, start_cluster
 from tests.server_reset import reset_server
 
 APPLY_TIMEOUT = 240.0
+# How long watch runs (with a resync every second) while a failed upgrade is held.
+WATCH_SECONDS = 8.0
 # What a failing seed's report shows of each run's JSON document.
 _CLAIM_KEYS = ("converged", "verdict", "failures", "rolled_back", "writes")
 
@@ -43,6 +48,7 @@ class SeedReport:
     runs: list[ApplyRun] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)  # faults that struck, by label
+    watched: bool = False  # watch ran while the failed upgrade was held
     seconds: float = 0.0
 
     def text(self) -> str:
@@ -92,6 +98,9 @@ def run_seed(cluster: Cluster, seed: int, workdir: Path) -> SeedReport:
         report.violations += [f"run {len(report.runs)}: {problem}" for problem in found]
         if not remaining:
             break
+        if _watch_applies(scenario, remaining):
+            found = _watch_holds(cluster, scenario, before, desired, report)
+            report.violations += [f"watch: {problem}" for problem in found]
         removed = remaining.pop()
         if removed.kind in BINARY_FAULTS:
             restore_binaries(cluster)
@@ -141,6 +150,72 @@ def _apply(
     )
 
 
+def _watch_applies(scenario: Scenario, remaining: list[Fault]) -> bool:
+    """Watch is driven once a demo-kv upgrade has failed on a binary that is still bad."""
+    return (
+        scenario.new_binary is not None
+        and scenario.new_binary[0] == "demo-kv"
+        and bool(remaining)
+        and all(f.kind in {"binary-broken", "binary-other-bytes"} for f in remaining)
+    )
+
+
+def _watch_holds(
+    cluster: Cluster, scenario: Scenario, before: Before, desired: Path, report: SeedReport
+) -> list[str]:
+    """`watch` for WATCH_SECONDS with a resync every second, the binary still bad: the
+    failed upgrade is tried at most once, /healthz is not "ok", every mount answers."""
+    assert scenario.new_binary is not None
+    version = scenario.new_binary[1]
+    port = free_port()
+    args = [sys.executable, "-m", "reconciler", "watch", "--interval", "1s"]
+    args += ["--metrics-port", str(port), str(desired)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+    env.pop(KILL_AFTER_WRITES_ENV, None)
+    env["BAO_TOKEN"] = cluster.root_token
+    never = Fault("watch", at_write=0)
+    health: tuple[int, str] | None = None
+    with WriteFaultProxy(cluster, cluster.active(), never) as proxy:
+        env["BAO_ADDR"] = proxy.address
+        with subprocess.Popen(
+            args, env=env, cwd=desired.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        ) as watch:
+            time.sleep(WATCH_SECONDS)
+            try:
+                with httpx.Client(timeout=5) as http:
+                    answer = http.get(f"http://127.0.0.1:{port}/healthz")
+                health = (answer.status_code, answer.text.strip())
+            except httpx.HTTPError as error:
+                health = (0, str(error))
+            watch.send_signal(signal.SIGTERM)
+            try:
+                output, _ = watch.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                watch.kill()
+                output, _ = watch.communicate()
+        attempts = [
+            path
+            for method, path, body in proxy.sent
+            if path.split("?")[0].endswith("/tune") and f'"{version}"'.encode() in body
+        ]
+    report.watched = True
+    problems = []
+    if len(attempts) > 1:
+        problems.append(
+            f"{checker.WATCH_HOLDS}: the failed upgrade to {version} was tried "
+            f"{len(attempts)} times in {WATCH_SECONDS:.0f}s ({', '.join(attempts)})"
+        )
+    if health is None or (health[0] == 200 and health[1] == "ok"):
+        problems.append(f"{checker.WATCH_HOLDS}: /healthz answered {health} while held")
+    picture = checker.read_picture(cluster, scenario)
+    problems += checker.check_answers_and_data(picture, scenario, before, removed_allowed=True)
+    problems += checker.check_pinned_as_run(picture)
+    if problems:
+        tail = output.decode(errors="replace").splitlines()[-30:]
+        problems.append("watch's log ends with:\n      " + "\n      ".join(tail))
+    return problems
+
+
 def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         args, env=env, cwd=cwd, capture_output=True, text=True, timeout=APPLY_TIMEOUT, check=False
@@ -186,9 +261,11 @@ class Summary:
     changes: Counter[str] = field(default_factory=Counter)
     violations: Counter[str] = field(default_factory=Counter)
     failing: list[int] = field(default_factory=list)
+    watched: int = 0
 
     def add(self, report: SeedReport) -> None:
         self.seeds += 1
+        self.watched += report.watched
         self.changes[report.scenario.change] += 1
         for fault in report.scenario.faults:
             self.faults[fault.kind] += 1
@@ -208,6 +285,7 @@ class Summary:
             f"changes: {counts(self.changes)}",
             f"faults drawn by kind: {counts(self.faults)}",
             f"faults that struck by kind: {counts(self.fired)}",
+            f"watch runs while a failed upgrade was held: {self.watched}",
             f"invariant violations: {sum(self.violations.values())}"
             + (f" ({counts(self.violations)})" if self.violations else ""),
         ]
