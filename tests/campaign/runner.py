@@ -9,11 +9,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,8 +35,11 @@ from tests.cluster import Cluster, start_cluster
 from tests.server_reset import reset_server
 
 APPLY_TIMEOUT = 240.0
-# How long watch runs (with a resync every second) while a failed upgrade is held.
-WATCH_SECONDS = 8.0
+# Watch runs (with a resync every second) until it has ended this many passes while a
+# failed upgrade is held, or for WATCH_TIMEOUT seconds.
+WATCH_PASSES = 3
+WATCH_TIMEOUT = 90.0
+_PASS_ENDED = re.compile(r"\bpass (\d+) (?!started)")
 # What a failing seed's report shows of each run's JSON document.
 _CLAIM_KEYS = ("converged", "verdict", "failures", "rolled_back", "writes")
 
@@ -49,6 +55,7 @@ class SeedReport:
     violations: list[str] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)  # faults that struck, by label
     watched: bool = False  # watch ran while the failed upgrade was held
+    watch_note: str = ""
     seconds: float = 0.0
 
     def text(self) -> str:
@@ -57,6 +64,8 @@ class SeedReport:
             faults = ", ".join(run.faults) or "no fault"
             verdict = "killed" if run.killed else f"exit {run.exit_code}"
             lines.append(f"  run {number} ({faults}): {verdict}")
+        if self.watch_note:
+            lines.append(f"  {self.watch_note}")
         lines += [f"  VIOLATION {v}" for v in self.violations]
         if self.violations:
             lines.append(f"  replay: {replay_command(self.scenario.seed)}")
@@ -163,8 +172,8 @@ def _watch_applies(scenario: Scenario, remaining: list[Fault]) -> bool:
 def _watch_holds(
     cluster: Cluster, scenario: Scenario, before: Before, desired: Path, report: SeedReport
 ) -> list[str]:
-    """`watch` for WATCH_SECONDS with a resync every second, the binary still bad: the
-    failed upgrade is tried at most once, /healthz is not "ok", every mount answers."""
+    """`watch` with a resync every second for WATCH_PASSES passes, the binary still bad:
+    the failed upgrade is tried at most once, /healthz is not "ok", every mount answers."""
     assert scenario.new_binary is not None
     version = scenario.new_binary[1]
     port = free_port()
@@ -180,7 +189,18 @@ def _watch_holds(
         with subprocess.Popen(
             args, env=env, cwd=desired.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         ) as watch:
-            time.sleep(WATCH_SECONDS)
+            lines: list[str] = []
+            assert watch.stdout is not None
+            reader = threading.Thread(
+                target=lambda: lines.extend(line.decode(errors="replace") for line in watch.stdout),
+                daemon=True,
+            )
+            reader.start()
+            deadline = time.monotonic() + WATCH_TIMEOUT
+            while _passes_ended(lines) < WATCH_PASSES and time.monotonic() < deadline:
+                if watch.poll() is not None:
+                    break
+                time.sleep(0.2)
             try:
                 with httpx.Client(timeout=5) as http:
                     answer = http.get(f"http://127.0.0.1:{port}/healthz")
@@ -189,31 +209,55 @@ def _watch_holds(
                 health = (0, str(error))
             watch.send_signal(signal.SIGTERM)
             try:
-                output, _ = watch.communicate(timeout=60)
+                watch.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 watch.kill()
-                output, _ = watch.communicate()
+                watch.wait()
+            reader.join(timeout=5)
+        output = "".join(lines)
+        passes = _passes_ended(lines)
         attempts = [
             path
             for method, path, body in proxy.sent
             if path.split("?")[0].endswith("/tune") and f'"{version}"'.encode() in body
         ]
     report.watched = True
+    writes = len(proxy.sent)
+    report.watch_note = (
+        f"watch: {passes} passes, {writes} writes, {len(attempts)} tunes to {version}, "
+        f"/healthz {health}"
+    )
     problems = []
     if len(attempts) > 1:
         problems.append(
             f"{checker.WATCH_HOLDS}: the failed upgrade to {version} was tried "
-            f"{len(attempts)} times in {WATCH_SECONDS:.0f}s ({', '.join(attempts)})"
+            f"{len(attempts)} times in {passes} passes ({', '.join(attempts)})"
         )
-    if health is None or (health[0] == 200 and health[1] == "ok"):
+    if health is None or _says_ok(*health):
         problems.append(f"{checker.WATCH_HOLDS}: /healthz answered {health} while held")
     picture = checker.read_picture(cluster, scenario)
     problems += checker.check_answers_and_data(picture, scenario, before, removed_allowed=True)
     problems += checker.check_pinned_as_run(picture)
     if problems:
-        tail = output.decode(errors="replace").splitlines()[-30:]
+        tail = output.splitlines()[-30:]
         problems.append("watch's log ends with:\n      " + "\n      ".join(tail))
     return problems
+
+
+def _says_ok(status: int, body: str) -> bool:
+    """/healthz says all is well: 200 with "ok" (plain, or as the JSON `status`)."""
+    if status != 200:
+        return False
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body == "ok"
+    return not isinstance(document, dict) or document.get("status") == "ok"
+
+
+def _passes_ended(lines: list[str]) -> int:
+    numbers = [int(m.group(1)) for line in list(lines) if (m := _PASS_ENDED.search(line))]
+    return max(numbers, default=0)
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
