@@ -419,9 +419,11 @@ class _Run:
         if not expected:
             return []
         problems: list[str] = []
+        repaired = False
         for node in nodes:
             wrong = self._wait_node(node, expected, defaults.NODE_LAG_WAIT)
             if wrong and repair:
+                repaired = True
                 paths = [expected[key][0].api_path for key in sorted(wrong)]
                 self.progress(ProgressEvent(0, 0, None, "repair", f"{node.address}: {paths}"))
                 log.warning("repairing %s with a local reload of %s", node.address, paths)
@@ -432,10 +434,11 @@ class _Run:
                     log.warning("local reload on %s failed: %s", node.address, error)
                 wrong = self._wait_node(node, expected, 0.0)
             for key, why in sorted(wrong.items()):
-                repaired = " (a local reload sent to it did not repair it)" if repair else ""
-                problems.append(
-                    f"{mount_target_name(*key)} on node {node.address}: {why}{repaired}"
-                )
+                tried = " (a local reload sent to it did not repair it)" if repair else ""
+                problems.append(f"{mount_target_name(*key)} on node {node.address}: {why}{tried}")
+        if repaired and not problems:
+            # What is claimed comes from reads made after the last write: every node again.
+            return self._verify_nodes(live, touched, repair=False)
         return problems
 
     def _wait_node(
@@ -487,7 +490,6 @@ class _Run:
         if not failed:
             return
         nodes = self.nodes()
-        self.progress(ProgressEvent(0, 0, None, "roll back"))
         scope = _scope(converge) or ("global" if len(nodes) > 1 else "")
         outcomes = roll_back(self.api, nodes, before, failed, self.read_state(), self._write, scope)
         self.result.rollback = outcomes
@@ -543,19 +545,24 @@ class _Run:
             (m.kind, m.path): (m.running_plugin_version, m.running_sha256) for m in before.mounts
         }
         declared = {(kind, m.path): m for kind, m in self.desired.mounts()}
+        # An entry the server's configuration owns has its sha256 in the catalog only.
+        catalog: dict[tuple[str, str, str], str] = {
+            (e.type, e.name, e.version): e.sha256 for e in before.catalog if not e.builtin
+        }
         held: set[HeldUpgrade] = set()
         for kind, path in _home(touched_mounts(converge)):
             mount = declared.get((kind, path))
             if mount is None:
                 continue
             for entry in self.desired.plugins:
+                sha = entry.sha256 or catalog.get(entry.key, "")
                 if (
                     entry.present
                     and (entry.type, entry.name) == (kind, mount.plugin)
                     and mount.version in (None, entry.version)
-                    and ran.get((kind, path)) != (entry.version, entry.sha256 or "")
+                    and ran.get((kind, path)) != (entry.version, sha)
                 ):
-                    held.add((entry.type, entry.name, entry.version, entry.sha256 or ""))
+                    held.add((entry.type, entry.name, entry.version, sha))
         return sorted(held)
 
 

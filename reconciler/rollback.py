@@ -292,9 +292,16 @@ def roll_back(
             log.warning("rollback reload failed: %s", error)
     targets = {r.key: r.target for r in restores if r.target is not None and not r.why_not}
     wait = defaults.NODE_LAG_WAIT if written else 0.0
-    after = {
-        node.address: _verified_node(client, node, mounts, targets, wait, write) for node in nodes
-    }
+    after: dict[str, dict[MountKey, NodeMount]] = {}
+    repaired = False
+    for node in nodes:
+        after[node.address], repaired_here = _verified_node(
+            client, node, mounts, targets, wait, write
+        )
+        repaired = repaired or repaired_here
+    if repaired and len(nodes) > 1:
+        # Claims come from reads made after the last write: every node is read again.
+        after = {node.address: read_node_mounts(client, node, mounts) for node in nodes}
     return [
         _outcome(client, nodes, restore, after, written, problems.get(restore.key, ""))
         for restore in restores
@@ -308,9 +315,9 @@ def _verified_node(
     targets: Mapping[MountKey, Binary | None],
     wait: float,
     write: Write,
-) -> dict[MountKey, NodeMount]:
+) -> tuple[dict[MountKey, NodeMount], bool]:
     """The mounts as `node` runs them, once they run their targets or the wait is over;
-    a mount still wrong gets a local reload sent to that node, and is read again."""
+    a mount still wrong gets a local reload sent to that node (True), and is read again."""
     deadline = time.monotonic() + wait
     while True:
         seen = read_node_mounts(client, node, mounts)
@@ -319,7 +326,7 @@ def _verified_node(
             break
         time.sleep(_POLL)
     if not wrong:
-        return seen
+        return seen, False
     paths = sorted(api_path(*key) for key in wrong)
     log.warning("rollback: repairing %s with a local reload of %s", node.address, paths)
     try:
@@ -327,7 +334,7 @@ def _verified_node(
             write(pinned.reload_backend, mounts=paths)
     except ApiError as error:
         log.warning("local reload on %s failed: %s", node.address, error)
-    return read_node_mounts(client, node, mounts)
+    return read_node_mounts(client, node, mounts), True
 
 
 def _outcome(

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from reconciler.client import Client
+from reconciler.watch import Watcher, WatchOptions
 from tests.cluster import Cluster, ClusterNode, json_data, wait_until
 from tests.helpers import CliResult, CliRun, RequestLog, write_desired
 
@@ -169,6 +171,28 @@ def test_a_binary_broken_on_one_standby_leaves_every_mount_serving_on_every_node
         assert all(n["answers"] and n["running"]["sha256"] == v1.sha256 for n in mount["nodes"])
     assert not [line for line in document["failures"] if line.startswith("rollback")]
     assert len([line for line in document["rolled_back"] if "kv1/" in line]) == 1
+
+
+def test_watch_holds_an_upgrade_that_failed_on_one_standby(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    mounts = ("kv1", "kv2")
+    start_on_v1(cluster, tmp_path, mounts)
+    broken = cluster.standbys()[0]
+    v2 = cluster.plugins[("demo-kv", "v2.0.0")]
+    (broken.plugin_directory / v2.command).write_bytes(b"#!/bin/sh\nexit 1\n")
+    path = tmp_path / "watched.yaml"
+    path.write_text(desired(cluster, tmp_path, "v2.0.0", mounts).read_text())
+    client = lambda: Client(cluster.active().address, cluster.root_token)  # noqa: E731
+    watcher = Watcher(path, client, WatchOptions())
+    failed = watcher.run_pass()
+    assert not failed.ok and [h[:3] for h in failed.held] == [("secret", "demo-kv", "v2.0.0")]
+    with RequestLog() as requests:
+        held = [watcher.run_pass(), watcher.run_pass()]
+    assert requests.matching("POST", "/sys/plugins/reload") == [], requests.writes()
+    assert all(outcome.ok for outcome in held), [o.failures for o in held]
+    assert watcher.metrics.health().status == "held"
+    every_node_serves(cluster, mounts, "v1.0.0")
 
 
 def test_a_local_reload_on_one_node_shows_as_the_other_nodes_drift(

@@ -36,6 +36,7 @@ from reconciler.model import (
     DesiredState,
     LiveConnection,
     LiveMount,
+    LiveNode,
     LiveState,
     ServerIdentity,
 )
@@ -93,6 +94,7 @@ def load_case(path: Path) -> Case:
         catalog=catalog,
         mounts=mounts,
         connections=[LiveConnection.model_validate(c) for c in live_raw.get("connections") or []],
+        nodes=[LiveNode.model_validate(node) for node in live_raw.get("nodes") or []],
     )
     options = raw.get("options") or {}
     return Case(

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.demo.devserver import DevServer
+from reconciler.model import CatalogEntry, LiveMount, LiveNode, LiveState, NodeRunning
+from reconciler.nodestate import NodeMount
+from reconciler.rollback import Binary, Restore, restore_writes, what_ran
 from tests.helpers import api, mount_entry, run_cli, write_desired
 from tests.test_apply_plugins import sha256_of
 from tests.test_crash import _apply_killed_after
@@ -114,3 +117,85 @@ def test_an_upgrade_killed_at_write_k_and_run_again_still_broken_ends_on_what_ra
     for mount in MOUNTS:
         assert api(server).get(f"/v1/{mount}info").json()["data"]["version"] == "v2.0.0"
     assert run_cli(server, "plan", "--detailed-exitcode", str(upgrade)).exit_code == 0
+
+
+# --- what ran and the writes that restore it (pure: no server) -------------------------
+
+V1 = Binary("v1.0.0", "1" * 64)
+V2 = Binary("v2.0.0", "2" * 64)
+FAILED = [("secret", "demo-kv", V2.version, V2.sha256)]
+
+
+def _live(mounts: dict[str, tuple[str, Binary]], nodes: dict[str, dict[str, Binary]]) -> LiveState:
+    """mounts: path → (pin, what the active's table says runs); nodes: address → path → ran."""
+    return LiveState(
+        catalog=[
+            CatalogEntry(type="secret", name="demo-kv", version=b.version, sha256=b.sha256)
+            for b in (V1, V2)
+        ],
+        mounts=[
+            LiveMount(
+                kind="secret",
+                path=path,
+                plugin="demo-kv",
+                plugin_version=pin,
+                running_plugin_version=ran.version,
+                running_sha256=ran.sha256,
+            )
+            for path, (pin, ran) in mounts.items()
+        ],
+        nodes=[
+            LiveNode(
+                address=address,
+                mounts=[
+                    NodeRunning(
+                        kind="secret",
+                        path=path,
+                        running_plugin_version=ran.version,
+                        running_sha256=ran.sha256,
+                    )
+                    for path, ran in ran_by_path.items()
+                ],
+            )
+            for address, ran_by_path in nodes.items()
+        ],
+    )
+
+
+def test_a_mount_whose_table_names_the_failed_binary_goes_back_to_what_another_node_ran() -> None:
+    live = _live({"a/": ("v2.0.0", V2)}, {"n1": {"a/": V2}, "n2": {"a/": V1}})
+    assert [(r.path, r.target, r.why_not) for r in what_ran(live, FAILED)] == [("a/", V1, "")]
+
+
+def test_a_mount_that_ran_the_failed_binary_everywhere_goes_back_to_what_its_siblings_ran() -> None:
+    live = _live({"a/": ("v2.0.0", V2), "b/": ("v1.0.0", V1), "c/": ("v2.0.0", V1)}, {})
+    assert {r.path: r.target for r in what_ran(live, FAILED)} == {"a/": V1, "b/": V1, "c/": V1}
+
+
+def test_a_version_gone_from_the_catalog_cannot_be_restored_and_says_why() -> None:
+    live = _live({"a/": ("v2.0.0", V1)}, {})
+    live = live.model_copy(update={"catalog": [e for e in live.catalog if e.version != "v1.0.0"]})
+    (restore,) = what_ran(live, FAILED)
+    assert restore.why_not and "gone from the catalog" in restore.why_not
+
+
+def _seen(ran: Binary, answers: bool = True) -> NodeMount:
+    return NodeMount("n", False, "", "", "", ran.version, ran.sha256, answers, "")
+
+
+def test_only_what_is_not_in_place_is_written() -> None:
+    restores = [Restore("secret", p, "demo-kv", V1) for p in ("a/", "b/", "c/")]
+    pins = {("secret", "a/"): "v1.0.0", ("secret", "b/"): "v2.0.0", ("secret", "c/"): "v1.0.0"}
+    seen = {
+        "n1": {("secret", p): _seen(V1) for p in ("a/", "b/", "c/")},
+        "n2": {
+            ("secret", "a/"): _seen(V1),
+            ("secret", "b/"): _seen(V1),
+            ("secret", "c/"): _seen(V1, answers=False),
+        },
+    }
+    writes = restore_writes(restores, pins, seen)
+    # a/ is in place; b/ is pinned ahead but runs v1 everywhere: its pin only; c/ is dead
+    # on one node: a reload, and no tune.
+    assert [(r.path, v) for r, v in writes.tunes] == [("b/", "v1.0.0")]
+    assert [r.path for r in writes.reloads] == ["c/"]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import httpx
+import pytest
 
 from reconciler.client import Client, RetryPolicy
 from reconciler.demo.devserver import DevServer
 from reconciler.watch import Metrics, MetricsServer, Watcher, WatchOptions
-from tests.helpers import api
+from tests.helpers import RequestLog, api
+from tests.test_watch import metric
 
 DOCS = Path(__file__).parent.parent / "docs" / "watch.md"
 
@@ -79,3 +82,59 @@ def test_an_unreachable_server_is_retryable(tmp_path: Path) -> None:
     )
     outcome = watcher.run_pass()
     assert not outcome.ok and outcome.retryable, outcome.failures
+
+
+HELD = """\
+version: 1
+plugin_directory: {plugins}
+plugins:
+  - {{type: secret, name: demo-kv, version: v1.0.0, command: demo-kv-1.0.0}}
+  - {{type: secret, name: demo-kv, version: v2.0.0, command: watch-held-kv-2.0.0}}
+secrets:
+  - {{path: held-a/, plugin: demo-kv, version: {version}}}
+  - {{path: held-b/, plugin: demo-kv, version: {version}}}
+"""
+
+
+def test_a_failed_upgrade_is_held_until_its_binary_changes(
+    server: DevServer, plugins: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="reconciler")
+    binary = plugins / "watch-held-kv-2.0.0"
+    binary.write_bytes(b"#!/bin/sh\nexit 1\n")  # registered with its own sha256: starts, dies
+    binary.chmod(0o755)
+    try:
+        path = tmp_path / "desired.yaml"
+        path.write_text(HELD.format(plugins=plugins, version="v1.0.0"))
+        watcher = Watcher(path, lambda: client_factory(server), WatchOptions())
+        assert watcher.run_pass().ok
+        path.write_text(HELD.format(plugins=plugins, version="v2.0.0"))
+        failed = watcher.run_pass()
+        assert not failed.ok and [h[:3] for h in failed.held] == [("secret", "demo-kv", "v2.0.0")]
+
+        caplog.clear()
+        with RequestLog(server) as requests:
+            held = [watcher.run_pass(), watcher.run_pass()]
+        assert requests.matching("POST", "/sys/plugins/reload") == [], requests.writes()
+        assert all(outcome.ok for outcome in held)
+        lines = [r.getMessage() for r in caplog.records if r.name == "reconciler.watch"]
+        assert any(" held: upgrade to secret/demo-kv v2.0.0" in line for line in lines), lines
+        assert not any("converged" in line for line in lines), lines
+        assert metric(watcher.metrics, "reconciler_held_upgrades") == 1
+        with MetricsServer(watcher.metrics, "127.0.0.1", 0) as metrics_server:
+            answer = httpx.get(f"http://127.0.0.1:{metrics_server.port}/healthz")
+        assert answer.status_code == 503
+        body = answer.json()
+        assert body["status"] == "held" and "secret/demo-kv v2.0.0" in body["reason"], body
+        for mount in ("held-a/", "held-b/"):
+            assert api(server).get(f"/v1/{mount}info").json()["data"]["version"] == "v1.0.0"
+
+        # A new binary (its sha256 changes what the file says): one attempt, which works.
+        binary.write_bytes((plugins / "demo-kv-2.0.0").read_bytes())
+        assert watcher.run_pass().ok
+        assert metric(watcher.metrics, "reconciler_held_upgrades") == 0
+        assert watcher.metrics.health().status == "ok"
+        for mount in ("held-a/", "held-b/"):
+            assert api(server).get(f"/v1/{mount}info").json()["data"]["version"] == "v2.0.0"
+    finally:
+        binary.unlink(missing_ok=True)

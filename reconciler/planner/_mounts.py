@@ -263,13 +263,22 @@ def _canaries(
 ) -> list[_Canary]:
     """Per new external binary more than one reloaded mount moves onto: (first, the rest).
 
-    A binary a live mount already runs and answers with has proven itself on this
-    server (a canary that worked before an interruption, say): it needs no canary.
+    A binary a live mount already runs and answers with, on every node, has proven
+    itself on this server (a canary that worked before an interruption, say): it
+    needs no canary. One node that runs something else for that mount (the binary
+    died there) proves nothing.
     """
+    on_nodes: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for node in context.live.nodes:
+        for running in node.mounts:
+            on_nodes.setdefault((running.kind, running.path), set()).add(
+                (running.running_plugin_version, running.running_sha256)
+            )
     proven = {
         (m.plugin, m.running_plugin_version, m.running_sha256)
         for m in context.live_mounts.values()
         if m.backend_answers is True
+        and on_nodes.get((m.kind, m.path), set()) <= {(m.running_plugin_version, m.running_sha256)}
     }
     by_binary: dict[Target, list[str]] = {}
     for (kind, path), target in targets.items():

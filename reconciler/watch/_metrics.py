@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
@@ -34,11 +34,21 @@ class Health:
     reason: str
     consecutive_failures: int
     seconds_since_success: float | None
+    # Upgrades held after a failure: their mounts stay off the file's version.
+    held: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> str:
+        """ "ok", "held" (passes succeed, an upgrade is held) or "unhealthy"."""
+        if self.healthy:
+            return "ok"
+        return "held" if self.held and self.reason.startswith("held") else "unhealthy"
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "status": "ok" if self.healthy else "unhealthy",
+            "status": self.status,
             "reason": self.reason,
+            "held": list(self.held),
             "consecutive_failures": self.consecutive_failures,
             "seconds_since_success": (
                 None if self.seconds_since_success is None else round(self.seconds_since_success, 3)
@@ -64,6 +74,7 @@ class Metrics:
         self._started = monotonic()
         self._consecutive = 0
         self._last_success: float | None = None
+        self._held_names: tuple[str, ...] = ()
 
         def counter(name: str, text: str, labels: Iterable[str] = ()) -> Counter:
             return Counter(name, text, labelnames=tuple(labels), registry=self.registry)
@@ -134,8 +145,9 @@ class Metrics:
         rollbacks: int = 0,
         duration: float = 0.0,
         held: int = 0,
+        held_names: Sequence[str] = (),
     ) -> None:
-        """Account for one completed pass."""
+        """Account for one completed pass; `held_names` names the held upgrades."""
         self._passes.inc()
         self._last_duration.set(duration)
         self._duration.observe(duration)
@@ -147,6 +159,7 @@ class Metrics:
         self._rollbacks.inc(rollbacks)
         self._held.set(held)
         with self._lock:
+            self._held_names = tuple(held_names)
             if ok:
                 self._consecutive = 0
                 self._last_success = self._monotonic()
@@ -164,23 +177,28 @@ class Metrics:
     # --- reads (the HTTP thread) --------------------------------------------------
 
     def health(self) -> Health:
-        """200 while passes succeed; 503 after 3 failures in a row or 2 intervals without one."""
+        """200 while passes succeed; 503 after 3 failures in a row or 2 intervals without one,
+        and 503 "held" while a failed upgrade is held (its mounts are not on the file's
+        version, and nothing will try again until the file, entry or binary changes)."""
         with self._lock:
             now = self._monotonic()
             failures = self._consecutive
             last = self._last_success
+            held = self._held_names
         since = None if last is None else now - last
         window = UNHEALTHY_AFTER_INTERVALS * self.interval
         if failures >= UNHEALTHY_AFTER_FAILURES:
-            return Health(False, f"{failures} failed passes in a row", failures, since)
+            return Health(False, f"{failures} failed passes in a row", failures, since, held)
+        if since is None and now - self._started > window:
+            reason = f"no pass succeeded since start ({window:g}s ago)"
+            return Health(False, reason, failures, since, held)
+        if since is not None and since > window:
+            return Health(False, f"no pass succeeded for {since:.0f}s", failures, since, held)
+        if held:
+            reason = "held: " + "; ".join(f"upgrade to {name} failed" for name in held)
+            return Health(False, reason, failures, since, held)
         if since is None:
-            if now - self._started > window:
-                return Health(
-                    False, f"no pass succeeded since start ({window:g}s ago)", failures, since
-                )
             return Health(True, "starting", failures, since)
-        if since > window:
-            return Health(False, f"no pass succeeded for {since:.0f}s", failures, since)
         return Health(True, "last pass succeeded" if failures == 0 else "retrying", failures, since)
 
     def render(self) -> str:

@@ -75,6 +75,22 @@ class PassOutcome:
     duration: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Hold:
+    """What a held upgrade's next attempt waits for a change of."""
+
+    file: str  # the desired file's content hash when it failed
+    binary: str  # the sha256 the file's entry names (the binary's, when computed)
+    catalog: tuple[str, str] | None  # the catalog entry's sha256 and command (None: absent)
+    since: int  # the pass that failed
+
+
+def held_name(upgrade: HeldUpgrade) -> str:
+    """How logs, metrics and /healthz name a held upgrade."""
+    kind, name, version, sha256 = upgrade
+    return f"{kind}/{name} {version or '(unversioned)'} (sha256 {sha256[:12]}…)"
+
+
 class Stopping(Exception):
     """Raised between two actions when a stop was asked for."""
 
@@ -174,8 +190,7 @@ class PassRunner:
         self._passes = 0
         self._failures_in_row = 0
         self._converged_hash: str | None = None
-        self._held: set[HeldUpgrade] = set()
-        self._held_hash: str | None = None
+        self._held: dict[HeldUpgrade, _Hold] = {}
         self._last_skipped: list[str] = []
         self._warned_lookup = False
 
@@ -209,13 +224,10 @@ class PassRunner:
     def _pass(self, outcome: PassOutcome) -> None:
         loaded = self.desired.refresh(outcome)
         outcome.generation = self.desired.generation
-        if self._held and loaded.sha256 != self._held_hash:
-            log.info("the file changed: held upgrades are tried again (%d)", len(self._held))
-            self._held.clear()
-            self._held_hash = None
         client = self._client_factory()
         try:
             self._renew_token(client)
+            self._release_changed(client, loaded)
             self._reconcile(client, loaded, outcome)
         finally:
             close = getattr(client, "close", None)
@@ -247,10 +259,33 @@ class PassRunner:
         outcome.failures.extend(result.problems())
         outcome.rolled_back.extend(result.rolled_back)
         new_held = [h for h in result.failed_upgrades if h not in self._held]
-        if new_held:
-            self._held.update(new_held)
-            self._held_hash = loaded.sha256
-            outcome.held = new_held
+        for upgrade in new_held:
+            self._held[upgrade] = _Hold(
+                file=loaded.sha256,
+                binary=_file_sha256(loaded, upgrade),
+                catalog=_catalog_entry(client, upgrade),
+                since=outcome.number,
+            )
+        outcome.held = new_held
+
+    def _release_changed(self, client: Client, loaded: LoadedDesired) -> None:
+        """Try a held upgrade again, once, when its file, binary or catalog entry changed."""
+        for upgrade, hold in list(self._held.items()):
+            if loaded.sha256 != hold.file:
+                why = "the desired file changed"
+            elif _file_sha256(loaded, upgrade) != hold.binary:
+                why = "its binary's sha256 changed"
+            elif _catalog_entry(client, upgrade) != hold.catalog:
+                why = "its catalog entry changed"
+            else:
+                continue
+            del self._held[upgrade]
+            log.info("upgrade to %s is tried again: %s", held_name(upgrade), why)
+
+    @property
+    def held(self) -> list[str]:
+        """The upgrades held after a failure, by name."""
+        return [held_name(upgrade) for upgrade in sorted(self._held)]
 
     def _progress(self, outcome: PassOutcome) -> Callable[[ProgressEvent], None]:
         def report(event: ProgressEvent) -> None:
@@ -338,7 +373,25 @@ class PassRunner:
             )
             return
         self._report_skipped(outcome)
-        if outcome.ok:
+        if outcome.ok and self._held:
+            self._failures_in_row = 0
+            # Not converged: the held upgrade's mounts stay where they are, off the file.
+            self._converged_hash = None
+            log.warning(
+                "pass %d held: %s; %s (%.2fs)",
+                outcome.number,
+                "; ".join(
+                    f"upgrade to {held_name(u)} failed in pass {h.since}"
+                    for u, h in sorted(self._held.items())
+                ),
+                (_count(len(outcome.applied), "action") + " applied")
+                if outcome.applied
+                else "its reload is not sent again until the file, the catalog entry or "
+                "the binary's sha256 changes",
+                outcome.duration,
+                extra={"fields": {**fields, "outcome": "held", "held": self.held}},
+            )
+        elif outcome.ok:
             self._failures_in_row = 0
             current = self.desired.current
             self._converged_hash = current.sha256 if current is not None else None
@@ -361,6 +414,7 @@ class PassRunner:
             rollbacks=len(outcome.rolled_back),
             duration=outcome.duration,
             held=len(self._held),
+            held_names=self.held,
         )
 
     def _report_failure(self, outcome: PassOutcome, fields: dict[str, Any]) -> None:
@@ -371,8 +425,9 @@ class PassRunner:
             log.warning("rolled back: %s", line, extra={"fields": {"pass": outcome.number}})
         for held in outcome.held:
             log.warning(
-                "upgrade to %s/%s %s held until the file changes",
-                *held[:3],
+                "upgrade to %s held: its reload is not sent again until the file, the "
+                "catalog entry or the binary's sha256 changes",
+                held_name(held),
                 extra={"fields": {"pass": outcome.number}},
             )
         log.error(
@@ -397,6 +452,27 @@ class PassRunner:
         self._last_skipped = list(outcome.skipped)
         for line in outcome.skipped:
             log.log(level, "skipped: %s", line, extra={"fields": {"pass": outcome.number}})
+
+
+def _file_sha256(loaded: LoadedDesired, upgrade: HeldUpgrade) -> str:
+    """The sha256 the file's entry of `upgrade` names ("" when it names none)."""
+    kind, name, version, _sha = upgrade
+    for entry in loaded.state.plugins:
+        if entry.present and entry.key == (kind, name, version):
+            return entry.sha256 or ""
+    return ""
+
+
+def _catalog_entry(client: Client, upgrade: HeldUpgrade) -> tuple[str, str] | None:
+    """The catalog's sha256 and command of `upgrade`'s entry; None when it is absent."""
+    kind, name, version, _sha = upgrade
+    try:
+        entry = client.read_plugin(kind, name, version)
+    except ApiError as error:
+        if error.status == 404:
+            return None
+        raise
+    return (str(entry.get("sha256") or "").lower(), str(entry.get("command") or ""))
 
 
 def _count(number: int, noun: str) -> str:
