@@ -16,8 +16,12 @@ import pytest
 from tests.campaign.runner import replay_command, run_seed
 from tests.cluster import Cluster
 
-# Chosen to cover every change and fault kind between them (see docs/safety.md).
-FIXED_SEEDS = (1, 2, 4, 5, 7, 8, 12)
+# Between them: an upgrade of one mount and of several, a downgrade, a prune and a
+# re-pin; a binary missing on one standby, broken on one standby and on every node; a
+# kill, a 5xx, a lost answer and a standby restarted mid-apply; watch holding the failed
+# upgrade (seed 31). Seed 31 fails when per-node verification, the rollback or watch's
+# hold is disabled (docs/testing.md). Moves are left out: see docs/safety.md.
+FIXED_SEEDS = (2, 7, 10, 19, 21, 31)
 
 
 @pytest.mark.parametrize("seed", FIXED_SEEDS)

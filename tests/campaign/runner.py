@@ -358,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             try:
                 report = run_seed(cluster, seed, workdir / f"seed-{seed}")
+            except KeyboardInterrupt:
+                print(f"interrupted during seed {seed}: the summary covers the seeds before it")
+                break
             except Exception as error:  # a crash of the campaign itself is a finding too
                 report = SeedReport(draw(seed))
                 report.violations.append(f"campaign error: {type(error).__name__}: {error}")
