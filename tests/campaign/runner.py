@@ -37,7 +37,7 @@ from tests.server_reset import reset_server
 APPLY_TIMEOUT = 240.0
 # Watch runs (with a resync every second) until it has ended this many passes while a
 # failed upgrade is held, or for WATCH_TIMEOUT seconds.
-WATCH_PASSES = 3
+WATCH_PASSES = 2
 WATCH_TIMEOUT = 90.0
 _PASS_ENDED = re.compile(r"\bpass (\d+) (?!started)")
 # What a failing seed's report shows of each run's JSON document.
