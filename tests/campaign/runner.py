@@ -240,7 +240,7 @@ def _watch_holds(
     problems += checker.check_pinned_as_run(picture)
     if problems:
         tail = output.splitlines()[-30:]
-        problems.append("watch's log ends with:\n      " + "\n      ".join(tail))
+        report.watch_note += "\n  watch's log ends with:\n    " + "\n    ".join(tail)
     return problems
 
 
