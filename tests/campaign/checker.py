@@ -407,10 +407,11 @@ def _node_claims(claim: dict[str, Any], mount: Mount, picture: Picture) -> list[
         if not isinstance(node_claim, dict):
             continue
         address = str(node_claim.get("node") or node_claim.get("address") or "").rstrip("/")
-        node_id = _ADDRESS_TO_NODE.get(address)
-        seen = picture.mounts.get(node_id or "", {}).get(mount.name)
-        if seen is None:
+        node_id = _ADDRESS_TO_NODE.get(address, "")
+        on_node = picture.mounts.get(node_id, {}).get(mount.name)
+        if on_node is None:
             continue
+        seen = on_node
         answers = node_claim.get("answers")
         if isinstance(answers, bool) and answers != seen.answers:
             problems.append(

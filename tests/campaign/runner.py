@@ -190,9 +190,10 @@ def _watch_holds(
             args, env=env, cwd=desired.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         ) as watch:
             lines: list[str] = []
-            assert watch.stdout is not None
+            output_pipe = watch.stdout
+            assert output_pipe is not None
             reader = threading.Thread(
-                target=lambda: lines.extend(line.decode(errors="replace") for line in watch.stdout),
+                target=lambda: lines.extend(line.decode(errors="replace") for line in output_pipe),
                 daemon=True,
             )
             reader.start()
