@@ -139,8 +139,10 @@ def draw(seed: int, writes_of_change: dict[str, int] | None = None) -> Scenario:
     return Scenario(seed, change, deregister_old, global_scope, tuple(faults))
 
 
-# Writes an apply of each change makes when nothing fails (register, tunes, reloads,
-# re-pins, deregistration): k is drawn from 1 to this.
+# Where a write fault may strike: k is drawn from 1 to this. It is below the writes a
+# fault-free apply of some changes makes (upgrade-several: register, 3 tunes, 3 reloads,
+# the deregistration: 8), so the last writes are seldom hit here; tests/test_crash.py
+# kills an upgrade after each of its writes. Changing a number changes every seed.
 _WRITES_GUESS = {
     "upgrade-one": 3,
     "upgrade-several": 6,
