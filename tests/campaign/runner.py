@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -38,6 +39,8 @@ APPLY_TIMEOUT = 240.0
 # Watch runs (with a resync every second) until it has ended this many passes while a
 # failed upgrade is held, or for WATCH_TIMEOUT seconds.
 WATCH_PASSES = 2
+# How often the reset and the starting state are tried before the seed is given up.
+SET_UP_ATTEMPTS = 3
 WATCH_TIMEOUT = 90.0
 _PASS_ENDED = re.compile(r"\bpass (\d+) (?!started)")
 # What a failing seed's report shows of each run's JSON document.
@@ -56,10 +59,12 @@ class SeedReport:
     fired: list[str] = field(default_factory=list)  # faults that struck, by label
     watched: bool = False  # watch ran while the failed upgrade was held
     watch_note: str = ""
+    set_up_retries: list[str] = field(default_factory=list)  # why the start was done again
     seconds: float = 0.0
 
     def text(self) -> str:
         lines = [self.scenario.describe(), f"  took {self.seconds:.1f}s"]
+        lines += [f"  starting state written again: {why}" for why in self.set_up_retries]
         for number, run in enumerate(self.runs, 1):
             faults = ", ".join(run.faults) or "no fault"
             verdict = "killed" if run.killed else f"exit {run.exit_code}"
@@ -91,9 +96,8 @@ def run_seed(cluster: Cluster, seed: int, workdir: Path) -> SeedReport:
     scenario = draw(seed)
     report = SeedReport(scenario)
     checker.remember_addresses(cluster)
-    reset_cluster(cluster)
     workdir.mkdir(parents=True, exist_ok=True)
-    before = set_up(cluster, scenario, workdir)
+    before = _start(cluster, scenario, workdir, report)
     desired = desired_file(cluster, scenario, workdir)
     remaining = list(scenario.faults)
     for fault in remaining:
@@ -116,6 +120,31 @@ def run_seed(cluster: Cluster, seed: int, workdir: Path) -> SeedReport:
         cluster.heal()
     report.seconds = time.monotonic() - began
     return report
+
+
+def _start(cluster: Cluster, scenario: Scenario, workdir: Path, report: SeedReport) -> Before:
+    """Reset the cluster and write the starting state; check it holds before any apply.
+
+    Twice in ~120 seeds, mounts written right after the reset (db/ at the root,
+    team/kv-c/ in the namespace the reset had just deleted and set-up created again)
+    were gone before the first apply: the reset, the set-up and the check are tried
+    again, and the report says so.
+    """
+    for attempt in range(1, SET_UP_ATTEMPTS + 1):
+        reset_cluster(cluster)
+        before = set_up(cluster, scenario, workdir / f"start-{attempt}")
+
+        problems = checker.settled(functools.partial(_starting_problems, cluster, scenario, before))
+        if not problems:
+            return before
+        report.set_up_retries.append(problems[0])
+    raise RuntimeError(f"the starting state did not hold {SET_UP_ATTEMPTS} times: {problems}")
+
+
+def _starting_problems(cluster: Cluster, scenario: Scenario, before: Before) -> list[str]:
+    picture = checker.read_picture(cluster, scenario)
+    found = checker.check_answers_and_data(picture, scenario, before, removed_allowed=False)
+    return found + checker.check_pinned_as_run(picture)
 
 
 def _apply(
