@@ -354,8 +354,8 @@ def plan_command(
     "--rollback-on-failure/--no-rollback",
     default=True,
     show_default=True,
-    help="Tune a mount whose upgrade fails verification back to its previous version "
-    "and reload it (--no-rollback leaves it as the failure left it).",
+    help="Bring every mount of an upgrade that fails back to the binary it ran before, "
+    "on every node (--no-rollback leaves it as the failure left it).",
 )
 @click.option(
     "--lock-timeout",

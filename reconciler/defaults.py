@@ -24,3 +24,7 @@ WATCH_LOCK_TIMEOUT = 30.0
 # Clusters: how long a standby may lag the active node before it counts as not having
 # a registered entry or a reloaded mount (standbys lag 0.1-2 s; global reloads queue).
 NODE_LAG_WAIT = 15.0
+# A mount that has not answered on a node for this long, while it is waited for, has
+# failed to start there: it is repaired at once rather than at the end of NODE_LAG_WAIT
+# (a plugin starting slowly costs at most one more local reload).
+NODE_DEAD_WAIT = 3.0

@@ -43,7 +43,7 @@ from reconciler.plan import (
 from reconciler.planner import HeldUpgrade, mount_target_name
 from reconciler.planner import plan as make_plan
 from reconciler.resolver import api_path, namespace_path, runs_builtin, split_api_path
-from reconciler.rollback import NOT_RESTORED, RESTORED, MountOutcome, roll_back
+from reconciler.rollback import NOT_RESTORED, RESTORED, DeadOnNode, MountOutcome, roll_back
 
 if TYPE_CHECKING:
     from reconciler.client import Client
@@ -185,7 +185,9 @@ class _Run:
             except ApiError as error:
                 failure = f"{action.kind.value} {action.target}: {error}"
                 if isinstance(action, ReloadAction) and action.canary:
-                    failure += f"; the other mounts were not reloaded ({action.reason})"
+                    failure += (
+                        f"; the other mounts were neither tuned nor reloaded ({action.reason})"
+                    )
                 self.result.failures.append(failure)
                 self.progress(
                     ProgressEvent(number, total, action, "failed", str(error), _since(started))
@@ -221,11 +223,11 @@ class _Run:
                 continue
             return (
                 f"canary {mount_target_name(*split_api_path(path))} {problem}: the other "
-                f"mounts were not reloaded ({action.reason})"
+                f"mounts were neither tuned nor reloaded ({action.reason})"
             )
         on_nodes = self._verify_nodes(live, _home(touched_mounts([action])), repair=True)
         if on_nodes:
-            return f"canary {'; '.join(on_nodes)}: the other mounts were not reloaded"
+            return f"canary {'; '.join(on_nodes)}: the other mounts were neither tuned nor reloaded"
         return None
 
     def _run(self, action: Action) -> None:
@@ -450,6 +452,7 @@ class _Run:
         """The expected mounts `node` does not run right (after waiting up to `wait` s)."""
         deadline = time.monotonic() + wait
         mounts = [mount for mount, _sha in expected.values()]
+        dead = DeadOnNode()
         while True:
             seen = read_node_mounts(self.api, node, mounts)
             wrong = {
@@ -457,7 +460,8 @@ class _Run:
                 for key, (mount, entry_sha) in expected.items()
                 if (why := runs_expected(seen[key], mount.plugin_version, entry_sha))
             }
-            if not wrong or time.monotonic() >= deadline:
+            silent = [key for key in wrong if not seen[key].answers]
+            if not wrong or time.monotonic() >= deadline or dead.all_dead(wrong, silent):
                 return wrong
             time.sleep(_NODE_POLL)
 

@@ -228,7 +228,7 @@ def restore_writes(
     for restore in restores:
         if restore.target is None or restore.why_not or restore.key not in pins:
             continue
-        if pins[restore.key] != restore.target.version:
+        if not _pinned_to(pins[restore.key], restore.target):
             tunes.append((restore, restore.target.version))
         if any(
             _wrong(views[restore.key], restore.target)
@@ -237,6 +237,14 @@ def restore_writes(
         ):
             reloads.append(restore)
     return Writes(tuple(tunes), tuple(reloads))
+
+
+def _pinned_to(pin: str, target: Binary) -> bool:
+    """Whether a mount pinned to `pin` runs `target` once reloaded: an unpinned mount of
+    a built-in runs the built-in (the server stores a pin to it as "")."""
+    if pin == target.version:
+        return True
+    return not target.sha256 and (pin == "" or is_builtin_version(pin))
 
 
 def _wrong(seen: NodeMount, target: Binary) -> str:
@@ -250,6 +258,26 @@ def _wrong(seen: NodeMount, target: Binary) -> str:
 
 
 # --- the writes and the reads that prove them ------------------------------------------
+
+
+class DeadOnNode:
+    """Tells when waiting for a node is pointless: every mount still wrong there has not
+    answered for `NODE_DEAD_WAIT` s in a row (its plugin failed to start on that node)."""
+
+    def __init__(self, dead_wait: float = defaults.NODE_DEAD_WAIT) -> None:
+        self._dead_wait = dead_wait
+        self._since: dict[MountKey, float] = {}
+
+    def all_dead(self, wrong: Collection[MountKey], not_answering: Collection[MountKey]) -> bool:
+        now = time.monotonic()
+        for key in list(self._since):
+            if key not in not_answering:
+                del self._since[key]
+        for key in not_answering:
+            self._since.setdefault(key, now)
+        return bool(wrong) and all(
+            key in self._since and now - self._since[key] >= self._dead_wait for key in wrong
+        )
 
 
 def roll_back(
@@ -293,12 +321,13 @@ def roll_back(
     targets = {r.key: r.target for r in restores if r.target is not None and not r.why_not}
     wait = defaults.NODE_LAG_WAIT if written else 0.0
     after: dict[str, dict[MountKey, NodeMount]] = {}
-    repaired = False
+    repaired: set[MountKey] = set()
     for node in nodes:
         after[node.address], repaired_here = _verified_node(
             client, node, mounts, targets, wait, write
         )
-        repaired = repaired or repaired_here
+        repaired |= repaired_here
+    written |= repaired
     if repaired and len(nodes) > 1:
         # Claims come from reads made after the last write: every node is read again.
         after = {node.address: read_node_mounts(client, node, mounts) for node in nodes}
@@ -315,18 +344,21 @@ def _verified_node(
     targets: Mapping[MountKey, Binary | None],
     wait: float,
     write: Write,
-) -> tuple[dict[MountKey, NodeMount], bool]:
+) -> tuple[dict[MountKey, NodeMount], set[MountKey]]:
     """The mounts as `node` runs them, once they run their targets or the wait is over;
-    a mount still wrong gets a local reload sent to that node (True), and is read again."""
+    a mount still wrong gets a local reload sent to that node (returned), and is read
+    again."""
     deadline = time.monotonic() + wait
+    dead = DeadOnNode()
     while True:
         seen = read_node_mounts(client, node, mounts)
         wrong = [key for key, target in targets.items() if target and _wrong(seen[key], target)]
-        if not wrong or time.monotonic() >= deadline:
+        silent = [key for key in wrong if not seen[key].answers]
+        if not wrong or time.monotonic() >= deadline or dead.all_dead(wrong, silent):
             break
         time.sleep(_POLL)
     if not wrong:
-        return seen, False
+        return seen, set()
     paths = sorted(api_path(*key) for key in wrong)
     log.warning("rollback: repairing %s with a local reload of %s", node.address, paths)
     try:
@@ -334,7 +366,7 @@ def _verified_node(
             write(pinned.reload_backend, mounts=paths)
     except ApiError as error:
         log.warning("local reload on %s failed: %s", node.address, error)
-    return read_node_mounts(client, node, mounts), True
+    return read_node_mounts(client, node, mounts), set(wrong)
 
 
 def _outcome(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +14,7 @@ import httpx
 import pytest
 
 from reconciler.client import Client
+from reconciler.executor import KILL_AFTER_WRITES_ENV
 from reconciler.watch import Watcher, WatchOptions
 from tests.cluster import Cluster, ClusterNode, json_data, wait_until
 from tests.helpers import CliResult, CliRun, RequestLog, write_desired
@@ -115,25 +120,6 @@ def test_preflight_stops_an_upgrade_whose_binary_one_standby_lacks(
     every_node_serves(cluster, ("kv1",), "v1.0.0")
 
 
-def test_a_broken_binary_on_one_standby_is_named_and_rolled_back_everywhere(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    start_on_v1(cluster, tmp_path, ("kv1",))
-    broken = cluster.standbys()[0]
-    v2 = cluster.plugins[("demo-kv", "v2.0.0")]
-    (broken.plugin_directory / v2.command).write_bytes(b"#!/bin/sh\nexit 1\n")
-    result = cli(
-        cluster,
-        "apply",
-        "--yes",
-        "--rollback-on-failure",
-        str(desired(cluster, tmp_path, "v2.0.0", ("kv1",))),
-    )
-    assert result.exit_code == 1, result.output
-    assert broken.address in result.output
-    every_node_serves(cluster, ("kv1",), "v1.0.0")
-
-
 @pytest.mark.parametrize("broken_bytes", ["exits at once", "v1's bytes"])
 def test_a_binary_broken_on_one_standby_leaves_every_mount_serving_on_every_node(
     cluster: Cluster, tmp_path: Path, broken_bytes: str
@@ -171,6 +157,76 @@ def test_a_binary_broken_on_one_standby_leaves_every_mount_serving_on_every_node
         assert all(n["answers"] and n["running"]["sha256"] == v1.sha256 for n in mount["nodes"])
     assert not [line for line in document["failures"] if line.startswith("rollback")]
     assert len([line for line in document["rolled_back"] if "kv1/" in line]) == 1
+
+
+def test_an_upgrade_killed_after_the_canary_reload_ends_on_v1_everywhere_then_converges(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Killed right after the canary's global reload (register, tune, reload): the active
+    # runs v2 for kv1, the broken standby does not. Run again with the binary still
+    # broken, both mounts must end on the binary they ran before the first run; with
+    # a good binary, a third run converges.
+    mounts = ("kv1", "kv2")
+    start_on_v1(cluster, tmp_path, mounts)
+    broken = cluster.standbys()[0]
+    v2 = cluster.plugins[("demo-kv", "v2.0.0")]
+    (broken.plugin_directory / v2.command).write_bytes(b"#!/bin/sh\nexit 1\n")
+    upgrade = desired(cluster, tmp_path, "v2.0.0", mounts)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+    env.update(BAO_ADDR=cluster.active().address, BAO_TOKEN=cluster.root_token)
+    env[KILL_AFTER_WRITES_ENV] = "3"
+    killed = subprocess.run(
+        [sys.executable, "-m", "reconciler", "apply", "--yes", str(upgrade)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    again = cli(cluster, "apply", "--yes", str(upgrade))
+    assert again.exit_code == 1, again.output
+    every_node_serves(cluster, mounts, "v1.0.0")
+    with cluster.http(cluster.active()) as http:
+        table = json_data(http.get("/v1/sys/mounts"))
+    assert [table[f"{m}/"]["plugin_version"] for m in mounts] == ["v1.0.0", "v1.0.0"]
+
+    # With the right binary on that node, the next run converges.
+    good = next(n for n in cluster.nodes if n is not broken).plugin_directory / v2.command
+    (broken.plugin_directory / v2.command).write_bytes(good.read_bytes())
+    fixed = cli(cluster, "apply", "--yes", str(upgrade))
+    assert fixed.ok, fixed.output
+    every_node_serves(cluster, mounts, "v2.0.0")
+
+
+def test_a_mount_whose_old_binary_is_gone_from_one_node_is_reported_and_planned_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    start_on_v1(cluster, tmp_path, ("kv1",))
+    lacking = cluster.standbys()[0]
+    v1, v2 = cluster.plugins[("demo-kv", "v1.0.0")], cluster.plugins[("demo-kv", "v2.0.0")]
+    (lacking.plugin_directory / v2.command).write_bytes(b"#!/bin/sh\nexit 1\n")
+    # Its running v1 process goes on; none can start there again.
+    (lacking.plugin_directory / v1.command).unlink()
+    upgrade = str(desired(cluster, tmp_path, "v2.0.0", ("kv1",)))
+
+    result = cli(cluster, "apply", "--yes", "--json", upgrade)
+
+    assert result.exit_code == 1, result.output
+    (kv1,) = json.loads(result.stdout)["rollback"]
+    assert kv1["state"] == "not restored", kv1
+    assert f"on node {lacking.address}" in kv1["why"], kv1
+    assert "its binary for v1.0.0 is missing or unreadable there" in kv1["why"], kv1
+    assert {n["node"]: n["answers"] for n in kv1["nodes"]}[lacking.address] is False
+    assert f"rollback: secrets/kv1/ not restored: on node {lacking.address}" in result.stderr
+    assert "rolled back" not in result.stderr, result.output
+    # The next plan (of the file it was rolled back to) shows it: a reload of that node.
+    on_v1 = str(desired(cluster, tmp_path, "v1.0.0", ("kv1",)))
+    planned = json.loads(cli(cluster, "plan", "--json", on_v1).stdout)["actions"]
+    assert [(a["kind"], a["params"].get("node")) for a in planned] == [
+        ("reload", lacking.address)
+    ], planned
 
 
 def test_watch_holds_an_upgrade_that_failed_on_one_standby(

@@ -405,22 +405,21 @@ def test_the_plan_is_deterministic_ordered_and_leaves_its_inputs_alone(
 
 
 def _assert_ordered_and_classified(the_plan: Plan) -> None:
-    canaries = [
-        i for i, a in enumerate(the_plan.actions) if isinstance(a, ReloadAction) and a.canary
-    ]
-    # Pins of the other mounts move only once the canaries ran (and were verified).
-    gated = [
-        i
-        for i, a in enumerate(the_plan.actions)
-        if isinstance(a, TuneAction)
-        and "plugin_version" in a.params.body
-        and canaries
-        and not any(
-            the_plan.actions[c].params.mounts == [api_path(a.params.kind, a.params.path)]
-            for c in canaries
-        )
-    ]
-    assert all(i > max(canaries) for i in gated), _show(the_plan)
+    # Where a namespace has a canary, its other mounts' pins move only after it.
+    last_canary: dict[str | None, int] = {}
+    canary_mounts: set[tuple[str | None, str]] = set()
+    for index, action in enumerate(the_plan.actions):
+        if isinstance(action, ReloadAction) and action.canary:
+            last_canary[action.params.namespace] = index
+            canary_mounts.update((action.params.namespace, p) for p in action.params.mounts or [])
+    gated = set()
+    for index, action in enumerate(the_plan.actions):
+        if not isinstance(action, TuneAction) or "plugin_version" not in action.params.body:
+            continue
+        where = (action.params.namespace, api_path(action.params.kind, action.params.path))
+        if action.params.namespace in last_canary and where not in canary_mounts:
+            assert index > last_canary[action.params.namespace], _show(the_plan)
+            gated.add(index)
     order = [
         (a.stage is not Stage.CONVERGE, KIND_ORDER[a.kind])
         for i, a in enumerate(the_plan.actions)

@@ -96,7 +96,7 @@ secrets:
 """
 
 
-def test_a_failed_upgrade_is_held_until_its_binary_changes(
+def test_a_failed_upgrade_is_held_until_its_catalog_entry_or_binary_changes(
     server: DevServer, plugins: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="reconciler")
@@ -128,6 +128,19 @@ def test_a_failed_upgrade_is_held_until_its_binary_changes(
         assert body["status"] == "held" and "secret/demo-kv v2.0.0" in body["reason"], body
         for mount in ("held-a/", "held-b/"):
             assert api(server).get(f"/v1/{mount}info").json()["data"]["version"] == "v1.0.0"
+
+        # The catalog entry changed by hand: one attempt, which fails and holds it again.
+        api(server).put(
+            "/v1/sys/plugins/catalog/secret/demo-kv",
+            json={"version": "v2.0.0", "command": binary.name, "sha256": "0" * 64},
+        ).raise_for_status()
+        with RequestLog(server) as requests:
+            again = watcher.run_pass()
+        assert not again.ok and again.held, again.failures
+        assert requests.matching("POST", "/sys/plugins/reload"), requests.writes()
+        with RequestLog(server) as requests:
+            assert watcher.run_pass().ok
+        assert requests.matching("POST", "/sys/plugins/reload") == [], requests.writes()
 
         # A new binary (its sha256 changes what the file says): one attempt, which works.
         binary.write_bytes((plugins / "demo-kv-2.0.0").read_bytes())

@@ -306,8 +306,8 @@ def _canary_reload(
         target=f"mounts {path}",
         reason=(
             f"canary for {target.name} {target.version or '(unversioned)'} ({binary}): "
-            f"tuned, reloaded and verified on every node (running sha256 and a probe) "
-            f"before {', '.join(others)} are tuned"
+            f"reloaded alone and verified on every node (running sha256 and a probe) "
+            f"before {', '.join(others)} move"
         ),
         reason_code=ReasonCode.CANARY,
         canary=True,
