@@ -28,6 +28,8 @@ _DB = "tests/test_database_connections.py::"
 _WATCH = "tests/test_watch.py::"
 _LOCKS = "tests/test_concurrency.py::"
 _CASE = "tests/test_planner.py::test_plan_matches_the_case"
+# The fault campaign's seed that breaks one standby's binary during an upgrade (docs/safety.md).
+_SEED_31 = "tests/test_campaign.py::test_the_invariants_hold_for_seed[31]"
 
 MUTANTS: tuple[Mutant, ...] = (
     # --- the guarantees docs/testing.md has listed from the start -------------------------
@@ -625,7 +627,7 @@ MUTANTS: tuple[Mutant, ...] = (
         original="            held=tuple(sorted(self._held)),\n",
         replacement="            held=(),\n",
         breaks="watch holds a failed upgrade until the file changes instead of retrying it",
-        tests=(_WATCH + "test_failed_upgrade_is_held_until_the_file_changes",),
+        tests=(_WATCH + "test_failed_upgrade_is_held_until_the_file_changes", _SEED_31),
     ),
     Mutant(
         name="watch-never-retries-held-upgrades",
@@ -760,5 +762,29 @@ MUTANTS: tuple[Mutant, ...] = (
             "tests/test_policy.py::"
             "test_a_token_with_only_the_policy_upgrades_rolls_back_watches_and_reads[team]",
         ),
+    ),
+    Mutant(
+        name="cluster-nodes-not-verified",
+        file="reconciler/executor.py",
+        original=(
+            "        nodes = self.nodes()\n"
+            "        if len(nodes) < 2:\n"
+            "            return []\n"
+            "        sha = live.external_sha256()\n"
+        ),
+        replacement="        return []\n",
+        breaks="Every node of a cluster is verified before an apply claims it converged",
+        tests=(_SEED_31,),
+    ),
+    Mutant(
+        name="cluster-upgrade-not-rolled-back",
+        file="reconciler/executor.py",
+        original=(
+            "        outcomes = roll_back(self.api, nodes, before, failed, self.read_state(), "
+            "self._write, scope)\n"
+        ),
+        replacement="        outcomes = []\n",
+        breaks="A failed upgrade on a cluster leaves every mount answering on every node",
+        tests=(_SEED_31,),
     ),
 )

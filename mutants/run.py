@@ -89,7 +89,9 @@ def _pytest(
     copy: Path, tests: Sequence[str], timeout: float, stop_at_first: bool
 ) -> tuple[int, str]:
     """(exit code, output) of pytest on `tests`, run from `copy`; -1 on a timeout."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # The copy first on every import path, the processes the tests start included (a
+    # `python -m reconciler` run from another directory would import the installed tree).
+    env = {**os.environ, "PYTHONPATH": str(copy)}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["COLUMNS"] = "400"  # the short summary keeps the reason of a failure
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf"]
