@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Self
 
 import httpx
 
@@ -38,20 +39,15 @@ class Hold:
         self.release = threading.Event()
 
 
-class LyingProxy:
-    """Forwards to `upstream`; meets the requests it was told about with a made-up success."""
+class LoopbackProxy:
+    """A proxy on a free loopback port that hands every request to `handler` (whose
+    `proxy` attribute is this proxy), with a client to `upstream` for forwarding."""
 
-    def __init__(self, upstream: str) -> None:
-        self.requests: list[tuple[str, str]] = []
-        self._lies: list[tuple[str, str, int]] = []
-        self._after: list[tuple[str, str, AfterHook]] = []
-        self._drops: list[tuple[str, str, bool]] = []
-        self._forwarded: list[tuple[str, str]] = []
-        self._holds: list[tuple[str, str, Hold]] = []
+    def __init__(self, upstream: str, handler: type[ProxyHandler]) -> None:
         self._lock = threading.Lock()
         self._upstream = httpx.Client(base_url=upstream, timeout=120)
-        handler = type("Handler", (_Handler,), {"proxy": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        bound = type("Handler", (handler,), {"proxy": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), bound)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
@@ -61,6 +57,53 @@ class LyingProxy:
     @property
     def address(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self._upstream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    """What every proxy's request handler shares: quiet, HTTP/1.1, one way to answer."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _answer(self, status: int, body: bytes, content_type: str | None) -> None:
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class LyingProxy(LoopbackProxy):
+    """Forwards to `upstream`; meets the requests it was told about with a made-up success."""
+
+    def __init__(self, upstream: str) -> None:
+        self.requests: list[tuple[str, str]] = []
+        self._lies: list[tuple[str, str, int]] = []
+        self._after: list[tuple[str, str, AfterHook]] = []
+        self._drops: list[tuple[str, str, bool]] = []
+        self._forwarded: list[tuple[str, str]] = []
+        self._holds: list[tuple[str, str, Hold]] = []
+        super().__init__(upstream, _Handler)
 
     def lie(self, method: str, path: str, status: int) -> None:
         """Answer every `METHOD path` (no query) with `status` (200 or 204), never forwarding it."""
@@ -101,23 +144,6 @@ class LyingProxy:
         with self._lock:
             return [r for r in self.requests if r[0] in WRITE_METHODS and r[1] not in ASKING_ONLY]
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-        self._upstream.close()
-
-    def __enter__(self) -> LyingProxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _record(self, method: str, path: str) -> int | None:
         with self._lock:
             self.requests.append((method, path))
@@ -153,12 +179,8 @@ class LyingProxy:
         return None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(ProxyHandler):
     proxy: LyingProxy
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -189,11 +211,3 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(answer.status_code, answer.content, answer.headers.get("Content-Type"))
 
     do_GET = do_PUT = do_POST = do_DELETE = do_LIST = do_PATCH = _handle
-
-    def _answer(self, status: int, body: bytes, content_type: str | None) -> None:
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)

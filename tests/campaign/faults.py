@@ -10,15 +10,12 @@ it again before it answers.
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-
 import httpx
 
 from tests.campaign.scenario import BINARY_FAULTS, Fault
 from tests.cluster import Cluster, ClusterNode
 from tests.helpers import WRITE_METHODS
+from tests.lying_proxy import LoopbackProxy, ProxyHandler
 
 # A file that exits at once: the plugin cannot start.
 BROKEN_SCRIPT = b"#!/bin/sh\nexit 1\n"
@@ -64,7 +61,7 @@ def restore_binaries(cluster: Cluster) -> None:
     cluster.install_example_plugins()
 
 
-class WriteFaultProxy:
+class WriteFaultProxy(LoopbackProxy):
     """Forwards everything to `upstream`; at the k-th write, the fault strikes once."""
 
     def __init__(self, cluster: Cluster, upstream: ClusterNode, fault: Fault) -> None:
@@ -75,19 +72,7 @@ class WriteFaultProxy:
         self.sent: list[tuple[str, str, bytes]] = []
         self.fired = False
         self.struck: str = ""  # what was hit, for the report
-        self._lock = threading.Lock()
-        self._upstream = httpx.Client(base_url=upstream.address, timeout=120)
-        handler = type("Handler", (_Handler,), {"proxy": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        super().__init__(upstream.address, _Handler)
 
     def strikes(self, method: str) -> bool:
         """Count a write; True exactly once, at the fault's write."""
@@ -112,30 +97,9 @@ class WriteFaultProxy:
         node.stop()
         self.cluster.restart(node)
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-        self._upstream.close()
 
-    def __enter__(self) -> WriteFaultProxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(ProxyHandler):
     proxy: WriteFaultProxy
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -165,11 +129,3 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(answer.status_code, answer.content, answer.headers.get("Content-Type"))
 
     do_GET = do_PUT = do_POST = do_DELETE = do_LIST = do_PATCH = _handle
-
-    def _answer(self, status: int, body: bytes, content_type: str | None) -> None:
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
