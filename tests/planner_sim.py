@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from reconciler.builtin_releases import RELEASES
+from reconciler.builtins import SHIPPED_RELEASE
 from reconciler.model import CatalogEntry, LiveMount, LiveState
 from reconciler.plan import (
     Action,
@@ -42,24 +44,10 @@ from reconciler.resolver import (
     split_api_path,
 )
 
-BUILTIN_VERSION = "v2.7.2+builtin.bao"
+BUILTIN_VERSION = f"v{SHIPPED_RELEASE}+builtin.bao"
 
-# The built-ins `GET sys/plugins/catalog` of OpenBao 2.7.2 lists.
-CATALOGUED_BUILTINS: dict[str, tuple[str, ...]] = {
-    "secret": ("kubernetes", "kv", "pki", "rabbitmq", "ssh", "totp", "transit"),
-    "auth": ("approle", "cert", "jwt", "kubernetes", "oidc", "userpass"),
-    "database": (
-        "cassandra-database-plugin",
-        "influxdb-database-plugin",
-        "mysql-aurora-database-plugin",
-        "mysql-database-plugin",
-        "mysql-legacy-database-plugin",
-        "mysql-rds-database-plugin",
-        "postgresql-database-plugin",
-        "redis-database-plugin",
-        "valkey-database-plugin",
-    ),
-}
+# The built-ins `GET sys/plugins/catalog` of the shipped release lists (generated data).
+CATALOGUED_BUILTINS: dict[str, tuple[str, ...]] = RELEASES[SHIPPED_RELEASE]
 
 # (running_plugin_version, running_sha256); sha256 "" means a built-in runs.
 Running = tuple[str, str]
