@@ -208,10 +208,11 @@ class Context:
 
     def every_mount_named(self) -> Iterator[tuple[str, LiveMount]]:
         """Every live mount of every namespace read, with the name plans give it: the
-        client's namespace's by path alone, the others' with their namespace."""
-        for live_mount in self.live.mounts:
+        client's namespace's by path alone, the others' with their namespace. In one
+        order whatever order the server listed them in: plans are deterministic."""
+        for live_mount in sorted(self.live.mounts, key=lambda m: (m.kind, m.path)):
             yield mount_target_name(live_mount.kind, live_mount.path), live_mount
-        for live_mount in self.live.elsewhere:
+        for live_mount in sorted(self.live.elsewhere, key=lambda m: (m.namespace, m.kind, m.path)):
             yield elsewhere_name(live_mount), live_mount
 
     def loses_backend(self, live_mount: LiveMount, key: CatalogKey) -> bool:
