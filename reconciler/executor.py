@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from reconciler.nodestate import (
     LAGGING,
     MountKey,
     NodeMount,
+    mount_key,
     node_has_entry,
     probe_error,
     runs_expected,
@@ -52,7 +53,8 @@ from reconciler.plan import (
 from reconciler.planner import HeldUpgrade, bound_to_live_catalog, mount_target_name
 from reconciler.planner import plan as make_plan
 from reconciler.resolver import api_path, namespace_path, runs_builtin, split_api_path
-from reconciler.rollback import NOT_RESTORED, RESTORED, MountOutcome, roll_back
+from reconciler.rollback import NOT_RESTORED, RESTORED, MountOutcome, repair_on_node, roll_back
+from reconciler.usage import where_text
 
 if TYPE_CHECKING:
     from reconciler.client import Client
@@ -252,7 +254,7 @@ class _Run:
                 f"canary {mount_target_name(*split_api_path(path))} {problem}: the other "
                 f"mounts were neither tuned nor reloaded ({action.reason})"
             )
-        on_nodes = self._verify_nodes(live, _home(touched_mounts([action])), repair=True)
+        on_nodes = self._verify_nodes(live, _placed(touched_mounts([action]), live), repair=True)
         if on_nodes:
             return f"canary {'; '.join(on_nodes)}: the other mounts were neither tuned nor reloaded"
         return None
@@ -292,7 +294,9 @@ class _Run:
                 self._write(self.api.disable_mount, p.kind, p.path, p.namespace)
             case ReloadAction(params=p) if p.node:
                 with self.api.on_node(p.node) as node:
-                    self._write(node.reload_backend, mounts=p.mounts, plugin=p.plugin)
+                    self._write(
+                        node.reload_backend, mounts=p.mounts, plugin=p.plugin, namespace=p.namespace
+                    )
             case ReloadAction(params=p):
                 try:
                     self._write(
@@ -430,14 +434,17 @@ class _Run:
                 where = f" in namespace {namespace}" if namespace else ""
                 problems.append(f"{mount_target_name(kind, path)}{where} does not answer: {error}")
         if not problems:
-            problems.extend(self._verify_nodes(live, _home(touched_mounts(actions)), repair=True))
+            problems.extend(
+                self._verify_nodes(live, _placed(touched_mounts(actions), live), repair=True)
+            )
         self.result.failures.extend(problems)
         return not problems
 
     def _verify_nodes(
-        self, live: LiveState, touched: list[tuple[MountKind, str]], *, repair: bool
+        self, live: LiveState, touched: Collection[MountKey], *, repair: bool
     ) -> list[str]:
-        """Check every node runs the catalog's binary for every touched external mount.
+        """Check every node runs the catalog's binary for every touched external mount,
+        whatever namespace it lives in.
 
         Standbys follow a global reload one request after another, so each node gets
         a bounded wait. A node that still does not run it gets a local reload of its
@@ -447,8 +454,8 @@ class _Run:
         if len(nodes) < 2:
             return []
         sha = live.external_sha256()
-        by_key = {(m.kind, m.path): m for m in live.mounts}
-        expected: dict[tuple[MountKind, str], tuple[LiveMount, str]] = {}
+        by_key = {mount_key(m): m for m in _all_mounts(live)}
+        expected: dict[MountKey, tuple[LiveMount, str]] = {}
         for key in touched:
             mount = by_key.get(key)
             if mount is None:
@@ -458,6 +465,7 @@ class _Run:
                 expected[key] = (mount, entry_sha)
         if not expected:
             return []
+        home = namespace_path(live.server.namespace)
         problems: list[str] = []
         repaired = False
         for node in nodes:
@@ -466,16 +474,12 @@ class _Run:
                 repaired = True
                 paths = [expected[key][0].api_path for key in sorted(wrong)]
                 self.progress(ProgressEvent(0, 0, None, "repair", f"{node.address}: {paths}"))
-                log.warning("repairing %s with a local reload of %s", node.address, paths)
-                try:
-                    with self.api.on_node(node.address) as pinned:
-                        self._write(pinned.reload_backend, mounts=paths)
-                except ApiError as error:
-                    log.warning("local reload on %s failed: %s", node.address, error)
+                repair_on_node(self.api, node, wrong, self._write)
                 wrong = self._wait_node(node, expected, 0.0)
             for key, why in sorted(wrong.items()):
                 tried = " (a local reload sent to it did not repair it)" if repair else ""
-                problems.append(f"{mount_target_name(*key)} on node {node.address}: {why}{tried}")
+                name = _placed_name(key, home)
+                problems.append(f"{name} on node {node.address}: {why}{tried}")
         if repaired and not problems:
             # What is claimed comes from reads made after the last write: every node again.
             return self._verify_nodes(live, touched, repair=False)
@@ -484,9 +488,9 @@ class _Run:
     def _wait_node(
         self,
         node: Node,
-        expected: dict[tuple[MountKind, str], tuple[LiveMount, str]],
+        expected: dict[MountKey, tuple[LiveMount, str]],
         wait: float,
-    ) -> dict[tuple[MountKind, str], str]:
+    ) -> dict[MountKey, str]:
         """The expected mounts `node` does not run right (after waiting up to `wait` s)."""
 
         def wrong_in(seen: Mapping[MountKey, NodeMount]) -> dict[MountKey, str]:
@@ -576,28 +580,32 @@ class _Run:
     ) -> list[HeldUpgrade]:
         """(type, name, version, sha256) of the entries the failed run moved mounts onto.
 
-        Every mount of the client's namespace the run tuned or reloaded, whatever moved
-        its pin (this run, a killed one, a hand): its declared entries other than the
-        binary it ran before the apply.
+        Every mount the run tuned or reloaded, in any namespace the file declares,
+        whatever moved its pin (this run, a killed one, a hand): its declared entries
+        other than the binary it ran before the apply.
         """
         ran = {
-            (m.kind, m.path): (m.running_plugin_version, m.running_sha256) for m in before.mounts
+            mount_key(m): (m.running_plugin_version, m.running_sha256) for m in _all_mounts(before)
         }
-        declared = {(kind, m.path): m for kind, m in self.desired.mounts()}
+        home = namespace_path(before.server.namespace)
+        declared = {(home, kind, m.path): m for kind, m in self.desired.mounts()}
+        for relative, namespace, _where in self.desired.namespace_tree():
+            declared.update({(home + relative, kind, m.path): m for kind, m in namespace.mounts()})
         # An entry the server's configuration owns has its sha256 in the catalog only.
         catalog = before.external_sha256()
         held: set[HeldUpgrade] = set()
-        for kind, path in _home(touched_mounts(converge)):
-            mount = declared.get((kind, path))
+        for key in _placed(touched_mounts(converge), before):
+            mount = declared.get(key)
             if mount is None:
                 continue
+            kind = key[1]
             for entry in entries:
                 sha = entry.sha256 or catalog.get(entry.key, "")
                 if (
                     entry.present
                     and (entry.type, entry.name) == (kind, mount.plugin)
                     and mount.version in (None, entry.version)
-                    and ran.get((kind, path)) != (entry.version, sha)
+                    and ran.get(key) != (entry.version, sha)
                 ):
                     held.add((entry.type, entry.name, entry.version, sha))
         return sorted(held)
@@ -685,11 +693,20 @@ def _pending_reloads(plan: Plan, stage: Stage) -> set[tuple[str | None, str]]:
     }
 
 
-def _home(
-    touched: list[tuple[MountKind, str, str | None]],
-) -> list[tuple[MountKind, str]]:
-    """The touched mounts of the client's namespace: the ones each node's tables show."""
-    return [(kind, path) for kind, path, namespace in touched if namespace is None]
+def _placed(touched: list[tuple[MountKind, str, str | None]], live: LiveState) -> list[MountKey]:
+    """The touched mounts as (namespace, kind, path), the namespace a path from the root."""
+    home = namespace_path(live.server.namespace)
+    return [
+        (home if namespace is None else namespace, kind, path) for kind, path, namespace in touched
+    ]
+
+
+def _placed_name(key: MountKey, home: str) -> str:
+    """How output names a mount: by its path in the client's namespace, else with its
+    namespace."""
+    namespace, kind, path = key
+    name = mount_target_name(kind, path)
+    return name if namespace == home else f"{name} in {where_text(namespace)}"
 
 
 def _since(started: float) -> float:

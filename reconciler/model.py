@@ -618,12 +618,18 @@ class ServerIdentity(_Strict):
 
 
 class NodeRunning(_Strict):
-    """What one node's own mount table says a mount runs."""
+    """What one node's own mount table says a mount runs, and whether it answers there."""
 
     kind: MountKind
     path: str
     running_plugin_version: str = ""
     running_sha256: str = ""
+    # The namespace it lives in, as a path from the root ("" is the root).
+    namespace: str = ""
+    # Whether a request sent to this node through the mount reached its plugin (external
+    # plugins only; None when not probed or no verdict). After a failed reload on one
+    # node `running_*` still names the old binary there: only this tells it is dead.
+    answers: bool | None = None
 
 
 class LiveNode(_Strict):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -34,7 +34,12 @@ from reconciler.resolver import CatalogKey, is_builtin_version, namespace_path, 
 from reconciler.state import MAX_CONCURRENT_READS
 from reconciler.usage import ServerUsage
 
-MountKey = tuple[MountKind, str]
+# A mount wherever it lives: (namespace as a path from the root, kind, path).
+MountKey = tuple[str, MountKind, str]
+
+
+def mount_key(mount: LiveMount) -> MountKey:
+    return (mount.namespace, mount.kind, mount.path)
 
 
 @dataclass(frozen=True)
@@ -53,25 +58,12 @@ class NodeMount:
 
 
 def read_node_mounts(
-    client: Client,
-    node: Node,
-    mounts: Sequence[LiveMount],
-    *,
-    probe: Iterable[MountKey] | None = None,
+    client: Client, node: Node, mounts: Sequence[LiveMount]
 ) -> dict[MountKey, NodeMount]:
-    """`mounts` (of one namespace) as `node` has them; only the mounts in `probe` are
-    probed (default: all)."""
-    wanted = None if probe is None else set(probe)
-    to_probe = {
-        (m.namespace, m.kind, m.path)
-        for m in mounts
-        if wanted is None or (m.kind, m.path) in wanted
-    }
-    seen = on_node(client, node, lambda pinned: _read_pinned(pinned, node, mounts, to_probe))
-    return {(kind, path): found for (_namespace, kind, path), found in seen.items()}
+    """`mounts` (of any namespaces) as `node` has them, each probed there."""
+    every = {mount_key(m) for m in mounts}
+    return on_node(client, node, lambda pinned: _read_pinned(pinned, node, mounts, every))
 
-
-_PlacedKey = tuple[str, MountKind, str]  # (namespace, kind, path)
 
 # How often a node is read again while it has not caught up.
 _NODE_POLL = 0.1
@@ -118,8 +110,8 @@ def wait_on_node(
 
 
 def _read_pinned(
-    pinned: Client, node: Node, mounts: Sequence[LiveMount], to_probe: set[_PlacedKey]
-) -> dict[_PlacedKey, NodeMount]:
+    pinned: Client, node: Node, mounts: Sequence[LiveMount], to_probe: set[MountKey]
+) -> dict[MountKey, NodeMount]:
     tables_wanted = sorted({(m.namespace, m.kind) for m in mounts})
     keys = sorted({(m.kind, m.plugin, m.plugin_version) for m in mounts if runs_external(m)})
     with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-node") as pool:
@@ -130,13 +122,13 @@ def _read_pinned(
         probe_keys = sorted(to_probe)
         probes = pool.map(lambda key: probe_error(pinned, *key), probe_keys)
         probed = dict(zip(probe_keys, probes, strict=True))
-    seen: dict[_PlacedKey, NodeMount] = {}
+    seen: dict[MountKey, NodeMount] = {}
     for mount in mounts:
         raw = tables.get((mount.namespace, mount.kind), {}).get(mount.path, {})
         pinned_key = (mount.kind, mount.plugin, mount.plugin_version)
         sha256, catalog_error = catalog.get(pinned_key, ("", ""))
-        error = probed.get((mount.namespace, mount.kind, mount.path), "")
-        seen[(mount.namespace, mount.kind, mount.path)] = NodeMount(
+        error = probed.get(mount_key(mount), "")
+        seen[mount_key(mount)] = NodeMount(
             node=node.address,
             active=node.active,
             catalog_version=mount.plugin_version,

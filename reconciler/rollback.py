@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,13 +33,21 @@ from reconciler.client import Client
 from reconciler.errors import ApiError
 from reconciler.model import LiveMount, LiveState, MountKind
 from reconciler.nodes import Node
-from reconciler.nodestate import LAGGING, NodeMount, node_has_entry, read_node_mounts, wait_on_node
+from reconciler.nodestate import (
+    LAGGING,
+    MountKey,
+    NodeMount,
+    mount_key,
+    node_has_entry,
+    read_node_mounts,
+    wait_on_node,
+)
 from reconciler.planner import HeldUpgrade, mount_target_name
-from reconciler.resolver import api_path, is_builtin_version
+from reconciler.resolver import api_path, is_builtin_version, namespace_path
+from reconciler.usage import where_text
 
 log = logging.getLogger(__name__)
 
-MountKey = tuple[MountKind, str]
 # Sends one write (counted, and the test kill hook): the executor's.
 Write = Callable[..., None]
 
@@ -64,20 +72,24 @@ class Binary:
 class Restore:
     """One mount of a failed upgrade: what it ran before the apply, and so its target."""
 
+    namespace: str  # a path from the root ("" is the root)
     kind: MountKind
     path: str
     plugin: str
     target: Binary | None
     # Why it cannot be restored ("" when it can).
     why_not: str = ""
+    # Whether it lives in the client's namespace: named by its path alone.
+    home: bool = True
 
     @property
     def key(self) -> MountKey:
-        return (self.kind, self.path)
+        return (self.namespace, self.kind, self.path)
 
     @property
     def name(self) -> str:
-        return mount_target_name(self.kind, self.path)
+        name = mount_target_name(self.kind, self.path)
+        return name if self.home else f"{name} in {where_text(self.namespace)}"
 
 
 @dataclass(frozen=True)
@@ -141,7 +153,7 @@ class Writes:
 
 
 def what_ran(before: LiveState, failed: Collection[HeldUpgrade]) -> list[Restore]:
-    """Each mount of the failed upgrades' plugins (of the client's namespace) and its target.
+    """Each mount of the failed upgrades' plugins (of every namespace read) and its target.
 
     The target is what the mount ran before the apply. When that is a failed binary
     (a killed run reloaded it), it is what another node ran, or else what the other
@@ -149,11 +161,11 @@ def what_ran(before: LiveState, failed: Collection[HeldUpgrade]) -> list[Restore
     """
     plugins = {(kind, name) for kind, name, _version, _sha in failed}
     broken = {(kind, name, Binary(version, sha)) for kind, name, version, sha in failed}
-    mounts = [m for m in before.mounts if (m.kind, m.plugin) in plugins]
+    mounts = [m for m in (*before.mounts, *before.elsewhere) if (m.kind, m.plugin) in plugins]
     per_node: dict[MountKey, list[Binary]] = {}
     for node in before.nodes:
         for running in node.mounts:
-            per_node.setdefault((running.kind, running.path), []).append(
+            per_node.setdefault((running.namespace, running.kind, running.path), []).append(
                 Binary(running.running_plugin_version, running.running_sha256)
             )
 
@@ -165,9 +177,10 @@ def what_ran(before: LiveState, failed: Collection[HeldUpgrade]) -> list[Restore
         (m.kind, m.plugin, _ran(m)) for m in mounts if usable(m, _ran(m))
     )
     catalog = before.external_sha256()
+    home = namespace_path(before.server.namespace)
     restores = []
     for mount in mounts:
-        ran = [_ran(mount), *per_node.get((mount.kind, mount.path), [])]
+        ran = [_ran(mount), *per_node.get(mount_key(mount), [])]
         target = next((b for b in ran if usable(mount, b)), None)
         if target is None:
             known = [
@@ -176,7 +189,7 @@ def what_ran(before: LiveState, failed: Collection[HeldUpgrade]) -> list[Restore
                 if (kind, plugin) == (mount.kind, mount.plugin)
             ]
             target = max(known)[1] if known else None
-        restores.append(_restorable(mount, target, catalog))
+        restores.append(_restorable(mount, target, catalog, home=mount.namespace == home))
     return restores
 
 
@@ -185,10 +198,14 @@ def _ran(mount: LiveMount) -> Binary:
 
 
 def _restorable(
-    mount: LiveMount, target: Binary | None, catalog: Mapping[tuple[str, str, str], str]
+    mount: LiveMount,
+    target: Binary | None,
+    catalog: Mapping[tuple[str, str, str], str],
+    *,
+    home: bool,
 ) -> Restore:
     def cannot(why: str) -> Restore:
-        return Restore(mount.kind, mount.path, mount.plugin, target, why)
+        return Restore(mount.namespace, mount.kind, mount.path, mount.plugin, target, why, home)
 
     if target is None:
         return cannot(
@@ -209,7 +226,7 @@ def _restorable(
                 f"it ran {target}, and the server refuses to clear a pin back to the "
                 "unversioned entry"
             )
-    return Restore(mount.kind, mount.path, mount.plugin, target)
+    return Restore(mount.namespace, mount.kind, mount.path, mount.plugin, target, home=home)
 
 
 def restore_writes(
@@ -266,7 +283,7 @@ def roll_back(
 ) -> list[MountOutcome]:
     """Restore every mount of the failed upgrades to what it ran; each mount reported once."""
     restores = what_ran(before, failed)
-    by_key = {(m.kind, m.path): m for m in now.mounts}
+    by_key = {mount_key(m): m for m in (*now.mounts, *now.elsewhere)}
     restores = [r for r in restores if r.key in by_key]
     if not restores:
         return []
@@ -279,20 +296,30 @@ def roll_back(
     for restore, version in writes.tunes:
         log.warning("rolling back %s: pin %s", restore.name, version)
         try:
-            write(client.tune_mount, restore.kind, restore.path, {"plugin_version": version})
+            write(
+                client.tune_mount,
+                restore.kind,
+                restore.path,
+                {"plugin_version": version},
+                restore.namespace,
+            )
             written.add(restore.key)
         except ApiError as error:
             problems[restore.key] = f"the tune back to {version} failed: {error}"
     reload = [r for r in writes.reloads if r.key not in problems]
-    if reload:
-        paths = sorted(api_path(*r.key) for r in reload)
+    for namespace, paths in _by_namespace(r.key for r in reload).items():
         log.warning("rolling back: reloading %s", ", ".join(paths))
-        written.update(r.key for r in reload)
         try:
-            write(client.reload_backend, mounts=paths, scope=scope if len(nodes) > 1 else "")
+            write(
+                client.reload_backend,
+                mounts=paths,
+                scope=scope if len(nodes) > 1 else "",
+                namespace=namespace,
+            )
         except ApiError as error:
             # Each node is read and repaired on its own below.
             log.warning("rollback reload failed: %s", error)
+    written.update(r.key for r in reload)
     targets = {r.key: r.target for r in restores if r.target is not None and not r.why_not}
     wait = defaults.NODE_LAG_WAIT if written else 0.0
     after: dict[str, dict[MountKey, NodeMount]] = {}
@@ -310,6 +337,15 @@ def roll_back(
         _outcome(client, nodes, restore, after, written, problems.get(restore.key, ""))
         for restore in restores
     ]
+
+
+def _by_namespace(keys: Iterable[MountKey]) -> dict[str, list[str]]:
+    """Mounts grouped by the namespace a reload of them is sent in, as API paths: the
+    server reloads nothing for a path that crosses namespaces."""
+    grouped: dict[str, list[str]] = {}
+    for namespace, kind, path in sorted(keys):
+        grouped.setdefault(namespace, []).append(api_path(kind, path))
+    return grouped
 
 
 def _verified_node(
@@ -334,14 +370,23 @@ def _verified_node(
     seen, wrong = wait_on_node(client, node, mounts, wrong_in, wait)
     if not wrong:
         return seen, set()
-    paths = sorted(api_path(*key) for key in wrong)
-    log.warning("rollback: repairing %s with a local reload of %s", node.address, paths)
-    try:
-        with client.on_node(node.address) as pinned:
-            write(pinned.reload_backend, mounts=paths)
-    except ApiError as error:
-        log.warning("local reload on %s failed: %s", node.address, error)
+    repair_on_node(client, node, wrong, write, "rollback: ")
     return read_node_mounts(client, node, mounts), set(wrong)
+
+
+def repair_on_node(
+    client: Client, node: Node, wrong: Iterable[MountKey], write: Write, context: str = ""
+) -> None:
+    """A local reload sent to `node` of each mount still wrong there, one per namespace.
+
+    A failed local reload is logged: the reads that follow say what the node runs."""
+    for namespace, paths in _by_namespace(wrong).items():
+        log.warning("%srepairing %s with a local reload of %s", context, node.address, paths)
+        try:
+            with client.on_node(node.address) as pinned:
+                write(pinned.reload_backend, mounts=paths, namespace=namespace)
+        except ApiError as error:
+            log.warning("local reload on %s failed: %s", node.address, error)
 
 
 def _outcome(

@@ -134,7 +134,7 @@ def read_live_state(client: Client, nodes: Sequence[Node] = ()) -> LiveState:
         namespaces=sorted(namespace for namespace in tables if namespace),
         elsewhere=[m for m in mounts if m.namespace != home],
         connections=connections,
-        nodes=[_read_node(client, node) for node in nodes] if len(nodes) > 1 else [],
+        nodes=[_read_node(client, node, mounts) for node in nodes] if len(nodes) > 1 else [],
     )
 
 
@@ -246,21 +246,40 @@ def _read_connections(
     return connections
 
 
-def _read_node(client: Client, node: Node) -> LiveNode:
+def _read_node(client: Client, node: Node, mounts: Sequence[LiveMount]) -> LiveNode:
+    """What `node`'s own tables say each namespace's mounts run, and whether each mount
+    that runs an external plugin answers a request sent to that node."""
+    namespaces = sorted({mount.namespace for mount in mounts})
+    external = [m for m in mounts if _runs_external(m)]
+
     def tables(pinned: Client) -> list[NodeRunning]:
+        with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-node") as pool:
+            wanted = [(namespace, kind) for namespace in namespaces for kind in _KINDS]
+            read = pool.map(lambda t: pinned.list_mounts(t[1], t[0]), wanted)
+            listed = dict(zip(wanted, read, strict=True))
+            probes = pool.map(lambda m: _backend_answers(pinned, m), external)
+            answers = {
+                (m.namespace, m.kind, m.path): answer
+                for m, answer in zip(external, probes, strict=True)
+            }
         return [
             NodeRunning(
                 kind=kind,
-                path=path if path.endswith("/") else path + "/",
+                path=(path := key if key.endswith("/") else key + "/"),
                 running_plugin_version=str(raw.get("running_plugin_version") or ""),
                 running_sha256=str(raw.get("running_sha256") or "").lower(),
+                namespace=namespace,
+                answers=answers.get((namespace, kind, path)),
             )
-            for kind in ("secret", "auth")
-            for path, raw in pinned.list_mounts(kind).items()
+            for (namespace, kind), table in sorted(listed.items())
+            for key, raw in table.items()
         ]
 
     running = on_node(client, node, tables)
     return LiveNode(address=node.address, active=node.active, mounts=running)
+
+
+_KINDS: tuple[MountKind, ...] = ("secret", "auth")
 
 
 def _known_type(entry: Mapping[str, Any]) -> bool:

@@ -182,14 +182,18 @@ def _seen(ran: Binary, answers: bool = True) -> NodeMount:
 
 
 def test_only_what_is_not_in_place_is_written() -> None:
-    restores = [Restore("secret", p, "demo-kv", V1) for p in ("a/", "b/", "c/")]
-    pins = {("secret", "a/"): "v1.0.0", ("secret", "b/"): "v2.0.0", ("secret", "c/"): "v1.0.0"}
+    restores = [Restore("", "secret", p, "demo-kv", V1) for p in ("a/", "b/", "c/")]
+    pins = {
+        ("", "secret", "a/"): "v1.0.0",
+        ("", "secret", "b/"): "v2.0.0",
+        ("", "secret", "c/"): "v1.0.0",
+    }
     seen = {
-        "n1": {("secret", p): _seen(V1) for p in ("a/", "b/", "c/")},
+        "n1": {("", "secret", p): _seen(V1) for p in ("a/", "b/", "c/")},
         "n2": {
-            ("secret", "a/"): _seen(V1),
-            ("secret", "b/"): _seen(V1),
-            ("secret", "c/"): _seen(V1, answers=False),
+            ("", "secret", "a/"): _seen(V1),
+            ("", "secret", "b/"): _seen(V1),
+            ("", "secret", "c/"): _seen(V1, answers=False),
         },
     }
     writes = restore_writes(restores, pins, seen)

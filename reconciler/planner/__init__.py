@@ -65,6 +65,8 @@ from reconciler.planner._context import (
 from reconciler.planner._dead import dead_elsewhere_warnings, not_answering
 from reconciler.planner._mounts import (
     behind_the_canaries,
+    choose_canaries,
+    fresh_moves,
     plan_declared_mounts,
     plan_unmanaged_mounts,
     reload_actions,
@@ -127,6 +129,18 @@ def plan(
         connections = plan_connections(scope.context, catalog.changed)
         planned.append(ScopedMounts(scope, mounts, pruning, connections))
     cleanup = plan_deregistrations(context, planned)
+    canaries = choose_canaries(
+        (
+            part.scope.namespace,
+            part.scope.named,
+            fresh_moves(
+                part.scope.context,
+                (part.mounts.reloads | part.pruning.reloads).converge,
+                part.mounts.targets,
+            ),
+        )
+        for part in planned
+    )
     # References are checked once, with the client's namespace's planned changes.
     server_owned = plan_server_references(
         context, planned[0].mounts, planned[0].pruning, planned[0].connections
@@ -150,6 +164,7 @@ def plan(
                             part.scope.context,
                             part.mounts.reloads | part.pruning.reloads,
                             part.mounts.targets,
+                            canaries,
                         ),
                     )
                 ),
@@ -192,7 +207,9 @@ def plan(
         checked = preflight(context, server_version, planned_targets)
         outcomes.append(checked)
     actions = [action for outcome in outcomes for action in outcome.actions]
-    actions.extend(plan_node_reloads(context, actions))
+    for part in planned:
+        drift = plan_node_reloads(part.scope.context, actions)
+        actions.extend(part.scope.outcome(Outcome(actions=drift)).actions)
     actions = [_placed(action, context.namespace) for action in actions]
     warnings = [warning for outcome in outcomes for warning in outcome.warnings]
     behind = behind_the_canaries(actions)

@@ -3,7 +3,7 @@ phase 3, pruning: disable the undeclared ones when the file asks for it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,23 +199,31 @@ def _unmanaged_warning(context: Context, live_mount: LiveMount) -> str:
 
 
 def reload_actions(
-    context: Context, reloads: Reloads, targets: Mapping[MountKey, Target]
+    context: Context,
+    reloads: Reloads,
+    targets: Mapping[MountKey, Target],
+    canaries: Sequence[Canary] = (),
 ) -> tuple[Action, ...]:
     """The reloads of each stage, naming every mount they reload and why.
 
     One call restarts every mount it names at once, so mounts moving onto the same
     new binary go in two steps: a canary (one mount, verified by the executor before
-    it goes on), then the rest. The reason code is the most urgent of its mounts'
-    reasons (a dead backend, then a tuned pin).
+    it goes on), then the rest. `canaries` are the plan's, chosen across every
+    namespace it manages (`choose_canaries`): this namespace reloads its own, and its
+    other reloads wait for the ones whose binary they move onto. The reason code is
+    the most urgent of its mounts' reasons (a dead backend, then a tuned pin).
     """
     actions: list[Action] = []
     if reloads.converge:
-        canaries = _canaries(context, reloads.converge, targets)
-        for path, target, others in canaries:
-            actions.append(_canary_reload(context, path, target, others))
-        rest = reloads.converge - {path for path, _, _ in canaries}
+        here = [c for c in canaries if c.namespace == context.namespace]
+        actions.extend(_canary_reload(context, canary) for canary in here)
+        rest = reloads.converge - {c.path for c in here}
         if rest:
-            actions.append(_converge_reload(context, reloads, rest, canaries))
+            moving = {
+                target for (kind, path), target in targets.items() if api_path(kind, path) in rest
+            }
+            waits_on = [c.name for c in canaries if c.target in moving]
+            actions.append(_converge_reload(context, reloads, rest, waits_on))
     if reloads.cleanup:
         actions.append(
             ReloadAction(
@@ -233,10 +241,11 @@ def behind_the_canaries(actions: Iterable[Action]) -> Callable[[Action], bool]:
     """Whether an action of the converge stage waits for the canaries to be verified.
 
     A reload that fails on one node can restart that node's core, which mounts every
-    entry of the mount table again: a mount already pinned to the new version dies
-    there too. So the canary alone is tuned and reloaded (and verified on every node)
-    first; the other mounts' pins move after it, then every other reload, re-pin and
-    reset, in their usual order. One order for one server and for clusters.
+    entry of the mount table again, in every namespace: a mount already pinned to the
+    new version dies there too. So the canaries alone are tuned and reloaded (and
+    verified on every node) first; every other mount's pin moves after them, whatever
+    its namespace, then every other reload, re-pin and reset, in their usual order.
+    One order for one server and for clusters.
     """
     canaries = {
         (a.params.namespace, path)
@@ -244,16 +253,14 @@ def behind_the_canaries(actions: Iterable[Action]) -> Callable[[Action], bool]:
         if isinstance(a, ReloadAction) and a.canary
         for path in a.params.mounts or []
     }
-    scopes = {namespace for namespace, _ in canaries}
 
     def behind(action: Action) -> bool:
-        if action.stage is not Stage.CONVERGE:
+        if action.stage is not Stage.CONVERGE or not canaries:
             return False
         if isinstance(action, TuneAction):
             p = action.params
             return (
                 "plugin_version" in p.body
-                and p.namespace in scopes
                 and (p.namespace, api_path(p.kind, p.path)) not in canaries
             )
         if isinstance(action, ReloadAction) and action.canary:
@@ -263,24 +270,56 @@ def behind_the_canaries(actions: Iterable[Action]) -> Callable[[Action], bool]:
     return behind
 
 
-_Canary = tuple[str, Target, tuple[str, ...]]
+@dataclass(frozen=True)
+class Canary:
+    """The one mount reloaded first onto a new binary, before the others move onto it."""
+
+    namespace: str  # a path from the root
+    path: str  # API path, in its namespace
+    name: str  # how the plan names it (with its namespace when not the client's)
+    target: Target
+    others: tuple[str, ...]  # the other mounts that move onto it, named for the plan
 
 
-def _canaries(
+# One namespace's candidates: (namespace, how it names a path, binary → API paths).
+Candidates = tuple[str, Callable[[str], str], Mapping[Target, Sequence[str]]]
+
+
+def choose_canaries(scoped: Iterable[Candidates]) -> tuple[Canary, ...]:
+    """One canary per new binary that more than one mount moves onto, counting the mounts
+    of every namespace the plan manages: the first of them (namespaces in plan order,
+    then paths)."""
+    by_binary: dict[Target, list[tuple[str, str, str]]] = {}
+    for namespace, named, moves in scoped:
+        for target, paths in moves.items():
+            by_binary.setdefault(target, []).extend(
+                (namespace, path, named(path)) for path in sorted(paths)
+            )
+    return tuple(
+        Canary(namespace, path, name, target, tuple(other for _, _, other in rest))
+        for target, ((namespace, path, name), *rest) in by_binary.items()
+        if rest
+    )
+
+
+def fresh_moves(
     context: Context, paths: frozenset[str], targets: Mapping[MountKey, Target]
-) -> list[_Canary]:
-    """Per new external binary more than one reloaded mount moves onto: (first, the rest).
+) -> dict[Target, list[str]]:
+    """Per new external binary, the reloaded mounts (API paths) that move onto it.
 
     A binary a live mount already runs and answers with, on every node, has proven
     itself on this server (a canary that worked before an interruption, say): it
-    needs no canary. One node that runs something else for that mount (the binary
-    died there) proves nothing.
+    needs no canary. One node that runs something else for that mount, or where it
+    does not answer (the binary died there), proves nothing.
     """
     on_nodes: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for node in context.live.nodes:
         for running in node.mounts:
+            if running.namespace != context.namespace:
+                continue
+            runs = (running.running_plugin_version, running.running_sha256)
             on_nodes.setdefault((running.kind, running.path), set()).add(
-                (running.running_plugin_version, running.running_sha256)
+                ("", "") if running.answers is False else runs
             )
     proven = {
         (m.plugin, m.running_plugin_version, m.running_sha256)
@@ -294,16 +333,11 @@ def _canaries(
         fresh = (target.name, target.version, target.sha256) not in proven
         if where in paths and not target.builtin and fresh:
             by_binary.setdefault(target, []).append(where)
-    return [
-        (first, target, tuple(rest))
-        for target, (first, *rest) in ((t, sorted(p)) for t, p in by_binary.items())
-        if rest
-    ]
+    return {target: sorted(found) for target, found in by_binary.items()}
 
 
-def _canary_reload(
-    context: Context, path: str, target: Target, others: tuple[str, ...]
-) -> ReloadAction:
+def _canary_reload(context: Context, canary: Canary) -> ReloadAction:
+    target = canary.target
     command = next(
         (e.command for e in context.desired.plugins if e.present and e.key == target.key), ""
     )
@@ -311,20 +345,20 @@ def _canary_reload(
         part for part in (command and f"command {command}", f"sha256 {target.sha256[:12]}…") if part
     )
     return ReloadAction(
-        target=f"mounts {path}",
+        target=f"mounts {canary.path}",
         reason=(
             f"canary for {target.name} {target.version or '(unversioned)'} ({binary}): "
             f"reloaded alone and verified on every node (running sha256 and a probe) "
-            f"before {', '.join(others)} move"
+            f"before {', '.join(canary.others)} move"
         ),
         reason_code=ReasonCode.CANARY,
         canary=True,
-        params=ReloadParams(mounts=[path], scope=context.scope),
+        params=ReloadParams(mounts=[canary.path], scope=context.scope),
     )
 
 
 def _converge_reload(
-    context: Context, reloads: Reloads, paths: frozenset[str], canaries: list[_Canary]
+    context: Context, reloads: Reloads, paths: frozenset[str], waits_on: Sequence[str]
 ) -> ReloadAction:
     dead = sorted(paths & reloads.dead)
     repinned = sorted((paths & reloads.repinned) - reloads.dead)
@@ -350,8 +384,8 @@ def _converge_reload(
     if len(reasons) == 1 and not causes.keys() & set(dead):
         # One reason for every mount: the target names them already.
         reasons = [reasons[0].rsplit(": ", 1)[0]]
-    if canaries:
-        reasons.append("once the canary " + ", ".join(path for path, _, _ in canaries) + " works")
+    if waits_on:
+        reasons.append("once the canary " + ", ".join(waits_on) + " works")
     return ReloadAction(
         target="mounts " + ", ".join(sorted(paths)),
         stage=Stage.CONVERGE,

@@ -23,23 +23,25 @@ from reconciler.plan import (
     TuneAction,
 )
 from reconciler.planner._context import Context
-from reconciler.resolver import api_path
+from reconciler.resolver import api_path, namespace_path
 
 
 def plan_node_reloads(context: Context, others: Iterable[Action]) -> tuple[Action, ...]:
-    """One local reload per node that runs another binary for a mount than the catalog says.
+    """One local reload per node that runs another binary for a mount of the context's
+    namespace than the catalog says, or where the mount does not answer.
 
-    `others`: the rest of the plan; the mounts it writes to or reloads are left out.
+    `others`: the rest of the plan (any namespace); the mounts it writes to or reloads
+    are left out.
     """
     live = context.live
     if len(live.nodes) < 2:
         return ()
-    planned = _planned_paths(others)
+    planned = _planned_paths(others, namespace_path(live.server.namespace))
     sha = live.external_sha256()
     expected: dict[tuple[str, str], tuple[str, str, str]] = {}
     for mount in live.mounts:
         entry_sha = sha.get((mount.kind, mount.plugin, mount.plugin_version), "")
-        if entry_sha and mount.api_path not in planned:
+        if entry_sha and (mount.namespace, mount.api_path) not in planned:
             expected[(mount.kind, mount.path)] = (mount.api_path, mount.plugin_version, entry_sha)
     actions: list[Action] = []
     for node in live.nodes:
@@ -47,21 +49,25 @@ def plan_node_reloads(context: Context, others: Iterable[Action]) -> tuple[Actio
         described: list[str] = []
         for running in node.mounts:
             want = expected.get((running.kind, running.path))
-            if want is None:
+            if want is None or running.namespace != context.namespace:
                 continue
             api_path, version, entry_sha = want
-            if (running.running_plugin_version, running.running_sha256) == (version, entry_sha):
+            runs = (running.running_plugin_version, running.running_sha256)
+            if running.answers is False:
+                described.append(f"{api_path} does not answer there")
+            elif runs != (version, entry_sha):
+                described.append(
+                    f"{api_path} runs {running.running_plugin_version or '(unversioned)'} "
+                    f"sha256 {running.running_sha256[:12] or '(none)'}"
+                )
+            else:
                 continue
             drifted.append(api_path)
-            described.append(
-                f"{api_path} runs {running.running_plugin_version or '(unversioned)'} "
-                f"sha256 {running.running_sha256[:12] or '(none)'}"
-            )
         if drifted:
             actions.append(
                 ReloadAction(
                     target=f"mounts {', '.join(sorted(drifted))} on node {node.address}",
-                    reason="this node runs another binary than the catalog says: "
+                    reason="this node runs another binary than the catalog says, or none: "
                     + "; ".join(sorted(described)),
                     reason_code=ReasonCode.NODE_RUNS_OTHER_BINARY,
                     params=ReloadParams(mounts=sorted(drifted), node=node.address),
@@ -70,16 +76,24 @@ def plan_node_reloads(context: Context, others: Iterable[Action]) -> tuple[Actio
     return tuple(actions)
 
 
-def _planned_paths(actions: Iterable[Action]) -> frozenset[str]:
-    paths: set[str] = set()
+def _planned_paths(actions: Iterable[Action], home: str) -> frozenset[tuple[str, str]]:
+    """(namespace, API path) of every mount `actions` write to or reload."""
+    paths: set[tuple[str, str]] = set()
     for action in actions:
+        namespace = getattr(action.params, "namespace", None)
+        where = home if namespace is None else namespace
         match action:
             case EnableAction(params=p) | ReplaceAction(params=p):
-                paths.add(api_path(p.kind, p.path))
+                paths.add((where, api_path(p.kind, p.path)))
             case TuneAction(params=tune):
-                paths.add(api_path(tune.kind, tune.path))
+                paths.add((where, api_path(tune.kind, tune.path)))
             case MoveAction(params=move):
-                paths.update({api_path(move.kind, move.from_path), api_path(move.kind, move.to)})
+                paths.update(
+                    {
+                        (where, api_path(move.kind, move.from_path)),
+                        (where, api_path(move.kind, move.to)),
+                    }
+                )
             case ReloadAction(params=reload):
-                paths.update(reload.mounts or [])
+                paths.update((where, path) for path in reload.mounts or [])
     return frozenset(paths)
