@@ -626,6 +626,9 @@ class NodeRunning(_Strict):
     running_sha256: str = ""
     # The namespace it lives in, as a path from the root ("" is the root).
     namespace: str = ""
+    # The mount's accessor: the same mount under another path on this node than on the
+    # active one is a move this node's table did not follow.
+    accessor: str = ""
     # Whether a request sent to this node through the mount reached its plugin (external
     # plugins only; None when not probed or no verdict). After a failed reload on one
     # node `running_*` still names the old binary there: only this tells it is dead.

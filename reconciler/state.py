@@ -269,6 +269,7 @@ def _read_node(client: Client, node: Node, mounts: Sequence[LiveMount]) -> LiveN
                 running_plugin_version=str(raw.get("running_plugin_version") or ""),
                 running_sha256=str(raw.get("running_sha256") or "").lower(),
                 namespace=namespace,
+                accessor=str(raw.get("accessor") or ""),
                 answers=answers.get((namespace, kind, path)),
             )
             for (namespace, kind), table in sorted(listed.items())

@@ -211,6 +211,14 @@ class Cluster:
             answer = http.put(f"{node.address}/v1/sys/unseal", json={"key": self.unseal_key})
         _check(answer)
 
+    def seal_and_unseal(self, node: ClusterNode, *, timeout: float = 60.0) -> None:
+        """Seal one node and unseal it again (it reads its tables afresh), as an operator
+        would; wait until every node is healthy."""
+        with self.http(node, forward=False) as http:
+            _check(http.put("/v1/sys/seal"))
+        self.unseal(node)
+        self.wait_healthy(timeout=timeout)
+
     def restart(self, node: ClusterNode, *, timeout: float = 60.0) -> None:
         """Start a stopped node again and unseal it; it rejoins from its raft data."""
         node.start()

@@ -79,7 +79,7 @@ from reconciler.planner._namespaces import (
     plan_namespace_creation,
     unmanaged_namespace_warnings,
 )
-from reconciler.planner._nodes import plan_node_reloads
+from reconciler.planner._nodes import plan_node_reloads, stale_moves
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
 from reconciler.planner._preflight import preflight
 from reconciler.planner._server_owned import plan_missing_pins, plan_server_references
@@ -208,8 +208,9 @@ def plan(
         outcomes.append(checked)
     actions = [action for outcome in outcomes for action in outcome.actions]
     for part in planned:
-        drift = plan_node_reloads(part.scope.context, actions)
-        actions.extend(part.scope.outcome(Outcome(actions=drift)).actions)
+        drift = part.scope.outcome(Outcome(actions=plan_node_reloads(part.scope.context, actions)))
+        actions.extend(drift.actions)
+        outcomes.append(part.scope.outcome(stale_moves(part.scope.context)))
     actions = [_placed(action, context.namespace) for action in actions]
     warnings = [warning for outcome in outcomes for warning in outcome.warnings]
     behind = behind_the_canaries(actions)

@@ -16,14 +16,16 @@ from reconciler.plan import (
     Action,
     EnableAction,
     MoveAction,
+    Problem,
     ReasonCode,
     ReloadAction,
     ReloadParams,
     ReplaceAction,
     TuneAction,
 )
-from reconciler.planner._context import Context
+from reconciler.planner._context import Context, Outcome, problem
 from reconciler.resolver import api_path, namespace_path
+from reconciler.usage import mount_target_name
 
 
 def plan_node_reloads(context: Context, others: Iterable[Action]) -> tuple[Action, ...]:
@@ -74,6 +76,47 @@ def plan_node_reloads(context: Context, others: Iterable[Action]) -> tuple[Actio
                 )
             )
     return tuple(actions)
+
+
+def stale_moves(context: Context) -> Outcome:
+    """A mount of the context's namespace that a node's own table still has at another
+    path: a move (`sys/remount`) that node did not follow. An error for a declared
+    mount, a warning for another.
+
+    On OpenBao 2.7 a standby keeps routing the old path (and serving it) until it is
+    unsealed again or restarted; no reload or tune makes it follow. Nothing this tool
+    can write repairs it, and every later plan would otherwise call the server
+    converged while that node disagrees: an error, naming the node and the fix.
+    """
+    live = context.live
+    if len(live.nodes) < 2:
+        return Outcome()
+    declared = {(kind, m.path) for kind, m in context.desired.mounts()}
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    for mount in live.mounts:
+        if not mount.accessor:
+            continue
+        for node in live.nodes:
+            here = [
+                r for r in node.mounts if r.namespace == context.namespace and r.kind == mount.kind
+            ]
+            if any(r.path == mount.path for r in here):
+                continue
+            old = next((r.path for r in here if r.accessor == mount.accessor), None)
+            if old is None:
+                continue
+            found = errors if (mount.kind, mount.path) in declared else warnings
+            found.append(
+                problem(
+                    mount_target_name(mount.kind, mount.path),
+                    f"node {node.address}'s mount table did not follow the move: it still "
+                    f"has this mount at {old}. OpenBao standbys take a sys/remount only once "
+                    "unsealed again or restarted: seal and unseal that node (or restart "
+                    "it), then apply again",
+                )
+            )
+    return Outcome(errors=tuple(errors), warnings=tuple(warnings))
 
 
 def _planned_paths(actions: Iterable[Action], home: str) -> frozenset[tuple[str, str]]:

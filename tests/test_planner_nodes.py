@@ -1,5 +1,6 @@
-"""The planner across namespaces on a cluster: one canary per new binary for every
-namespace the file manages, and per-node drift in each namespace.
+"""The planner on a cluster, from every node's own tables: one canary per new binary
+for every namespace the file manages, per-node drift in each namespace, and a move a
+standby's table did not follow.
 
 A reload that fails on one node can restart that node's core, which mounts every
 entry of every namespace again: a child namespace's mount already pinned to the new
@@ -135,3 +136,44 @@ def test_a_child_namespace_mount_dead_on_one_node_is_reloaded_there_only() -> No
 
 def test_a_settled_cluster_of_two_namespaces_plans_nothing() -> None:
     assert plan(_desired("v1.0.0"), _live()).actions == []
+
+
+def test_a_move_a_standby_did_not_follow_is_an_error_naming_the_node_and_the_fix() -> None:
+    # OpenBao 2.7: after sys/remount the standby's table keeps the old path (same accessor).
+    moved = _mount("", "v1.0.0", V1).model_copy(update={"path": "b/", "accessor": "kv_1"})
+    live = _live().model_copy(update={"mounts": [moved], "elsewhere": [], "namespaces": []})
+    standby = live.nodes[1].model_copy(
+        update={
+            "mounts": [
+                NodeRunning(
+                    kind="secret",
+                    path="a/",
+                    running_plugin_version="v1.0.0",
+                    running_sha256=V1,
+                    accessor="kv_1",
+                    answers=True,
+                )
+            ]
+        }
+    )
+    active = live.nodes[0].model_copy(
+        update={"mounts": [NodeRunning(kind="secret", path="b/", accessor="kv_1")]}
+    )
+    live = live.model_copy(update={"nodes": [active, standby]})
+    desired = DesiredState.model_validate(
+        {
+            "version": 1,
+            "plugins": _desired("v1.0.0").model_dump()["plugins"],
+            "secrets": [{"path": "b/", "plugin": "kv-plus", "version": "v1.0.0"}],
+        }
+    )
+    the_plan = plan(desired, live)
+    (error,) = the_plan.errors
+    assert error.target == "secrets/b/"
+    assert "node http://node2:8200's mount table did not follow the move" in error.message
+    assert "still has this mount at a/" in error.message
+    assert "seal and unseal that node" in error.message
+    # Undeclared, the same mount is a warning: it does not stop the file's apply.
+    undeclared = desired.model_copy(update={"secrets": []})
+    assert not plan(undeclared, live).errors
+    assert any("did not follow the move" in w.message for w in plan(undeclared, live).warnings)
