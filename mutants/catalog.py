@@ -30,6 +30,7 @@ _LOCKS = "tests/test_concurrency.py::"
 _CASE = "tests/test_planner.py::test_plan_matches_the_case"
 # The fault campaign's seed that breaks one standby's binary during an upgrade (docs/safety.md).
 _SEED_31 = "tests/test_campaign.py::test_the_invariants_hold_for_seed[31]"
+_NODES = "tests/test_planner_nodes.py::"
 
 MUTANTS: tuple[Mutant, ...] = (
     # --- the guarantees docs/testing.md has listed from the start -------------------------
@@ -360,11 +361,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="rollback-does-not-tune-back",
         file="reconciler/rollback.py",
-        original=(
-            "            write(client.tune_mount, restore.kind, restore.path, "
-            '{"plugin_version": version})\n'
-        ),
-        replacement="            pass\n",
+        original="                client.tune_mount,\n",
+        replacement="                lambda *_args: None,\n",
         breaks="Rollback pins a failed upgrade's mounts back to their old version",
         tests=(
             _CANARY + "test_a_broken_binary_takes_down_only_the_canary_which_is_rolled_back",
@@ -374,8 +372,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="rollback-does-not-reload",
         file="reconciler/rollback.py",
-        original="    if reload:\n",
-        replacement="    if False:\n",
+        original="                client.reload_backend,\n",
+        replacement="                lambda **_kwargs: None,\n",
         breaks="Rollback reloads the mounts that were reloaded onto the failed version",
         tests=(
             _CANARY + "test_a_broken_binary_takes_down_only_the_canary_which_is_rolled_back",
@@ -786,5 +784,52 @@ MUTANTS: tuple[Mutant, ...] = (
         replacement="        outcomes = []\n",
         breaks="A failed upgrade on a cluster leaves every mount answering on every node",
         tests=(_SEED_31,),
+    ),
+    Mutant(
+        name="rollback-of-the-client-namespace-only",
+        file="reconciler/rollback.py",
+        original=(
+            "    mounts = [m for m in (*before.mounts, *before.elsewhere) "
+            "if (m.kind, m.plugin) in plugins]\n"
+        ),
+        replacement="    mounts = [m for m in before.mounts if (m.kind, m.plugin) in plugins]\n",
+        breaks="A rollback restores the mounts of every namespace, each in its own",
+        tests=(
+            "tests/test_rollback.py::"
+            "test_a_child_namespace_mount_pinned_ahead_is_tuned_back_in_its_namespace",
+        ),
+    ),
+    Mutant(
+        name="canary-per-namespace",
+        file="reconciler/planner/_mounts.py",
+        original="                and (p.namespace, api_path(p.kind, p.path)) not in canaries\n",
+        replacement=(
+            "                and p.namespace in {n for n, _ in canaries}\n"
+            "                and (p.namespace, api_path(p.kind, p.path)) not in canaries\n"
+        ),
+        breaks="Every pin move of the plan, in any namespace, waits for the canaries",
+        tests=(
+            _NODES + "test_one_mount_per_namespace_onto_a_new_binary_still_gets_a_canary",
+            _NODES + "test_the_child_namespace_pin_waits_for_the_root_canary",
+        ),
+    ),
+    Mutant(
+        name="node-drift-ignores-dead-mounts",
+        file="reconciler/planner/_nodes.py",
+        original="            if running.answers is False:\n",
+        replacement="            if False:\n",
+        breaks="A mount that does not answer on one node is reloaded on that node",
+        tests=(_NODES + "test_a_child_namespace_mount_dead_on_one_node_is_reloaded_there_only",),
+    ),
+    Mutant(
+        name="stale-move-not-an-error",
+        file="reconciler/planner/_nodes.py",
+        original="            if old is None:\n",
+        replacement="            if True:\n",
+        breaks="A move a node's table did not follow is an error naming the node and the fix",
+        tests=(
+            _NODES + "test_a_move_a_standby_did_not_follow_is_an_error_naming_the_node_and_the_fix",
+            "tests/test_campaign.py::test_the_invariants_hold_for_seed[9]",
+        ),
     ),
 )

@@ -254,7 +254,7 @@ class _Run:
                 f"canary {mount_target_name(*split_api_path(path))} {problem}: the other "
                 f"mounts were neither tuned nor reloaded ({action.reason})"
             )
-        on_nodes = self._verify_nodes(live, _placed(touched_mounts([action]), live), repair=True)
+        on_nodes = self._verify_nodes(live, _keys_of(touched_mounts([action]), live), repair=True)
         if on_nodes:
             return f"canary {'; '.join(on_nodes)}: the other mounts were neither tuned nor reloaded"
         return None
@@ -435,7 +435,7 @@ class _Run:
                 problems.append(f"{mount_target_name(kind, path)}{where} does not answer: {error}")
         if not problems:
             problems.extend(
-                self._verify_nodes(live, _placed(touched_mounts(actions), live), repair=True)
+                self._verify_nodes(live, _keys_of(touched_mounts(actions), live), repair=True)
             )
         self.result.failures.extend(problems)
         return not problems
@@ -594,7 +594,7 @@ class _Run:
         # An entry the server's configuration owns has its sha256 in the catalog only.
         catalog = before.external_sha256()
         held: set[HeldUpgrade] = set()
-        for key in _placed(touched_mounts(converge), before):
+        for key in _keys_of(touched_mounts(converge), before):
             mount = declared.get(key)
             if mount is None:
                 continue
@@ -693,7 +693,7 @@ def _pending_reloads(plan: Plan, stage: Stage) -> set[tuple[str | None, str]]:
     }
 
 
-def _placed(touched: list[tuple[MountKind, str, str | None]], live: LiveState) -> list[MountKey]:
+def _keys_of(touched: list[tuple[MountKind, str, str | None]], live: LiveState) -> list[MountKey]:
     """The touched mounts as (namespace, kind, path), the namespace a path from the root."""
     home = namespace_path(live.server.namespace)
     return [

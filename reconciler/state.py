@@ -253,28 +253,30 @@ def _read_node(client: Client, node: Node, mounts: Sequence[LiveMount]) -> LiveN
     external = [m for m in mounts if _runs_external(m)]
 
     def tables(pinned: Client) -> list[NodeRunning]:
+        wanted = [(namespace, kind) for namespace in namespaces for kind in _KINDS]
         with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-node") as pool:
-            wanted = [(namespace, kind) for namespace in namespaces for kind in _KINDS]
-            read = pool.map(lambda t: pinned.list_mounts(t[1], t[0]), wanted)
-            listed = dict(zip(wanted, read, strict=True))
+            listed = pool.map(lambda t: pinned.list_mounts(t[1], t[0]), wanted)
             probes = pool.map(lambda m: _backend_answers(pinned, m), external)
             answers = {
-                (m.namespace, m.kind, m.path): answer
-                for m, answer in zip(external, probes, strict=True)
+                (m.namespace, m.kind, m.path): a for m, a in zip(external, probes, strict=True)
             }
-        return [
-            NodeRunning(
-                kind=kind,
-                path=(path := key if key.endswith("/") else key + "/"),
-                running_plugin_version=str(raw.get("running_plugin_version") or ""),
-                running_sha256=str(raw.get("running_sha256") or "").lower(),
-                namespace=namespace,
-                accessor=str(raw.get("accessor") or ""),
-                answers=answers.get((namespace, kind, path)),
-            )
-            for (namespace, kind), table in sorted(listed.items())
-            for key, raw in table.items()
-        ]
+            tables = dict(zip(wanted, listed, strict=True))
+        running = []
+        for (namespace, kind), table in sorted(tables.items()):
+            for key, raw in table.items():
+                path = key if key.endswith("/") else key + "/"
+                running.append(
+                    NodeRunning(
+                        kind=kind,
+                        path=path,
+                        running_plugin_version=str(raw.get("running_plugin_version") or ""),
+                        running_sha256=str(raw.get("running_sha256") or "").lower(),
+                        namespace=namespace,
+                        accessor=str(raw.get("accessor") or ""),
+                        answers=answers.get((namespace, kind, path)),
+                    )
+                )
+        return running
 
     running = on_node(client, node, tables)
     return LiveNode(address=node.address, active=node.active, mounts=running)

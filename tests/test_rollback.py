@@ -93,6 +93,59 @@ def test_mounts_pinned_ahead_by_hand_are_tuned_back_when_the_canary_dies(
         ]
 
 
+TWO_NAMESPACES = """\
+version: 1
+plugins:
+  - {{type: secret, name: demo-kv, version: v1.0.0, command: demo-kv-1.0.0, sha256: {v1}}}
+  - {{type: secret, name: demo-kv, version: v2.0.0, command: {v2_command}, sha256: {v2}}}
+secrets:
+  - {{path: a/, plugin: demo-kv, version: {version}}}
+namespaces:
+  team/:
+    secrets:
+      - {{path: a/, plugin: demo-kv, version: {version}}}
+"""
+
+
+def test_a_child_namespace_mount_pinned_ahead_is_tuned_back_in_its_namespace(
+    server: DevServer, plugins: Path, tmp_path: Path, broken: Path
+) -> None:
+    # The same path at the root and in team/: two mounts, each restored where it lives.
+    def desired(version: str) -> Path:
+        return write_desired(
+            tmp_path,
+            TWO_NAMESPACES.format(
+                v1=sha256_of(plugins / "demo-kv-1.0.0"),
+                v2=sha256_of(plugins / "demo-kv-2.0.0"),
+                v2_command=broken.name,
+                version=version,
+            ),
+        )
+
+    applied = run_cli(server, "apply", "--yes", str(desired("v1.0.0")))
+    assert applied.ok, applied.output
+    places = {"": api(server), "team/": api(server)}
+    places["team/"].headers["X-Vault-Namespace"] = "team"
+    for namespace, http in places.items():
+        http.put("/v1/a/data/kept", json={"v": namespace}).raise_for_status()
+        http.post("/v1/sys/mounts/a/tune", json={"plugin_version": "v2.0.0"}).raise_for_status()
+
+    result = run_cli(server, "apply", "--yes", "--json", str(desired("v2.0.0")))
+
+    assert result.exit_code == 1, result.output
+    states = {m["mount"]: m["state"] for m in json.loads(result.stdout)["rollback"]}
+    assert states == {
+        "secrets/a/": "rolled back",
+        "secrets/a/ in namespace team/": "rolled back",
+    }, result.output
+    v1_sha = sha256_of(plugins / "demo-kv-1.0.0")
+    for namespace, http in places.items():
+        entry = http.get("/v1/sys/mounts").json()["data"]["a/"]
+        assert (entry["plugin_version"], entry["running_sha256"]) == ("v1.0.0", v1_sha), namespace
+        assert http.get("/v1/a/info").json()["data"]["version"] == "v1.0.0", namespace
+        assert http.get("/v1/a/data/kept").json()["data"]["v"] == namespace
+
+
 @pytest.mark.parametrize("k", range(1, 4))
 def test_an_upgrade_killed_at_write_k_and_run_again_still_broken_ends_on_what_ran(
     server: DevServer, plugins: Path, tmp_path: Path, broken: Path, k: int
