@@ -28,7 +28,7 @@ from reconciler.documents import (
     StatusNode,
 )
 from reconciler.errors import ApiError, PluginFileMissing
-from reconciler.model import CatalogEntry, LiveMount, LiveState, MountKind
+from reconciler.model import LiveMount, LiveState, MountKind
 from reconciler.nodes import Node, on_node
 from reconciler.resolver import CatalogKey, is_builtin_version, namespace_path, runs_external
 from reconciler.state import MAX_CONCURRENT_READS
@@ -163,6 +163,12 @@ def read_status(client: Client, nodes: Sequence[Node], live: LiveState) -> Statu
         for node in nodes
     ]
     listed = {e.key: e for e in live.catalog if not e.builtin}
+    # The one rule for a pin the catalog lacks: the server picture's.
+    missing_pins = {
+        (user.namespace, user.table, user.path): key
+        for user, key in ServerUsage.of(live).pinned_to_missing()
+        if user.kind == "mount"
+    }
     unreadable: set[str] = set()
     shown: list[MountStatusDocument] = []
     for mount in mounts:
@@ -191,7 +197,7 @@ def read_status(client: Client, nodes: Sequence[Node], live: LiveState) -> Statu
                     answers=seen.answers,
                     error=seen.error,
                     problems=_node_problems(mount, seen, catalog_sha256)
-                    + _missing_pin(mount, listed),
+                    + _missing_pin(missing_pins.get(mount_key(mount))),
                 )
             )
         external = runs_external(mount)
@@ -251,14 +257,13 @@ def _node_problems(mount: LiveMount, seen: NodeMount, catalog_sha256: str) -> li
     return []
 
 
-def _missing_pin(mount: LiveMount, listed: Mapping[CatalogKey, CatalogEntry]) -> list[str]:
+def _missing_pin(key: CatalogKey | None) -> list[str]:
     """A mount pinned to an external version the catalog lacks (a removed stanza, a
     deregistration by hand): it answers until its next reload, which fails."""
-    pin = mount.plugin_version
-    if not pin or is_builtin_version(pin) or (mount.kind, mount.plugin, pin) in listed:
+    if key is None:
         return []
     return [
-        f"pinned to {mount.kind}/{mount.plugin}/{pin}, which is not in the catalog: its next "
+        f"pinned to {'/'.join(key)}, which is not in the catalog: its next "
         "reload fails and leaves it without a backend; pin it to a version the catalog "
         "holds or register this one again"
     ]
