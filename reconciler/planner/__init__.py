@@ -31,7 +31,7 @@ one picture every in-use check reads (`Context.usage`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 
 from reconciler.model import DesiredState, LiveState
 from reconciler.plan import (
@@ -55,9 +55,7 @@ from reconciler.planner._catalog import (
 from reconciler.planner._cleanup import ScopedMounts, plan_deregistrations
 from reconciler.planner._connections import plan_connections
 from reconciler.planner._context import (
-    Context,
     HeldUpgrade,
-    MountKey,
     Outcome,
     catalog_target_name,
     parse_catalog_target,
@@ -70,6 +68,7 @@ from reconciler.planner._mounts import (
     plan_declared_mounts,
     plan_unmanaged_mounts,
     reload_actions,
+    without_doomed,
 )
 from reconciler.planner._namespaces import (
     binding_errors,
@@ -83,7 +82,7 @@ from reconciler.planner._nodes import plan_node_reloads, stale_moves
 from reconciler.planner._overrides import leftover_override_warnings, override_warnings
 from reconciler.planner._preflight import preflight
 from reconciler.planner._server_owned import plan_missing_pins, plan_server_references
-from reconciler.resolver import CatalogKey, Target, api_path, namespace_path
+from reconciler.resolver import CatalogKey, namespace_path
 from reconciler.usage import mount_target_name
 
 __all__ = [
@@ -129,17 +128,19 @@ def plan(
         connections = plan_connections(scope.context, catalog.changed)
         planned.append(ScopedMounts(scope, mounts, pruning, connections))
     cleanup = plan_deregistrations(context, planned)
+    reloads = [
+        without_doomed(
+            part.scope.context, part.mounts.reloads | part.pruning.reloads, part.mounts.targets
+        )
+        for part in planned
+    ]
     canaries = choose_canaries(
         (
             part.scope.namespace,
             part.scope.named,
-            fresh_moves(
-                part.scope.context,
-                (part.mounts.reloads | part.pruning.reloads).converge,
-                part.mounts.targets,
-            ),
+            fresh_moves(part.scope.context, its_reloads.converge, part.mounts.targets),
         )
-        for part in planned
+        for part, its_reloads in zip(planned, reloads, strict=True)
     )
     # References are checked once, with the client's namespace's planned changes.
     server_owned = plan_server_references(
@@ -152,21 +153,12 @@ def plan(
         catalog,
         *(
             part.scope.outcome(phase)
-            for part in planned
+            for part, its_reloads in zip(planned, reloads, strict=True)
             for phase in (
                 part.mounts,
                 part.pruning,
                 Outcome(
-                    _sparing_mounts_without_entry(
-                        part.scope.context,
-                        part.mounts.targets,
-                        reload_actions(
-                            part.scope.context,
-                            part.mounts.reloads | part.pruning.reloads,
-                            part.mounts.targets,
-                            canaries,
-                        ),
-                    )
+                    reload_actions(part.scope.context, its_reloads, part.mounts.targets, canaries)
                 ),
                 Outcome(
                     warnings=override_warnings(
@@ -238,37 +230,6 @@ def plan(
         server_version=server_version,
         preflight=list(checked.mounts) if checked is not None else [],
     )
-
-
-def _sparing_mounts_without_entry(
-    context: Context, targets: Mapping[MountKey, Target], reloads: Iterable[Action]
-) -> tuple[Action, ...]:
-    """`reloads` without the mounts whose entry the catalog will not hold: reloaded, such a
-    mount would be left without a backend (it keeps running until then). The plan's error
-    names the missing entry; a plan made once it is back reloads them."""
-    doomed = {
-        api_path(kind, path)
-        for (kind, path), target in targets.items()
-        if target.key is not None and target.key not in context.entries_after
-    }
-    kept: list[Action] = []
-    for action in reloads:
-        if not (isinstance(action, ReloadAction) and action.params.mounts and doomed):
-            kept.append(action)
-            continue
-        mounts = [m for m in action.params.mounts if m not in doomed]
-        if len(mounts) == len(action.params.mounts):
-            kept.append(action)
-        elif mounts:
-            kept.append(
-                action.model_copy(
-                    update={
-                        "target": "mounts " + ", ".join(mounts),
-                        "params": action.params.model_copy(update={"mounts": mounts}),
-                    }
-                )
-            )
-    return tuple(kept)
 
 
 _AT_THE_ROOT = frozenset({ActionKind.REGISTER, ActionKind.UPDATE, ActionKind.DEREGISTER})

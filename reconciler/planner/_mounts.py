@@ -198,6 +198,28 @@ def _unmanaged_warning(context: Context, live_mount: LiveMount) -> str:
     return f"unmanaged mount ({live_mount.plugin}): left alone"
 
 
+def without_doomed(
+    context: Context, reloads: Reloads, targets: Mapping[MountKey, Target]
+) -> Reloads:
+    """`reloads` without the mounts whose entry the catalog will not hold: reloaded, such
+    a mount would be left without a backend (it keeps running until then). The plan's
+    error names the missing entry; a plan made once it is back reloads them."""
+    doomed = {
+        api_path(kind, path)
+        for (kind, path), target in targets.items()
+        if target.key is not None and target.key not in context.entries_after
+    }
+    if not doomed:
+        return reloads
+    return Reloads(
+        converge=reloads.converge - doomed,
+        cleanup=reloads.cleanup - doomed,
+        dead=reloads.dead - doomed,
+        repinned=reloads.repinned - doomed,
+        causes=tuple((path, cause) for path, cause in reloads.causes if path not in doomed),
+    )
+
+
 def reload_actions(
     context: Context,
     reloads: Reloads,
