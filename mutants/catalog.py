@@ -37,7 +37,11 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="verify-always-passes",
         file="reconciler/executor.py",
-        original="        self.result.failures.extend(problems)\n        return not problems\n",
+        original=(
+            "        self.result.failures.extend(not_followed + problems)\n"
+            "        self.only_moves_not_followed = bool(not_followed) and not problems\n"
+            "        return not (not_followed or problems)\n"
+        ),
         replacement="        return True\n",
         breaks="Apply verifies what it did",
         tests=(
@@ -221,16 +225,9 @@ MUTANTS: tuple[Mutant, ...] = (
         name="cleanup-after-failed-verification",
         file="reconciler/executor.py",
         original=(
-            "        if converge and not self._verify(converge, "
-            "allow_pending_cleanup=bool(cleanup)):\n"
-            "            self._fail_and_maybe_roll_back(converge, before)\n"
-            "            return\n"
+            "                self._fail_and_maybe_roll_back(converge, before)\n            return\n"
         ),
-        replacement=(
-            "        if converge and not self._verify(converge, "
-            "allow_pending_cleanup=bool(cleanup)):\n"
-            "            self._fail_and_maybe_roll_back(converge, before)\n"
-        ),
+        replacement="                self._fail_and_maybe_roll_back(converge, before)\n",
         breaks="The cleanup stage (deregistrations) runs only after verification passed",
         tests=(_VERIFY + "test_a_failed_verification_deregisters_nothing",),
     ),
@@ -824,12 +821,23 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="stale-move-not-an-error",
         file="reconciler/planner/_nodes.py",
-        original="            if old is None:\n",
-        replacement="            if True:\n",
+        original="        if mount.namespace != context.namespace:\n            continue\n",
+        replacement="        continue\n",
         breaks="A move a node's table did not follow is an error naming the node and the fix",
         tests=(
             _NODES + "test_a_move_a_standby_did_not_follow_is_an_error_naming_the_node_and_the_fix",
             "tests/test_campaign.py::test_the_invariants_hold_for_seed[9]",
+        ),
+    ),
+    Mutant(
+        name="move-not-followed-rolls-back-upgrades",
+        file="reconciler/executor.py",
+        original="            if self.only_moves_not_followed:\n",
+        replacement="            if False:\n",
+        breaks="A move standbys did not follow does not roll back an upgrade that worked",
+        tests=(
+            "tests/test_cluster_apply.py::"
+            "test_a_move_beside_an_upgrade_keeps_the_upgrade_and_names_the_standbys_to_unseal",
         ),
     ),
 )

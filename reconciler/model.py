@@ -664,6 +664,26 @@ class LiveState(_Strict):
         """The built-in's own version string, or None when no such built-in exists."""
         return live_builtins(self.catalog).get((plugin_type, name))
 
+    def moves_not_followed(self) -> list[tuple[LiveMount, str, str]]:
+        """(mount, node address, old path) for each mount a node's own table still has at
+        another path, with the same accessor: a `sys/remount` that node did not follow.
+
+        OpenBao 2.7 standbys take a move only once unsealed again or restarted (they
+        match table entries by UUID and never compare the path); until then they route
+        the old path and answer 404 at the new one.
+        """
+        found = []
+        for node in self.nodes:
+            places = {(r.namespace, r.kind, r.path) for r in node.mounts}
+            by_accessor = {(r.namespace, r.kind, r.accessor): r.path for r in node.mounts}
+            for mount in (*self.mounts, *self.elsewhere):
+                if not mount.accessor or (mount.namespace, mount.kind, mount.path) in places:
+                    continue
+                old = by_accessor.get((mount.namespace, mount.kind, mount.accessor))
+                if old is not None:
+                    found.append((mount, node.address, old))
+        return found
+
     def external_sha256(self) -> dict[tuple[str, str, str], str]:
         """(type, name, version) → sha256 of every external catalog entry."""
         return {entry.key: entry.sha256 for entry in self.catalog if not entry.builtin}

@@ -315,3 +315,34 @@ def _is_active(node: ClusterNode) -> bool:
 
 def cluster_http_plain(node: ClusterNode) -> httpx.Client:
     return httpx.Client(base_url=node.address, timeout=5)
+
+
+def test_a_move_beside_an_upgrade_keeps_the_upgrade_and_names_the_standbys_to_unseal(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # OpenBao 2.7 standbys keep a moved mount at its old path until unsealed again: the
+    # apply says so, and does not roll back the upgrade that worked on every node.
+    start_on_v1(cluster, tmp_path, ("kv1",))
+    with cluster.http(cluster.active()) as http:
+        assert http.post("/v1/sys/mounts/old", json={"type": "kv"}).status_code == 204
+    cluster.wait_replicated()
+    upgrade = desired(cluster, tmp_path, "v2.0.0", ("kv1",))
+    upgrade.write_text(upgrade.read_text() + "  - {path: new/, plugin: kv, moved_from: old/}\n")
+
+    moved = cli(cluster, "apply", "--yes", "--json", str(upgrade))
+
+    assert moved.exit_code == 1, moved.output
+    document = json.loads(moved.stdout)
+    assert (document["converged"], document["rollback"]) == (False, []), moved.output
+    standbys = cluster.standbys()
+    for standby in standbys:
+        assert f"node {standby.address}'s mount table did not follow the move" in moved.output
+    every_node_serves(cluster, ("kv1",), "v2.0.0")
+    again = cli(cluster, "plan", str(upgrade))
+    assert again.exit_code == 1 and "seal and unseal that node" in again.output, again.output
+
+    for standby in standbys:
+        cluster.seal_and_unseal(standby)
+    converged = cli(cluster, "apply", "--yes", "--json", str(upgrade))
+    assert converged.exit_code == 0, converged.output
+    assert json.loads(converged.stdout)["converged"] is True

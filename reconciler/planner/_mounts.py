@@ -605,8 +605,18 @@ def _plan_move(context: Context, kind: MountKind, mount: Mount) -> _Move:
         changes=[FieldChange(field="path", before=mount.moved_from, after=mount.path)],
         params=MoveParams(kind=kind, from_path=mount.moved_from, to=mount.path),
     )
+    warnings: tuple[Problem, ...] = ()
+    if len(context.live.nodes) > 1:
+        warnings = (
+            problem(
+                where,
+                f"moved from {mount.moved_from} on a cluster: OpenBao 2.7 standbys keep the "
+                f"mount at {mount.moved_from} (and answer 404 at {mount.path}) until each is "
+                "sealed and unsealed again or restarted; the apply names them",
+            ),
+        )
     return _Move(
-        MountChanges(actions=(move,), claimed=claimed),
+        MountChanges(actions=(move,), warnings=warnings, claimed=claimed),
         source.model_copy(update={"path": mount.path}),
     )
 

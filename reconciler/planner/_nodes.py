@@ -88,34 +88,22 @@ def stale_moves(context: Context) -> Outcome:
     can write repairs it, and every later plan would otherwise call the server
     converged while that node disagrees: an error, naming the node and the fix.
     """
-    live = context.live
-    if len(live.nodes) < 2:
-        return Outcome()
     declared = {(kind, m.path) for kind, m in context.desired.mounts()}
     errors: list[Problem] = []
     warnings: list[Problem] = []
-    for mount in live.mounts:
-        if not mount.accessor:
+    for mount, node, old in context.live.moves_not_followed():
+        if mount.namespace != context.namespace:
             continue
-        for node in live.nodes:
-            here = [
-                r for r in node.mounts if r.namespace == context.namespace and r.kind == mount.kind
-            ]
-            if any(r.path == mount.path for r in here):
-                continue
-            old = next((r.path for r in here if r.accessor == mount.accessor), None)
-            if old is None:
-                continue
-            found = errors if (mount.kind, mount.path) in declared else warnings
-            found.append(
-                problem(
-                    mount_target_name(mount.kind, mount.path),
-                    f"node {node.address}'s mount table did not follow the move: it still "
-                    f"has this mount at {old}. OpenBao standbys take a sys/remount only once "
-                    "unsealed again or restarted: seal and unseal that node (or restart "
-                    "it), then apply again",
-                )
+        found = errors if (mount.kind, mount.path) in declared else warnings
+        found.append(
+            problem(
+                mount_target_name(mount.kind, mount.path),
+                f"node {node}'s mount table did not follow the move: it still has this "
+                f"mount at {old}. OpenBao standbys take a sys/remount only once unsealed "
+                "again or restarted: seal and unseal that node (or restart it), then "
+                "apply again",
             )
+        )
     return Outcome(errors=tuple(errors), warnings=tuple(warnings))
 
 
