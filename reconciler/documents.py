@@ -55,6 +55,8 @@ class ActionRef(_Document):
 
 
 class Running(_Document):
+    """What a mount runs: a version and the sha256 of its binary ("" for a built-in)."""
+
     version: str
     sha256: str
 
@@ -167,18 +169,13 @@ class CatalogSeen(_Document):
     error: str
 
 
-class RunningSeen(_Document):
-    version: str
-    sha256: str
-
-
 class NodeMountStatus(_Document):
     """One mount as one node has it."""
 
     node: str
     active: bool
     catalog: CatalogSeen
-    running: RunningSeen
+    running: Running
     answers: bool
     error: str  # why the mount does not answer on this node ("" when it does)
     # What is wrong on this node besides not answering: runs another version or binary

@@ -23,7 +23,7 @@ from reconciler.documents import (
     ConnectionStatusDocument,
     MountStatusDocument,
     NodeMountStatus,
-    RunningSeen,
+    Running,
     StatusDocument,
     StatusNode,
 )
@@ -193,7 +193,7 @@ def read_status(client: Client, nodes: Sequence[Node], live: LiveState) -> Statu
                         sha256=catalog_sha256,
                         error=seen.catalog_error,
                     ),
-                    running=RunningSeen(version=seen.running_version, sha256=seen.running_sha256),
+                    running=Running(version=seen.running_version, sha256=seen.running_sha256),
                     answers=seen.answers,
                     error=seen.error,
                     problems=_node_problems(mount, seen, catalog_sha256)

@@ -13,6 +13,7 @@ import click
 from reconciler.durations import duration_text
 from reconciler.model import DURATION_CONFIG_KEYS
 from reconciler.plan import Action, ActionKind, Plan, PreflightStatus, Problem, Safety, Stage
+from reconciler.resolver import namespace_path
 
 if TYPE_CHECKING:
     from reconciler.documents import StatusDocument
@@ -89,6 +90,7 @@ def render_plan(
         header += f" from {printable(plan.desired.path)}"
     lines.append(style.bold(header))
     indexed = list(enumerate(plan.actions))
+    home = namespace_path(plan.server.namespace)
     for title, group in (
         ("Catalog", [(i, a) for i, a in indexed if a.kind in _CATALOG_KINDS]),
         (
@@ -102,7 +104,7 @@ def render_plan(
         lines.append("")
         lines.append(style.bold(f"{title}:"))
         for index, action in group:
-            lines.extend(_action_lines(action, refusals.get(index), style))
+            lines.extend(_action_lines(action, refusals.get(index), style, home))
     if plan.errors:
         lines.append("")
         lines.append(style.paint("Errors (this plan cannot be applied):", "red", bold=True))
@@ -174,13 +176,14 @@ def _preflight_lines(plan: Plan, style: _Styler) -> list[str]:
     return lines
 
 
-def _action_lines(action: Action, refusal: str | None, style: _Styler) -> list[str]:
+def _action_lines(action: Action, refusal: str | None, style: _Styler, home: str) -> list[str]:
     symbol = action.symbol
     marker = style.paint("!", "red", bold=True) if refusal else " "
     painted = style.paint(symbol, _COLOURS[symbol])
     head = f"{marker} {painted} {action.kind.value} {printable(action.target)}"
-    if action.namespace and " in namespace " not in action.target:
-        # Every action names its namespace, whichever file form made the plan.
+    if action.namespace and action.namespace == home:
+        # Every action names its namespace, whichever file form made the plan: those of
+        # other namespaces carry it in their target already, the client's own do not.
         head += f" in namespace {printable(action.namespace)}"
     notes = [printable(action.reason)]
     if action.safety is not Safety.SAFE:

@@ -38,6 +38,8 @@ class Health:
     held: tuple[str, ...] = ()
     # Healthy, yet mounts do not answer (named in `reason`).
     degraded: bool = False
+    # Unhealthy because of the held upgrades alone (passes succeed).
+    holding: bool = False
 
     @property
     def status(self) -> str:
@@ -45,7 +47,7 @@ class Health:
         held) or "unhealthy"."""
         if self.healthy:
             return "degraded" if self.degraded else "ok"
-        return "held" if self.held and self.reason.startswith("held") else "unhealthy"
+        return "held" if self.holding else "unhealthy"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -228,7 +230,7 @@ class Metrics:
             return Health(False, f"no pass succeeded for {since:.0f}s", failures, since, held)
         if held:
             reason = "held: " + "; ".join(f"upgrade to {name} failed" for name in held)
-            return Health(False, reason, failures, since, held)
+            return Health(False, reason, failures, since, held, holding=True)
         if since is None:
             return Health(True, "starting", failures, since)
         return Health(True, "last pass succeeded" if failures == 0 else "retrying", failures, since)
