@@ -54,7 +54,7 @@ from reconciler.planner import HeldUpgrade, bound_to_live_catalog, mount_target_
 from reconciler.planner import plan as make_plan
 from reconciler.resolver import api_path, namespace_path, runs_builtin, split_api_path
 from reconciler.rollback import NOT_RESTORED, RESTORED, MountOutcome, repair_on_node, roll_back
-from reconciler.usage import where_text
+from reconciler.usage import mount_named_from
 
 if TYPE_CHECKING:
     from reconciler.client import Client
@@ -423,7 +423,7 @@ class _Run:
         )
         behind = {mount_key(mount) for mount, _node, _old in live.moves_not_followed()}
         home = namespace_path(live.server.namespace)
-        behind_names = {_placed_name(key, home) for key in behind}
+        behind_names = {mount_named_from(home, *key) for key in behind}
         not_followed = [
             f"{p.target}: {p.message}" for p in again.errors if p.target in behind_names
         ]
@@ -495,7 +495,7 @@ class _Run:
                 wrong = self._wait_node(node, expected, 0.0)
             for key, why in sorted(wrong.items()):
                 tried = " (a local reload sent to it did not repair it)" if repair else ""
-                name = _placed_name(key, home)
+                name = mount_named_from(home, *key)
                 problems.append(f"{name} on node {node.address}: {why}{tried}")
         if repaired and not problems:
             # What is claimed comes from reads made after the last write: every node again.
@@ -716,14 +716,6 @@ def _keys_of(touched: list[tuple[MountKind, str, str | None]], live: LiveState) 
     return [
         (home if namespace is None else namespace, kind, path) for kind, path, namespace in touched
     ]
-
-
-def _placed_name(key: MountKey, home: str) -> str:
-    """How output names a mount: by its path in the client's namespace, else with its
-    namespace."""
-    namespace, kind, path = key
-    name = mount_target_name(kind, path)
-    return name if namespace == home else f"{name} in {where_text(namespace)}"
 
 
 def _since(started: float) -> float:

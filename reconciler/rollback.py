@@ -42,9 +42,9 @@ from reconciler.nodestate import (
     read_node_mounts,
     wait_on_node,
 )
-from reconciler.planner import HeldUpgrade, mount_target_name
+from reconciler.planner import HeldUpgrade
 from reconciler.resolver import api_path, is_builtin_version, namespace_path
-from reconciler.usage import where_text
+from reconciler.usage import mount_named_from
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ class Restore:
     target: Binary | None
     # Why it cannot be restored ("" when it can).
     why_not: str = ""
-    # Whether it lives in the client's namespace: named by its path alone.
-    home: bool = True
+    # The client's namespace (a path from the root): mounts elsewhere are named with theirs.
+    home: str = ""
 
     @property
     def key(self) -> MountKey:
@@ -88,8 +88,7 @@ class Restore:
 
     @property
     def name(self) -> str:
-        name = mount_target_name(self.kind, self.path)
-        return name if self.home else f"{name} in {where_text(self.namespace)}"
+        return mount_named_from(self.home, self.namespace, self.kind, self.path)
 
 
 @dataclass(frozen=True)
@@ -189,7 +188,7 @@ def what_ran(before: LiveState, failed: Collection[HeldUpgrade]) -> list[Restore
                 if (kind, plugin) == (mount.kind, mount.plugin)
             ]
             target = max(known)[1] if known else None
-        restores.append(_restorable(mount, target, catalog, home=mount.namespace == home))
+        restores.append(_restorable(mount, target, catalog, home=home))
     return restores
 
 
@@ -202,7 +201,7 @@ def _restorable(
     target: Binary | None,
     catalog: Mapping[tuple[str, str, str], str],
     *,
-    home: bool,
+    home: str,
 ) -> Restore:
     def cannot(why: str) -> Restore:
         return Restore(mount.namespace, mount.kind, mount.path, mount.plugin, target, why, home)

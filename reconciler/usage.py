@@ -43,6 +43,13 @@ def mount_target_name(kind: MountKind, path: str) -> str:
     return f"{'auth' if kind == 'auth' else 'secrets'}/{path}"
 
 
+def mount_named_from(home: str, namespace: str, kind: MountKind, path: str) -> str:
+    """How output made in `home` names a mount of `namespace` (both paths from the root):
+    by its path in `home`, with its namespace elsewhere."""
+    name = mount_target_name(kind, path)
+    return name if namespace == home else f"{name} in {where_text(namespace)}"
+
+
 def connection_target_name(mount: str, name: str) -> str:
     """How a connection is named in plans: its mount's name, then `connections/<name>`."""
     return f"{mount_target_name('secret', mount)}connections/{name}"
