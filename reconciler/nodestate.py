@@ -137,9 +137,28 @@ def _read_pinned(
             running_version=str(raw.get("running_plugin_version") or ""),
             running_sha256=str(raw.get("running_sha256") or "").lower(),
             answers=bool(raw) and not error,
-            error=error if raw else "not in this node's mount table",
+            error=error if raw else _not_in_table(mount, tables.get((mount.namespace, mount.kind))),
         )
     return seen
+
+
+def _not_in_table(mount: LiveMount, table: Mapping[str, Mapping[str, object]] | None) -> str:
+    """Why a node lacks the mount: not there yet, or still at the path it was moved from."""
+    old = next(
+        (
+            path
+            for path, raw in (table or {}).items()
+            if mount.accessor and raw.get("accessor") == mount.accessor
+        ),
+        None,
+    )
+    if old is None:
+        return "not in this node's mount table"
+    return (
+        f"not in this node's mount table, which still has it at {old}: a move this node "
+        "did not follow (OpenBao standbys take one only once unsealed again or restarted: "
+        "seal and unseal it, or restart it)"
+    )
 
 
 def read_status(client: Client, nodes: Sequence[Node], live: LiveState) -> StatusDocument:

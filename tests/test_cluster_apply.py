@@ -340,6 +340,12 @@ def test_a_move_beside_an_upgrade_keeps_the_upgrade_and_names_the_standbys_to_un
     every_node_serves(cluster, ("kv1",), "v2.0.0")
     again = cli(cluster, "plan", str(upgrade))
     assert again.exit_code == 1 and "seal and unseal that node" in again.output, again.output
+    status = cli(cluster, "status", "--json")
+    assert status.exit_code == 2, status.output
+    (new,) = [m for m in json.loads(status.stdout)["mounts"] if m["path"] == "new/"]
+    stale = {n["node"]: n["error"] for n in new["nodes"] if not n["answers"]}
+    assert set(stale) == {s.address for s in standbys}, new
+    assert all("still has it at old/" in error for error in stale.values()), stale
 
     for standby in standbys:
         cluster.seal_and_unseal(standby)
