@@ -177,3 +177,24 @@ def test_a_move_a_standby_did_not_follow_is_an_error_naming_the_node_and_the_fix
     undeclared = desired.model_copy(update={"secrets": []})
     assert not plan(undeclared, live).errors
     assert any("did not follow the move" in w.message for w in plan(undeclared, live).warnings)
+
+
+def test_a_move_planned_on_a_cluster_warns_that_standbys_need_unsealing() -> None:
+    live = _live().model_copy(update={"elsewhere": [], "namespaces": []})
+    desired = DesiredState.model_validate(
+        {
+            "version": 1,
+            "plugins": _desired("v1.0.0").model_dump()["plugins"],
+            "secrets": [
+                {"path": "b/", "plugin": "kv-plus", "version": "v1.0.0", "moved_from": "a/"}
+            ],
+        }
+    )
+    the_plan = plan(desired, live)
+    assert [f"{a.kind} {a.target}" for a in the_plan.actions] == ["move secrets/b/"]
+    (warning,) = [w for w in the_plan.warnings if w.target == "secrets/b/"]
+    assert "standbys keep the mount at a/" in warning.message
+    assert "sealed and unsealed again or restarted" in warning.message
+    # One server: nothing to warn about.
+    single = plan(desired, live.model_copy(update={"nodes": []}))
+    assert not [w for w in single.warnings if w.target == "secrets/b/"]
