@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import defaults
 from reconciler.errors import ApiError, OutcomeUnknown, StaleState
-from reconciler.model import DesiredState, LiveMount, LiveState, MountKind, PluginEntry
+from reconciler.model import (
+    DesiredState,
+    LiveMount,
+    LiveState,
+    MountKind,
+    Namespace,
+    PluginEntry,
+)
 from reconciler.nodes import Node, discover_nodes
 from reconciler.nodestate import (
     LAGGING,
@@ -257,11 +264,17 @@ class _Run:
                 problem = f"runs {_running(mount)}"
             else:
                 continue
+            home = namespace_path(live.server.namespace)
+            name = mount_named_from(home, namespace or home, *split_api_path(path))
             return (
-                f"canary {mount_target_name(*split_api_path(path))} {problem}: the other "
-                f"mounts were neither tuned nor reloaded ({action.reason})"
+                f"canary {name} {problem}: the other mounts were neither tuned nor reloaded "
+                f"({action.reason})"
             )
-        on_nodes = self._verify_nodes(live, _keys_of(touched_mounts([action]), live), repair=True)
+        # A node that did not follow a move of the canary cannot run it at its new path
+        # (the apply's verification reports that); the other nodes prove the binary.
+        behind = {mount_key(mount) for mount, _node, _old in live.moves_not_followed()}
+        canary = [key for key in _keys_of(touched_mounts([action]), live) if key not in behind]
+        on_nodes = self._verify_nodes(live, canary, repair=True)
         if on_nodes:
             return f"canary {'; '.join(on_nodes)}: the other mounts were neither tuned nor reloaded"
         return None
@@ -551,7 +564,16 @@ class _Run:
             return
         nodes = self.nodes()
         scope = _scope(converge) or ("global" if len(nodes) > 1 else "")
-        outcomes = roll_back(self.api, nodes, before, failed, self.read_state(), self._write, scope)
+        outcomes = roll_back(
+            self.api,
+            nodes,
+            before,
+            failed,
+            self.read_state(),
+            self._write,
+            scope,
+            self._managed_namespaces(before),
+        )
         self.result.rollback = outcomes
         for outcome in outcomes:
             if outcome.state == RESTORED:
@@ -592,6 +614,16 @@ class _Run:
             return list(self.desired.plugins)
         return list(bound_to_live_catalog(self.desired, before).plugins)
 
+    def _namespaces_declared(self) -> list[tuple[str, DesiredState | Namespace]]:
+        """The file's own namespace ("") and each it declares, relative to the client's."""
+        tree = self.desired.namespace_tree()
+        return [("", self.desired), *((relative, found) for relative, found, _ in tree)]
+
+    def _managed_namespaces(self, live: LiveState) -> set[str]:
+        """The namespaces the file manages, as paths from the root."""
+        home = namespace_path(live.server.namespace)
+        return {home + relative for relative, _file in self._namespaces_declared()}
+
     def _failed_upgrades(
         self, converge: list[Action], before: LiveState, entries: list[PluginEntry]
     ) -> list[HeldUpgrade]:
@@ -605,9 +637,11 @@ class _Run:
             mount_key(m): (m.running_plugin_version, m.running_sha256) for m in _all_mounts(before)
         }
         home = namespace_path(before.server.namespace)
-        declared = {(home, kind, m.path): m for kind, m in self.desired.mounts()}
-        for relative, namespace, _where in self.desired.namespace_tree():
-            declared.update({(home + relative, kind, m.path): m for kind, m in namespace.mounts()})
+        declared = {
+            (home + relative, kind, m.path): m
+            for relative, file in self._namespaces_declared()
+            for kind, m in file.mounts()
+        }
         # An entry the server's configuration owns has its sha256 in the catalog only.
         catalog = before.external_sha256()
         held: set[HeldUpgrade] = set()

@@ -255,8 +255,8 @@ def write_needs(actions: Sequence[Action], client_namespace: str) -> list[WriteN
             case DisableAction(params=p):
                 need(at(p.namespace, _mount_endpoint(p.kind, p.path)), _DELETE)
             case ReloadAction(params=p):
-                # A node's own reload is sent to that node, in the client's namespace.
-                need(at(None if p.node else p.namespace, _RELOAD), _UPDATE)
+                # A node's own reload is sent to that node, in the mounts' namespace too.
+                need(at(p.namespace, _RELOAD), _UPDATE)
             case RepinAction(params=p):
                 need(at(p.namespace, f"{p.mount}config/{p.name}"), _WRITE)
             case ResetAction(params=p):

@@ -151,8 +151,11 @@ class Writes:
 # --- what ran (pure) -----------------------------------------------------------------
 
 
-def what_ran(before: LiveState, failed: Collection[HeldUpgrade]) -> list[Restore]:
-    """Each mount of the failed upgrades' plugins (of every namespace read) and its target.
+def what_ran(
+    before: LiveState, failed: Collection[HeldUpgrade], namespaces: Collection[str]
+) -> list[Restore]:
+    """Each mount of the failed upgrades' plugins in `namespaces` (the ones the file
+    manages, paths from the root) and its target; other namespaces are left alone.
 
     The target is what the mount ran before the apply. When that is a failed binary
     (a killed run reloaded it), it is what another node ran, or else what the other
@@ -160,7 +163,11 @@ def what_ran(before: LiveState, failed: Collection[HeldUpgrade]) -> list[Restore
     """
     plugins = {(kind, name) for kind, name, _version, _sha in failed}
     broken = {(kind, name, Binary(version, sha)) for kind, name, version, sha in failed}
-    mounts = [m for m in (*before.mounts, *before.elsewhere) if (m.kind, m.plugin) in plugins]
+    mounts = [
+        m
+        for m in (*before.mounts, *before.elsewhere)
+        if (m.kind, m.plugin) in plugins and m.namespace in namespaces
+    ]
     per_node: dict[MountKey, list[Binary]] = {}
     for node in before.nodes:
         for running in node.mounts:
@@ -279,9 +286,11 @@ def roll_back(
     now: LiveState,
     write: Write,
     scope: str,
+    namespaces: Collection[str],
 ) -> list[MountOutcome]:
-    """Restore every mount of the failed upgrades to what it ran; each mount reported once."""
-    restores = what_ran(before, failed)
+    """Restore every mount of the failed upgrades in `namespaces` (the ones the file
+    manages) to what it ran; each mount reported once."""
+    restores = what_ran(before, failed, namespaces)
     by_key = {mount_key(m): m for m in (*now.mounts, *now.elsewhere)}
     restores = [r for r in restores if r.key in by_key]
     if not restores:

@@ -71,8 +71,10 @@ def read_live_state(client: Client, nodes: Sequence[Node] = ()) -> LiveState:
     """The server's catalog (external entries with their hash), every namespace's mounts
     and its identity.
 
-    With several `nodes`, also each node's own mount tables (two reads per node, sent
-    to that node only): what each node runs, for per-node drift.
+    With several `nodes`, also each node's own mount tables of every namespace (two
+    reads per namespace) and a probe of every external-plugin mount, sent to that node
+    only: what each node runs and whether it answers there, for per-node drift and
+    moves a node did not follow.
     """
     home = namespace_path(client.namespace)
     with ThreadPoolExecutor(MAX_CONCURRENT_READS, thread_name_prefix="reconciler-read") as pool:

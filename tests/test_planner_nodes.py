@@ -19,6 +19,7 @@ from reconciler.model import (
 )
 from reconciler.plan import ReloadAction, TuneAction
 from reconciler.planner import plan
+from reconciler.policy import write_needs
 
 V1, V2 = "1" * 64, "2" * 64
 CATALOG = [
@@ -198,3 +199,11 @@ def test_a_move_planned_on_a_cluster_warns_that_standbys_need_unsealing() -> Non
     # One server: nothing to warn about.
     single = plan(desired, live.model_copy(update={"nodes": []}))
     assert not [w for w in single.warnings if w.target == "secrets/b/"]
+
+
+def test_a_node_reload_in_a_child_namespace_needs_reload_there() -> None:
+    # The reload is sent to the node in the mount's namespace: the capability check asks
+    # about that namespace's endpoint, as the generated policy grants it.
+    the_plan = plan(_desired("v1.0.0"), _live(team_answers_on_standby=False))
+    (need,) = write_needs(the_plan.actions, "")
+    assert need.path == "team/sys/plugins/reload/backend"

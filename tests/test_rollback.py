@@ -215,18 +215,31 @@ def _live(mounts: dict[str, tuple[str, Binary]], nodes: dict[str, dict[str, Bina
 
 def test_a_mount_whose_table_names_the_failed_binary_goes_back_to_what_another_node_ran() -> None:
     live = _live({"a/": ("v2.0.0", V2)}, {"n1": {"a/": V2}, "n2": {"a/": V1}})
-    assert [(r.path, r.target, r.why_not) for r in what_ran(live, FAILED)] == [("a/", V1, "")]
+    assert [(r.path, r.target, r.why_not) for r in what_ran(live, FAILED, {""})] == [("a/", V1, "")]
 
 
 def test_a_mount_that_ran_the_failed_binary_everywhere_goes_back_to_what_its_siblings_ran() -> None:
     live = _live({"a/": ("v2.0.0", V2), "b/": ("v1.0.0", V1), "c/": ("v2.0.0", V1)}, {})
-    assert {r.path: r.target for r in what_ran(live, FAILED)} == {"a/": V1, "b/": V1, "c/": V1}
+    assert {r.path: r.target for r in what_ran(live, FAILED, {""})} == {
+        "a/": V1,
+        "b/": V1,
+        "c/": V1,
+    }
+
+
+def test_mounts_of_namespaces_the_file_does_not_manage_are_left_alone() -> None:
+    live = _live({"a/": ("v2.0.0", V1)}, {})
+    theirs = live.mounts[0].model_copy(update={"namespace": "other/", "running_sha256": V2.sha256})
+    live = live.model_copy(update={"elsewhere": [theirs], "namespaces": ["other/"]})
+    assert [(r.namespace, r.path) for r in what_ran(live, FAILED, {""})] == [("", "a/")]
+    managed = what_ran(live, FAILED, {"", "other/"})
+    assert [(r.namespace, r.path) for r in managed] == [("", "a/"), ("other/", "a/")]
 
 
 def test_a_version_gone_from_the_catalog_cannot_be_restored_and_says_why() -> None:
     live = _live({"a/": ("v2.0.0", V1)}, {})
     live = live.model_copy(update={"catalog": [e for e in live.catalog if e.version != "v1.0.0"]})
-    (restore,) = what_ran(live, FAILED)
+    (restore,) = what_ran(live, FAILED, {""})
     assert restore.why_not and "gone from the catalog" in restore.why_not
 
 
