@@ -118,6 +118,9 @@ def start_dev_server(
         *(extra_args or []),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+    # Dev mode writes its token to $HOME/.vault-token through a fixed temporary name: two
+    # servers started at once race on it and one exits ("rename …: no such file").
+    env["HOME"] = str(workdir)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
